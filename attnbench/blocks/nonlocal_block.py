@@ -1,0 +1,137 @@
+"""Non-local block (Wang et al., CVPR 2018), embedded-Gaussian form, the baseline of BANet, W3 and EAM.
+
+z = x + BN(W_z( softmax(theta(x)^T phi(x)) g(x) )), with theta, phi, g and W_z 1x1x1 convolutions.
+
+Options: ``ratio`` (inner channels C_i = C // ratio, the original uses 2), ``subsample`` (a 1x2x2 max-pool
+on phi and g, as in Wang et al.'s efficient variant) and ``bn`` (batch norm after W_z).
+
+The default, ``subsample=False``, is the configuration BANet's Eq. (5) assumes: the correlation matrix is
+(THW) x (THW), so its FLOPs are F_3D = C_in (THW)^2 x 2 with C_in = C_i.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attnbench.blocks.registry import BlockSpec, Option, Preset, register_block
+from attnbench.errors import UsageError
+from attnbench.flops import cost as C
+from attnbench.flops.cost import Cost
+from attnbench.shapes import VideoShape
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Dot-product attention over positions: q [n, c, L], k and v [n, c, M] -> [n, c, L].
+
+    Work: an L x c x M product (the correlation matrix), a softmax over its n*L*M entries and an
+    L x M x c product."""
+    affinity = torch.bmm(q.transpose(1, 2), k)  # [n, L, M]
+    weights = F.softmax(affinity, dim=-1)
+    return torch.bmm(weights, v.transpose(1, 2)).transpose(1, 2)  # [n, c, L]
+
+
+def attend_cost(n: int, c: int, L: int, M: int) -> Cost:
+    """Closed form of :func:`attend`."""
+    return C.matmul(n, L, c, M) + C.softmax(n * L * M) + C.matmul(n, L, M, c)
+
+
+def _inner(channels: int, ratio: int) -> int:
+    return max(channels // ratio, 1)
+
+
+class NonLocalBlock(nn.Module):
+    """Embedded-Gaussian non-local block on [B, C, T, H, W] (see module docstring)."""
+
+    def __init__(self, channels: int, ratio: int = 2, subsample: bool = False, bn: bool = True) -> None:
+        super().__init__()
+        inner = _inner(channels, ratio)
+        self.theta = nn.Conv3d(channels, inner, 1)
+        self.phi = nn.Conv3d(channels, inner, 1)
+        self.g = nn.Conv3d(channels, inner, 1)
+        self.out = nn.Conv3d(inner, channels, 1)
+        self.bn = nn.BatchNorm3d(channels) if bn else nn.Identity()
+        self.pool = nn.MaxPool3d((1, 2, 2)) if subsample else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t, h, w = x.shape
+        q = self.theta(x).flatten(2)
+        k = self.pool(self.phi(x)).flatten(2)
+        v = self.pool(self.g(x)).flatten(2)
+        y = attend(q, k, v).reshape(b, -1, t, h, w)
+        return x + self.bn(self.out(y))
+
+
+def _check(shape: VideoShape, ratio: int, subsample: bool, bn: bool) -> None:
+    if subsample and (shape.H < 2 or shape.W < 2):
+        raise UsageError("nl with subsample=true needs H >= 2 and W >= 2")
+
+
+def _keys(shape: VideoShape, subsample: bool) -> int:
+    return shape.T * (shape.H // 2) * (shape.W // 2) if subsample else shape.thw
+
+
+def nl_cost(shape: VideoShape, ratio: int = 2, subsample: bool = False, bn: bool = True) -> Cost:
+    b, c, n = shape.B, shape.C, shape.thw
+    ci = _inner(c, ratio)
+    m = _keys(shape, subsample)
+    total = C.conv(b * ci * n, c, (1, 1, 1), True) * 3
+    if subsample:
+        total = total + C.pool(b * ci * m, 4) * 2
+    total = total + attend_cost(b, ci, n, m)
+    total = total + C.conv(b * c * n, ci, (1, 1, 1), True)
+    if bn:
+        total = total + C.batchnorm(b * c * n)
+    return total + C.eltwise(b * c * n)
+
+
+def nl_params(shape: VideoShape, ratio: int = 2, subsample: bool = False, bn: bool = True) -> int:
+    c = shape.C
+    ci = _inner(c, ratio)
+    return 3 * (c * ci + ci) + (ci * c + c) + (2 * c if bn else 0)
+
+
+def nl_terms(shape: VideoShape, ratio: int = 2, subsample: bool = False, bn: bool = True) -> dict[str, Any]:
+    """BANet Eq. (5), F_3D = C_in (THW)^2 x 2 per clip, times the batch; C_in = inner channels.
+
+    With subsample=true the keys shrink to T(H/2)(W/2) and the counted product is smaller than Eq. (5)."""
+    ci = _inner(shape.C, ratio)
+    f3d = ci * shape.thw**2 * 2
+    return {
+        "affinity_flops": shape.B * f3d,
+        "affinity_flops_formula": "B x C_in (THW)^2 x 2  (BANet Eq. 5)",
+        "affinity_flops_counted_form": 2 * shape.B * ci * shape.thw * _keys(shape, subsample),
+        "c_in": ci,
+    }
+
+
+def nl_largest(shape: VideoShape, ratio: int = 2, subsample: bool = False, bn: bool = True) -> tuple[str, int]:
+    """The (THW) x (keys) attention map: elements (multiply by the dtype's size for bytes)."""
+    return ("attention map B x THW x keys", shape.B * shape.thw * _keys(shape, subsample))
+
+
+register_block(
+    BlockSpec(
+        name="nl",
+        title="Non-local block (embedded Gaussian)",
+        paper="Wang et al. 2018; baseline in BANet, W3, EAM",
+        build=lambda shape, **o: NonLocalBlock(shape.C, **o),
+        cost=nl_cost,
+        params=nl_params,
+        terms=nl_terms,
+        check=_check,
+        largest_intermediate=nl_largest,
+        options=(
+            Option("ratio", int, 2, "inner channels C_i = C // ratio", minimum=1),
+            Option("subsample", bool, False, "1x2x2 max-pool on phi and g (off: BANet Eq. 5)"),
+            Option("bn", bool, True, "batch norm after the output projection"),
+        ),
+        presets=(
+            Preset("banet", VideoShape(1, 96, 16, 28, 28), "BANet Sec. III-A: C=96, T=16, H=W=28 (Table VI)"),
+            Preset("tsm-r50-res4", VideoShape(1, 1024, 8, 14, 14), "W3 Table 6: non-local in TSM-R50 res4, 8 frames"),
+        ),
+    )
+)

@@ -1,0 +1,149 @@
+"""Block registry: every attention block is declared once, with its paper, presets, options and closed forms.
+
+A block file declares a :class:`BlockSpec` and registers it with :func:`register_block`. The spec holds
+
+* ``build(shape, **options) -> nn.Module`` -- the implementation at a given input shape;
+* ``cost(shape, **options) -> Cost`` -- the closed-form forward-pass work, by op category;
+* ``params(shape, **options) -> int`` -- the closed-form parameter count;
+* ``terms(shape, **options) -> dict`` -- the paper's own named quantities (optional);
+* ``inputs(shape, **options) -> list[tuple[int, ...]]`` -- the shapes of the forward arguments (default:
+  one tensor of the video shape);
+* ``presets`` -- named shapes and options from the papers, each with its source.
+
+Nothing in here knows any block; the CLI, counter, tests and reports iterate over the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from attnbench.errors import UsageError, unknown
+from attnbench.flops.cost import Cost
+from attnbench.shapes import VideoShape
+
+
+@dataclass(frozen=True)
+class Option:
+    """A block option: name, type, default, allowed choices (None: any value of the type) and help."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+
+    def parse(self, raw: Any) -> Any:
+        """Convert a value given on the command line (a string) or in code to this option's type."""
+        value = raw
+        if isinstance(raw, str) and self.type is not str:
+            try:
+                if self.type is bool:
+                    if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(raw)
+                    value = raw.lower() in ("true", "1", "yes")
+                else:
+                    value = self.type(raw)
+            except ValueError:
+                raise UsageError(
+                    f"option {self.name} takes a {self.type.__name__}, got '{raw}'"
+                ) from None
+        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"option {self.name} takes an int, got {value!r}")
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.choices is not None and value not in self.choices:
+            valid = ", ".join(str(c) for c in self.choices)
+            raise UsageError(f"option {self.name}={value} is not valid; valid choices: {valid}")
+        if self.minimum is not None and value < self.minimum:
+            raise UsageError(f"option {self.name} must be >= {self.minimum}, got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration from a paper: input shape, options, and where it comes from."""
+
+    name: str
+    shape: VideoShape
+    source: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    name: str
+    title: str
+    paper: str
+    build: Callable[..., nn.Module]
+    cost: Callable[..., Cost]
+    params: Callable[..., int]
+    presets: tuple[Preset, ...]
+    options: tuple[Option, ...] = ()
+    terms: Callable[..., dict[str, Any]] | None = None
+    inputs: Callable[..., list[tuple[int, ...]]] | None = None
+    check: Callable[..., None] | None = None
+    largest_intermediate: Callable[..., tuple[str, int]] | None = None
+
+    @property
+    def default_preset(self) -> Preset:
+        return self.presets[0]
+
+    def preset(self, name: str | None) -> Preset:
+        if name is None:
+            return self.default_preset
+        for p in self.presets:
+            if p.name == name:
+                return p
+        raise unknown(f"preset for block {self.name}", name, [p.name for p in self.presets])
+
+    def resolve_options(self, given: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults, then ``base`` (a preset's options), then ``given``; every name and value checked."""
+        by_name = {o.name: o for o in self.options}
+        resolved = {o.name: o.default for o in self.options}
+        for source in (base or {}, given or {}):
+            for key, raw in source.items():
+                if key not in by_name:
+                    valid = ", ".join(sorted(by_name)) or "(none)"
+                    raise UsageError(f"block {self.name} has no option '{key}'; valid options: {valid}")
+                resolved[key] = by_name[key].parse(raw)
+        return resolved
+
+    def validate(self, shape: VideoShape, options: Mapping[str, Any]) -> None:
+        if self.check is not None:
+            self.check(shape, **options)
+
+    def input_shapes(self, shape: VideoShape, options: Mapping[str, Any]) -> list[tuple[int, ...]]:
+        if self.inputs is None:
+            return [tuple(shape.as_list())]
+        return self.inputs(shape, **options)
+
+
+_REGISTRY: dict[str, BlockSpec] = {}
+
+
+def register_block(spec: BlockSpec) -> BlockSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"block '{spec.name}' registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_block(name: str) -> BlockSpec:
+    _load_all()
+    if name not in _REGISTRY:
+        raise unknown("module", name, _REGISTRY)
+    return _REGISTRY[name]
+
+
+def all_blocks() -> list[BlockSpec]:
+    _load_all()
+    return list(_REGISTRY.values())
+
+
+def _load_all() -> None:
+    import attnbench.blocks  # noqa: F401  (importing the package registers every block)

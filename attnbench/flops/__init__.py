@@ -1,0 +1,1 @@
+"""FLOP and parameter accounting: cost primitives, the exact counter, external counters, conventions."""
