@@ -1,3 +1,8 @@
 """Attention blocks, one file per paper; importing this package registers them all."""
 
-from attnbench.blocks import banet, nonlocal_block  # noqa: F401
+import importlib
+import pkgutil
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name != "registry":
+        importlib.import_module(f"{__name__}.{_info.name}")
