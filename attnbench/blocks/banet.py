@@ -222,8 +222,7 @@ class FrameAttention(nn.Module):
         return torch.cat([f[:, :1] * 2, f[:, :-1] + f[:, 1:], f[:, -1:] * 2], dim=1)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        n = frames.shape[2]
-        keep = kept_frames(n, self.keep_ratio)
+        keep = kept_frames(int(frames.shape[2]), self.keep_ratio)
         y = self.scores(frames)
         self.last_scores = y
         idx = torch.topk(y, keep, dim=1).indices.sort(dim=1).values  # [B, keep], temporal order

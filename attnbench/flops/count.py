@@ -176,6 +176,7 @@ class CountResult:
     per_op: dict[str, Cost] = field(default_factory=dict)
     op_calls: Counter = field(default_factory=Counter)
     unhandled: Counter = field(default_factory=Counter)
+    output_elements: int = 0  # elements written by counted ops: an upper bound on activation memory
 
 
 class ExactCounter(TorchDispatchMode):
@@ -187,6 +188,7 @@ class ExactCounter(TorchDispatchMode):
         self.per_op: dict[str, Cost] = {}
         self.op_calls: Counter = Counter()
         self.unhandled: Counter = Counter()
+        self.output_elements = 0
         self._module_stack: list[nn.Module] = []
         self._hooks: list[Any] = []
 
@@ -241,6 +243,7 @@ class ExactCounter(TorchDispatchMode):
         else:
             self.unhandled[name] += 1
             return out
+        self.output_elements += _first_tensor(out).numel()
         op_cost = self._recategorise(op_cost)
         self.cost = self.cost + op_cost
         self.per_op[name] = self.per_op.get(name, Cost()) + op_cost
@@ -265,7 +268,7 @@ def count(module: nn.Module, inputs: Sequence[torch.Tensor]) -> CountResult:
             module(*inputs)
     finally:
         module.train(was_training)
-    return CountResult(counter.cost, counter.per_op, counter.op_calls, counter.unhandled)
+    return CountResult(counter.cost, counter.per_op, counter.op_calls, counter.unhandled, counter.output_elements)
 
 
 def param_count(module: nn.Module) -> int:

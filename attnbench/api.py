@@ -1,0 +1,168 @@
+"""Typed entry points the CLI calls: resolve a block at a shape, count it, compare with other counters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from attnbench.blocks.registry import BlockSpec, Preset, all_blocks, get_block
+from attnbench.errors import UsageError, unknown  # noqa: F401  (UsageError re-exported for the CLI)
+from attnbench.flops import counters as ext
+from attnbench.flops.cost import Cost
+from attnbench.flops.count import CountResult, count, meta_inputs, param_count
+from attnbench.flops.reconcile import ReconRow, reconcile
+from attnbench.shapes import VideoShape
+
+COUNTERS: tuple[str, ...] = ("exact", "torch", "fvcore", "ptflops", "ptflops-aten")
+UNITS = {
+    "flops": "FLOPs: a multiply-add counts 2, any other arithmetic op 1",
+    "macs": "MACs: multiply-accumulates of convolutions, linear layers and matrix products, each 1",
+    "params": "learnable parameters (count)",
+}
+FVCORE_BUDGET_BYTES = 2 * 2**30
+
+
+@dataclass(frozen=True)
+class Case:
+    """A block at one input shape with resolved options."""
+
+    spec: BlockSpec
+    shape: VideoShape
+    options: Mapping[str, Any]
+    preset: Preset | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name}@{self.preset.name}" if self.preset else f"{self.spec.name}@{self.shape}"
+
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        return self.spec.input_shapes(self.shape, self.options)
+
+    def build(self, device: str = "meta") -> torch.nn.Module:
+        with torch.device(device):
+            return self.spec.build(self.shape, **self.options)
+
+
+def resolve(
+    module: str,
+    preset: str | None = None,
+    sizes: Mapping[str, int | None] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Case:
+    """The block ``module`` at ``preset`` (default: its first) with sizes and options overridden."""
+    spec = get_block(module)
+    p = spec.preset(preset)
+    shape = p.shape.replace(**(sizes or {}))
+    opts = spec.resolve_options(options, base=p.options)
+    spec.validate(shape, opts)
+    custom = shape != p.shape or any(k not in p.options or p.options[k] != v for k, v in (options or {}).items())
+    return Case(spec, shape, opts, None if custom else p)
+
+
+def preset_cases(modules: Sequence[str] | None = None) -> list[Case]:
+    """Every preset of the given blocks (all blocks when None)."""
+    specs = [get_block(m) for m in modules] if modules else all_blocks()
+    return [resolve(s.name, p.name) for s in specs for p in s.presets]
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, str]:
+    """``["order=TW-HW-TH", "ratio=4"]`` -> dict; values are converted later by the block's options."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"block option '{pair}' must be KEY=VALUE")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass
+class FlopsReport:
+    case: Case
+    analytic: Cost
+    exact: CountResult
+    params_analytic: int
+    params_counted: int
+    terms: dict[str, Any]
+    externals: list[ext.ExternalCount]
+    rows: list[ReconRow]
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.case
+        largest = c.spec.largest_intermediate(c.shape, **c.options) if c.spec.largest_intermediate else None
+        counted: dict[str, Any] = {
+            "exact": {
+                "flops": self.exact.cost.flops,
+                "macs": self.exact.cost.macs,
+                "by_category_flops": self.exact.cost.by_category(),
+                "cells": self.exact.cost.to_dict(),
+                "per_op_flops": {k: v.flops for k, v in sorted(self.exact.per_op.items())},
+                "unhandled_ops": dict(self.exact.unhandled),
+                "equals_analytic": self.exact.cost == self.analytic,
+            }
+        }
+        for e in self.externals:
+            counted[e.counter.replace("-", "_")] = e.to_dict()
+        return {
+            "module": c.spec.name,
+            "title": c.spec.title,
+            "paper": c.spec.paper,
+            "preset": c.preset.name if c.preset else None,
+            "preset_source": c.preset.source if c.preset else None,
+            "input_shape": c.shape.as_list(),
+            "input_shapes": [list(s) for s in c.input_shapes()],
+            "options": dict(c.options),
+            "params": self.params_counted,
+            "params_analytic": self.params_analytic,
+            "analytic": {
+                "flops": self.analytic.flops,
+                "macs": self.analytic.macs,
+                "by_category_flops": self.analytic.by_category(),
+                **self.terms,
+            },
+            "counted": counted,
+            "reconciliation": [r.to_dict() for r in self.rows],
+            "largest_intermediate": (
+                {"what": largest[0], "elements": largest[1], "bytes_fp32": 4 * largest[1]} if largest else None
+            ),
+            "units": UNITS,
+        }
+
+
+def _guarded(name: str, run: Any) -> ext.ExternalCount:
+    """An external counter that fails is reported as skipped with its error's first line, never raised."""
+    try:
+        return run()
+    except Exception as err:  # noqa: BLE001 - third-party counters fail in many ways
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return ext.ExternalCount(name, "n/a", skipped=f"{name} failed: {type(err).__name__}: {first[:160]}")
+
+
+def flops_report(case: Case, counters: Sequence[str] = COUNTERS) -> FlopsReport:
+    """Closed forms, the exact counter (meta device) and the chosen external counters for one case."""
+    for name in counters:
+        if name not in COUNTERS:
+            raise unknown("counter", name, COUNTERS)
+    shapes = case.input_shapes()
+    module = case.build("meta")
+    exact = count(module, meta_inputs(shapes))
+    analytic = case.spec.cost(case.shape, **case.options)
+    terms = case.spec.terms(case.shape, **case.options) if case.spec.terms else {}
+    def real_module() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return case.build("cpu")
+
+    runners = {
+        "torch": lambda: ext.count_torch(module, meta_inputs(shapes)),
+        "fvcore": lambda: ext.count_fvcore(
+            real_module, lambda: meta_inputs(shapes, "cpu"), 4 * exact.output_elements, FVCORE_BUDGET_BYTES
+        ),
+        "ptflops": lambda: ext.count_ptflops(module, meta_inputs(shapes), "pytorch", exact.per_op),
+        "ptflops-aten": lambda: ext.count_ptflops(module, meta_inputs(shapes), "aten", exact.per_op),
+    }
+    externals = [_guarded(name, runners[name]) for name in COUNTERS if name in counters and name in runners]
+    rows = reconcile(analytic, exact.cost, exact.per_op, externals)
+    return FlopsReport(case, analytic, exact, case.spec.params(case.shape, **case.options), param_count(module), terms, externals, rows)

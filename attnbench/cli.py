@@ -1,0 +1,165 @@
+"""The attnbench command line. Thin: parse options, call ``attnbench.api``, render with ``attnbench.report``."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from attnbench import api
+from attnbench.errors import AttnBenchError
+from attnbench.report import tables
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Benchmark video attention blocks: exact FLOPs at paper shapes, real latency, memory and VPS.",
+)
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+_state = {"debug": False}
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Domain errors become one line on stderr and exit code 2; unexpected ones one line and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AttnBenchError as e:
+            if _state["debug"]:
+                raise
+            err.print(f"error: {e}", markup=False, highlight=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback unless --debug
+            if _state["debug"]:
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            err.print(f"internal error: {type(e).__name__}: {first} (rerun with --debug for the traceback)",
+                      markup=False, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
+    _state["debug"] = debug
+
+
+Sizes = dict[str, Optional[int]]
+BOpt = Annotated[Optional[int], typer.Option("--B", help="batch size", show_default=False)]
+COpt = Annotated[Optional[int], typer.Option("--C", help="channels", show_default=False)]
+TOpt = Annotated[Optional[int], typer.Option("--T", help="frames", show_default=False)]
+HOpt = Annotated[Optional[int], typer.Option("--H", help="height", show_default=False)]
+WOpt = Annotated[Optional[int], typer.Option("--W", help="width", show_default=False)]
+BlockOpt = Annotated[list[str], typer.Option("--option", "-o", help="block option KEY=VALUE (repeatable)")]
+
+
+@app.command("list")
+@guarded
+def list_cmd(
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per block")] = False,
+) -> None:
+    """Blocks, their papers, presets and options."""
+    from rich.table import Table
+
+    from attnbench.blocks.registry import all_blocks
+
+    specs = all_blocks()
+    if json_out:
+        records = [
+            {
+                "module": s.name, "title": s.title, "paper": s.paper,
+                "presets": [{"name": p.name, "input_shape": p.shape.as_list(), "options": dict(p.options),
+                             "source": p.source} for p in s.presets],
+                "options": [{"name": o.name, "type": o.type.__name__, "default": o.default,
+                             "choices": list(o.choices) if o.choices else None, "help": o.help} for o in s.options],
+            }
+            for s in specs
+        ]
+        print(tables.json_lines(records))
+        return
+    table = Table(title="attnbench blocks")
+    for col in ("module", "paper", "block", "presets [B,C,T,H,W]", "options (default)"):
+        table.add_column(col)
+    for s in specs:
+        presets = "\n".join(f"{p.name}: {p.shape}" for p in s.presets)
+        options = "\n".join(f"{o.name}={o.default}" for o in s.options) or "-"
+        table.add_row(s.name, s.paper, s.title, presets, options)
+    out.print(table)
+
+
+@app.command("flops")
+@guarded
+def flops_cmd(
+    module: Annotated[list[str], typer.Option("--module", "-m", help="block name (repeatable); see `attnbench list`")] = [],  # noqa: B006
+    all_blocks: Annotated[bool, typer.Option("--all", help="every block at every preset")] = False,
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="named paper shape (default: the block's first)")] = None,
+    B: BOpt = None, C: COpt = None, T: TOpt = None, H: HOpt = None, W: WOpt = None,  # noqa: N803
+    option: BlockOpt = [],  # noqa: B006
+    counters: Annotated[str, typer.Option("--counters", help="comma list of " + ",".join(api.COUNTERS))] = ",".join(api.COUNTERS),
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object per module to stdout")] = False,
+    csv: Annotated[Optional[str], typer.Option("--csv", help="write the table as CSV")] = None,
+    md: Annotated[Optional[str], typer.Option("--md", help="write the table as Markdown")] = None,
+) -> None:
+    """Closed-form FLOPs and parameters of blocks, checked against the exact counter, fvcore and ptflops."""
+    chosen = [c.strip() for c in counters.split(",") if c.strip()]
+    if "exact" not in chosen:
+        chosen.insert(0, "exact")
+    sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
+    opts = api.parse_options(option)
+    if all_blocks:
+        if module or preset or opts or any(v is not None for v in sizes.values()):
+            raise api.UsageError("--all takes no --module, --preset, sizes or --option")
+        cases = api.preset_cases()
+    elif not module:
+        raise api.UsageError("give --module NAME (repeatable) or --all; `attnbench list` shows the blocks")
+    else:
+        cases = [api.resolve(m, preset, sizes, opts) for m in module]
+    reports = [api.flops_report(c, chosen).to_dict() for c in cases]
+    df = tables.flops_rows(reports)
+    tables.write_table(df, csv, md)
+    if json_out:
+        print(tables.json_lines(reports))
+        return
+    out.print(tables.to_rich(df, "FLOPs and parameters", {"FLOPs": "multiply-add = 2", "MACs": "multiply-add = 1"}))
+    if len(reports) == 1:
+        _print_terms(reports[0])
+        rec = reports[0]
+        out.print(tables.to_rich(tables.reconciliation_frame(rec), "Reconciliation by op category (FLOPs, multiply-add = 2; MAC counters x2)"))
+        for line in tables.reconciliation_reasons(rec):
+            out.print(f"  - {line}", markup=False, highlight=False)
+
+
+def _print_terms(record: dict[str, Any]) -> None:
+    a = record["analytic"]
+    if "ratio" in a:
+        out.print(
+            f"R = F_CS / F_3D = {a['ratio']:.2%} ({a['ratio_exact']}); 1/T + 1/H + 1/W = {a['ratio_closed_form']:.2%}; "
+            f"identity holds: {a['ratio_identity_holds']}"
+        )
+    if "affinity_flops" in a:
+        out.print(f"correlation-matrix FLOPs ({a.get('affinity_flops_formula', '')}): {a['affinity_flops']:,} FLOPs")
+    li = record.get("largest_intermediate")
+    if li:
+        out.print(f"largest intermediate: {li['what']} = {li['elements']:,} elements ({tables.human(li['bytes_fp32'], 'B')} in fp32)")
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    sys.exit(0)

@@ -1,0 +1,1 @@
+"""Rendering: records to tables (Rich, CSV, Markdown, JSON) and plots."""

@@ -1,0 +1,142 @@
+"""Records (plain dicts) -> pandas DataFrames -> Rich tables, CSV, Markdown, JSON lines. No maths here."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from attnbench.errors import UsageError
+
+
+def human(value: float | int | None, unit: str = "") -> str:
+    """1234567 -> '1.235 M' with the unit after it; None -> 'n/a'."""
+    if value is None:
+        return "n/a"
+    v = float(value)
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.4g} {prefix}{unit}"
+    return f"{v:.4g} {unit}".rstrip()
+
+
+def flops_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per block case; every numeric column names its unit."""
+    rows = []
+    for r in records:
+        counted = r["counted"]
+        row = {
+            "module": r["module"],
+            "preset": r["preset"] or "custom",
+            "input [B,C,T,H,W]": "x".join(str(v) for v in r["input_shape"]),
+            "params": r["params"],
+            "analytic FLOPs": r["analytic"]["flops"],
+            "analytic MACs": r["analytic"]["macs"],
+            "exact FLOPs": counted["exact"]["flops"],
+            "exact == analytic": counted["exact"]["equals_analytic"] and r["params"] == r["params_analytic"],
+        }
+        for name in ("torch", "fvcore", "ptflops", "ptflops_aten"):
+            if name in counted:
+                row[f"{name} FLOPs"] = counted[name]["flops"]
+        for key in ("affinity_flops", "ratio"):
+            if key in r["analytic"]:
+                row[key.replace("_flops", " FLOPs")] = r["analytic"][key]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_rich(df: pd.DataFrame, title: str, units: dict[str, str] | None = None) -> Table:
+    table = Table(title=title, caption=" | ".join(f"{k}: {v}" for k, v in (units or {}).items()) or None)
+    for col in df.columns:
+        table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col]) else "left")
+    for _, row in df.iterrows():
+        cells = []
+        for col in df.columns:
+            v = row[col]
+            if isinstance(v, bool):
+                cells.append("yes" if v else "NO")
+            elif v is None or (isinstance(v, float) and pd.isna(v)):
+                cells.append("n/a")
+            elif isinstance(v, float) and "ratio" in str(col):
+                cells.append(f"{v:.2%}")
+            elif isinstance(v, float) and v.is_integer() and "FLOPs" in str(col):
+                cells.append(human(int(v), "FLOP"))
+            elif isinstance(v, (int, float)) and "FLOPs" in str(col):
+                cells.append(human(v, "FLOP"))
+            elif isinstance(v, (int, float)) and "MACs" in str(col):
+                cells.append(human(v, "MAC"))
+            elif isinstance(v, int) and str(col) == "params":
+                cells.append(f"{v:,}")
+            else:
+                cells.append(str(v))
+        table.add_row(*cells)
+    return table
+
+
+def reconciliation_frame(record: dict[str, Any]) -> pd.DataFrame:
+    """Per category: analytic, exact and each counter, all in FLOPs (multiply-add = 2)."""
+    rows = []
+    for r in record["reconciliation"]:
+        row: dict[str, Any] = {"category": r["category"], "analytic FLOPs": r["analytic_flops"],
+                               "exact FLOPs": r["exact_flops"]}
+        for counter, value in r["counters_flops"].items():
+            row[f"{counter} FLOPs"] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reconciliation_reasons(record: dict[str, Any]) -> list[str]:
+    """One line per (category, counter) that does not agree, with its reason."""
+    lines = []
+    for r in record["reconciliation"]:
+        for counter, reason in r["reasons"].items():
+            if reason not in ("agrees", "no per-category breakdown from this counter"):
+                lines.append(f"{r['category']} / {counter}: {reason}")
+    return lines
+
+
+def atomic_write(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half a file."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
+
+
+def write_table(df: pd.DataFrame, csv: str | None = None, md: str | None = None) -> None:
+    if csv:
+        atomic_write(csv, df.to_csv(index=False))
+    if md:
+        atomic_write(md, df.to_markdown(index=False) if _has_tabulate() else _markdown(df))
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    """A Markdown table without the optional 'tabulate' dependency."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row.tolist()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def json_lines(records: Sequence[dict[str, Any]]) -> str:
+    return "\n".join(json.dumps(r, default=str) for r in records)
