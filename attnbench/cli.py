@@ -158,8 +158,20 @@ def _print_terms(record: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    """Console entry point: click's usage errors (bad option, malformed value) also become one line, exit 2."""
+    try:  # typer >= 0.20 vendors click as typer._click
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import exceptions as cx
+
     try:
-        app()
-    except SystemExit:
-        raise
-    sys.exit(0)
+        rv = app(standalone_mode=False)
+    except cx.UsageError as e:
+        err.print(f"error: {e.format_message()}", markup=False, highlight=False)
+        sys.exit(2)
+    except cx.Exit as e:
+        sys.exit(e.exit_code)
+    except cx.Abort:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

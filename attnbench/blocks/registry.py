@@ -50,10 +50,10 @@ class Option:
                     value = self.type(raw)
             except ValueError:
                 raise UsageError(
-                    f"option {self.name} takes a {self.type.__name__}, got '{raw}'"
+                    f"option {self.name} takes a value of type {self.type.__name__}, got '{raw}'"
                 ) from None
         if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise UsageError(f"option {self.name} takes an int, got {value!r}")
+            raise UsageError(f"option {self.name} takes a value of type int, got {value!r}")
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if self.choices is not None and value not in self.choices:

@@ -1,0 +1,61 @@
+"""The exact counter on tiny hand-computed networks."""
+
+import torch
+from torch import nn
+
+from attnbench.flops.count import count, meta_inputs, param_count
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm3d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))  # [1, 4, 2, 3, 3]
+        a = torch.softmax(torch.bmm(y.flatten(2).transpose(1, 2), y.flatten(2)), dim=-1)  # [1, 18, 18]
+        pooled = y.mean((2, 3, 4))  # [1, 4]
+        return self.fc(pooled).sum() + a.sum()
+
+
+def test_tiny_network_by_hand() -> None:
+    result = count(Tiny().to("meta"), meta_inputs([(1, 2, 2, 3, 3)]))
+    c = result.cost
+    # conv: 72 outputs x 2 in-channels x 27 taps = 3888 MACs, 72 bias adds
+    assert (c.get("convolution", "mac"), c.get("convolution", "op")) == (3888, 72)
+    # batch norm (eval): 2 x 72 ; relu: 72 elementwise
+    assert c.get("normalisation", "op") == 144
+    # bmm [1,18,4] x [1,4,18]: 18*4*18 = 1296 MACs ; softmax over 324 entries: 5 x 324
+    assert c.get("matmul", "mac") == 1296
+    assert c.get("softmax", "op") == 1620
+    # mean over 72 elements, sum over 3 outputs, sum over 324 entries: 72 + 3 + 324 reduction ops
+    assert c.get("pooling", "op") == 399
+    # linear 4 -> 3 on one row: 12 MACs + 3 bias adds, categorised as linear
+    assert (c.get("linear", "mac"), c.get("linear", "op")) == (12, 3)
+    # relu 72 + final add 1
+    assert c.get("elementwise", "op") == 73
+    assert not result.unhandled
+    assert param_count(Tiny()) == (2 * 4 * 27 + 4) + 2 * 4 + (4 * 3 + 3)
+
+
+def test_unknown_op_is_reported_not_dropped() -> None:
+    class Odd(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cumsum(x, 0)
+
+    result = count(Odd(), [torch.ones(3)])
+    assert result.unhandled["cumsum"] == 1
+
+
+def test_meta_device_needs_no_memory_for_huge_maps() -> None:
+    # a (200704 x 200704) product on meta: counted, never allocated
+    a = torch.empty(1, 200704, 8, device="meta")
+    b = torch.empty(1, 8, 200704, device="meta")
+
+    class P(nn.Module):
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return torch.bmm(x, y)
+
+    assert count(P(), [a, b]).cost.macs == 200704 * 8 * 200704

@@ -1,0 +1,89 @@
+"""The CLI end to end (Typer's CliRunner): outputs, JSON schema, error paths."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from attnbench.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_list_shows_blocks_and_presets() -> None:
+    result = run("list", "--json")
+    assert result.exit_code == 0
+    names = {json.loads(line)["module"] for line in result.stdout.splitlines()}
+    assert {"nl", "cs", "fa"} <= names
+
+
+def test_flops_cs_t16_shows_ratio() -> None:
+    result = run("flops", "--module", "cs", "--T", "16", "--counters", "exact,torch")
+    assert result.exit_code == 0, result.output
+    assert "13.39%" in result.stdout and "identity holds: True" in result.stdout
+
+
+def test_flops_json_schema() -> None:
+    result = run("flops", "-m", "cs", "-m", "nl", "--T", "8", "--json", "--counters", "exact,torch,ptflops")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["module"] for r in records] == ["cs", "nl"]
+    for r in records:
+        assert r["input_shape"][2] == 8 and len(r["input_shape"]) == 5
+        assert {"flops", "macs", "affinity_flops"} <= set(r["analytic"])
+        assert r["counted"]["exact"]["flops"] == r["analytic"]["flops"]
+        assert r["counted"]["torch"]["flops"] > 0 and "ptflops" in r["counted"]
+        assert r["params"] == r["params_analytic"]
+    assert abs(records[0]["analytic"]["ratio"] - (1 / 8 + 2 / 28)) < 1e-12
+
+
+def test_flops_writes_csv_and_md(tmp_path) -> None:
+    csv, md = tmp_path / "t.csv", tmp_path / "t.md"
+    result = run("flops", "-m", "nl", "--counters", "exact", "--csv", str(csv), "--md", str(md))
+    assert result.exit_code == 0, result.output
+    assert "exact FLOPs" in csv.read_text() and md.read_text().startswith("| module")
+
+
+def test_big_nonlocal_is_counted_without_allocating() -> None:
+    result = run("flops", "--module", "nl", "--T", "64", "--H", "56", "--W", "56", "--counters", "exact,torch", "--json")
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    assert r["analytic"]["affinity_flops"] == 48 * (64 * 56 * 56) ** 2 * 2
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("flops", "--module", "nope"), "valid choices"),
+        (("flops", "--module", "cs", "--T", "0"), "T must be a positive integer"),
+        (("flops", "--module", "cs", "--T", "-3"), "T must be a positive integer"),
+        (("flops", "--module", "cs", "-o", "bogus=1"), "valid options"),
+        (("flops", "--module", "cs", "-o", "order=XX"), "valid choices"),
+        (("flops", "--module", "cs", "-o", "reduction=abc"), "takes a value of type int"),
+        (("flops", "--module", "cs", "--preset", "nope"), "valid choices"),
+        (("flops", "--module", "fa", "--C", "4"), "C must be 3"),
+        (("flops", "--module", "cs", "--counters", "thop"), "valid choices"),
+        (("flops",), "--module"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, needle) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_malformed_value_through_the_console_script_is_one_line() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "attnbench", "flops", "--module", "cs", "--T", "1.5"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--T" in lines[0] and "Traceback" not in proc.stderr
