@@ -1,0 +1,226 @@
+"""Statistics of a timing run: raw samples kept, summaries derived.
+
+A :class:`Measurement` holds every per-call time (in seconds) as measured, plus the labels needed to
+read it later (what was timed, on which device, in which dtype, at which batch size, with how many CPU
+threads). All summaries (median, mean, spread, percentiles, throughput) are derived from the samples on
+demand, so a saved measurement can always be re-summarised and nothing is ever averaged away.
+
+Percentiles use linear interpolation between closest ranks, the same definition as numpy's default
+(``method="linear"``): for sorted samples ``x[0..n-1]`` the q-th percentile sits at position
+``h = (n - 1) * q / 100`` and is ``x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])``.
+The standard deviation is the sample one (divisor ``n - 1``); it is None for a single sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# A measurement whose interquartile range exceeds this fraction of its median is flagged noisy.
+NOISY_IQR_OVER_MEDIAN = 0.10
+
+_MS = 1e3  # seconds -> milliseconds
+
+
+def _checked(samples: Iterable[float]) -> list[float]:
+    values = [float(s) for s in samples]
+    if not values:
+        raise ValueError("no samples")
+    for v in values:
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"a time sample must be finite and >= 0, got {v!r}")
+    return values
+
+
+def percentile(samples: Iterable[float], q: float) -> float:
+    """The q-th percentile (0 <= q <= 100) by linear interpolation between closest ranks (numpy's
+    default)."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {q}")
+    xs = sorted(_checked(samples))
+    h = (len(xs) - 1) * q / 100
+    lo = math.floor(h)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+
+
+def median(samples: Iterable[float]) -> float:
+    return percentile(samples, 50)
+
+
+def mean(samples: Iterable[float]) -> float:
+    xs = _checked(samples)
+    return math.fsum(xs) / len(xs)
+
+
+def sample_std(samples: Iterable[float]) -> float | None:
+    """Sample standard deviation (divisor n - 1); None when there is only one sample."""
+    xs = _checked(samples)
+    if len(xs) < 2:
+        return None
+    m = math.fsum(xs) / len(xs)
+    return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def iqr(samples: Iterable[float]) -> float:
+    """Interquartile range: 75th minus 25th percentile."""
+    xs = _checked(samples)
+    return percentile(xs, 75) - percentile(xs, 25)
+
+
+def is_noisy(samples: Iterable[float], threshold: float = NOISY_IQR_OVER_MEDIAN) -> bool:
+    """True when IQR / median exceeds ``threshold``. A zero median is noisy only if the IQR is not zero."""
+    xs = _checked(samples)
+    med = median(xs)
+    spread = iqr(xs)
+    if med == 0:
+        return spread > 0
+    return spread / med > threshold
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Raw per-call times of one timed callable, with labels; every statistic is derived.
+
+    ``samples_s`` are per-call times in seconds, in the order measured (warm-up calls excluded).
+    ``batch`` is the number of items (videos) one call processes; throughput is ``batch / median``.
+    ``threads`` is ``torch.get_num_threads()`` during the run. ``timer`` names the clock used
+    (``"perf_counter_ns"`` on CPU, ``"cuda_event"`` on CUDA). ``warmup_reps`` is how many untimed calls
+    preceded the samples and ``warmup_converged`` whether warm-up stopped because timings stabilised
+    (False: it stopped at its time cap).
+    """
+
+    samples_s: tuple[float, ...]
+    what: str = ""
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batch: int = 1
+    threads: int | None = None
+    timer: str = ""
+    warmup_reps: int = 0
+    warmup_converged: bool | None = None
+    cuda_graph: bool = False
+    flush_l2: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samples_s", tuple(_checked(self.samples_s)))
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {self.batch!r}")
+
+    # -- derived statistics, all in seconds ------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return len(self.samples_s)
+
+    @property
+    def median(self) -> float:
+        return median(self.samples_s)
+
+    @property
+    def mean(self) -> float:
+        return mean(self.samples_s)
+
+    @property
+    def std(self) -> float | None:
+        return sample_std(self.samples_s)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples_s)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples_s)
+
+    @property
+    def p10(self) -> float:
+        return percentile(self.samples_s, 10)
+
+    @property
+    def p25(self) -> float:
+        return percentile(self.samples_s, 25)
+
+    @property
+    def p75(self) -> float:
+        return percentile(self.samples_s, 75)
+
+    @property
+    def p90(self) -> float:
+        return percentile(self.samples_s, 90)
+
+    @property
+    def iqr(self) -> float:
+        return iqr(self.samples_s)
+
+    @property
+    def iqr_over_median(self) -> float | None:
+        med = self.median
+        return None if med == 0 else self.iqr / med
+
+    @property
+    def noisy(self) -> bool:
+        return is_noisy(self.samples_s)
+
+    @property
+    def throughput(self) -> float | None:
+        """Items (videos) per second at the median latency; None if the median is zero."""
+        med = self.median
+        return None if med == 0 else self.batch / med
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self, samples: bool = True) -> dict[str, Any]:
+        """Plain JSON-able dict; times in milliseconds, units in the key names."""
+        std = self.std
+        out: dict[str, Any] = {
+            "what": self.what,
+            "device": self.device,
+            "dtype": self.dtype,
+            "batch": self.batch,
+            "threads": self.threads,
+            "timer": self.timer,
+            "cuda_graph": self.cuda_graph,
+            "flush_l2": self.flush_l2,
+            "warmup_reps": self.warmup_reps,
+            "warmup_converged": self.warmup_converged,
+            "n": self.n,
+            "median_ms": self.median * _MS,
+            "mean_ms": self.mean * _MS,
+            "std_ms": None if std is None else std * _MS,
+            "min_ms": self.min * _MS,
+            "max_ms": self.max * _MS,
+            "p10_ms": self.p10 * _MS,
+            "p90_ms": self.p90 * _MS,
+            "iqr_ms": self.iqr * _MS,
+            "iqr_over_median": self.iqr_over_median,
+            "noisy": self.noisy,
+            "throughput_items_per_s": self.throughput,
+        }
+        if samples:
+            out["samples_ms"] = [s * _MS for s in self.samples_s]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Measurement":
+        """Rebuild from :meth:`to_dict` output (which must include ``samples_ms``)."""
+        if "samples_ms" not in data:
+            raise ValueError("cannot rebuild a Measurement without its samples_ms")
+        return cls(
+            samples_s=tuple(float(s) / _MS for s in data["samples_ms"]),
+            what=data.get("what", ""),
+            device=data.get("device", "cpu"),
+            dtype=data.get("dtype", "fp32"),
+            batch=int(data.get("batch", 1)),
+            threads=data.get("threads"),
+            timer=data.get("timer", ""),
+            warmup_reps=int(data.get("warmup_reps", 0)),
+            warmup_converged=data.get("warmup_converged"),
+            cuda_graph=bool(data.get("cuda_graph", False)),
+            flush_l2=bool(data.get("flush_l2", False)),
+        )
+
+
+def summarise(samples: Sequence[float], **labels: Any) -> Measurement:
+    """A :class:`Measurement` of the given samples (seconds) with the given labels."""
+    return Measurement(samples_s=tuple(samples), **labels)

@@ -1,0 +1,94 @@
+"""Memory on CPU and out-of-memory handling (simulated)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attnbench.errors import DeviceError
+from attnbench.measure import memory
+from attnbench.measure.memory import OOM, is_oom, measure_memory, run_guarded
+
+
+def _raise(exc: BaseException):
+    def fn():
+        raise exc
+
+    return fn
+
+
+def test_cuda_oom_error_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    released: list[bool] = []
+    monkeypatch.setattr(memory, "release_memory", lambda: released.append(True))
+    err = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert run_guarded(_raise(err)) == (None, OOM)
+    assert OOM == "OOM" and released == [True]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "CUDA out of memory. Tried to allocate 2.00 GiB",
+        "CUDA error: out of memory",
+        "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes",
+    ],
+)
+def test_runtime_error_saying_oom_is_caught(message: str) -> None:
+    assert run_guarded(_raise(RuntimeError(message))) == (None, "OOM")
+
+
+def test_memory_error_is_caught() -> None:
+    assert run_guarded(_raise(MemoryError())) == (None, "OOM")
+
+
+def test_other_errors_propagate() -> None:
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_guarded(_raise(RuntimeError("shape mismatch")))
+    with pytest.raises(ValueError):
+        run_guarded(_raise(ValueError("out of memory")))  # only RuntimeError/MemoryError count
+
+
+def test_success_passes_result_through() -> None:
+    assert run_guarded(lambda: 42) == (42, None)
+    assert run_guarded(lambda: None) == (None, None)
+
+
+def test_is_oom() -> None:
+    assert is_oom(torch.cuda.OutOfMemoryError("x"))
+    assert not is_oom(RuntimeError("expected scalar type Float"))
+    assert not is_oom(KeyError("out of memory"))
+
+
+def test_cpu_memory_report() -> None:
+    size = 32 * 2**20  # 32 MiB of float32, written so it is resident
+
+    def fn() -> float:
+        return float(torch.ones(size // 4).sum())
+
+    report = measure_memory(fn, device="cpu")
+    d = report.to_dict()
+    json.dumps(d)
+    assert report.device == "cpu"
+    for field in ("peak_allocated_bytes", "peak_reserved_bytes", "device_used_bytes", "peak_allocated_delta_bytes"):
+        assert d[field] is None
+    assert any("whole process" in n for n in report.notes)
+    assert any("not measured" in n for n in report.notes)
+    if report.rss_peak_bytes is None:
+        pytest.skip("process RSS not measurable here")
+    assert report.rss_peak_bytes > 0 and report.rss_peak_delta_bytes is not None
+    if report.rss_method and "clear_refs" in report.rss_method:
+        assert report.rss_peak_delta_bytes >= size // 2  # the buffer was resident during the call
+
+
+def test_cpu_memory_runs_under_inference_mode() -> None:
+    seen: list[bool] = []
+    measure_memory(lambda: seen.append(torch.is_inference_mode_enabled()), device="cpu")
+    assert seen == [True]
+
+
+def test_cuda_memory_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="CUDA is not available on this machine"):
+        measure_memory(lambda: None, device="cuda")
