@@ -157,6 +157,95 @@ def _print_terms(record: dict[str, Any]) -> None:
         out.print(f"largest intermediate: {li['what']} = {li['elements']:,} elements ({tables.human(li['bytes_fp32'], 'B')} in fp32)")
 
 
+def _speed_frame(rows: list[dict[str, Any]]):
+    import pandas as pd
+
+    out_rows = []
+    for r in rows:
+        t, m, a = r.get("timing") or {}, r.get("memory") or {}, r.get("achieved") or {}
+        peak = m.get("peak_allocated_bytes")
+        out_rows.append({
+            "name": r["name"], "variant": r["variant"],
+            "input": "x".join(str(v) for v in r["input_shapes"][0]),
+            "dtype": r["settings"]["dtype"], "status": r["status"],
+            "n": t.get("n"), "median ms": t.get("median_ms"), "IQR ms": t.get("iqr_ms"),
+            "p10 ms": t.get("p10_ms"), "p90 ms": t.get("p90_ms"), "noisy": t.get("noisy"),
+            "FLOPs": r["flops"], "achieved TFLOP/s": a.get("achieved_tflops_per_s"),
+            "% of peak": None if a.get("fraction_of_peak") is None else 100 * a["fraction_of_peak"],
+            "peak alloc MiB": None if peak is None else peak / 2**20,
+            "RSS peak delta MiB": None if m.get("rss_peak_delta_bytes") is None else m["rss_peak_delta_bytes"] / 2**20,
+            "pred. largest MiB": (r.get("predicted_largest_intermediate") or {}).get("bytes", 0) / 2**20 or None,
+            "VPS": r.get("vps"),
+        })
+    return pd.DataFrame(out_rows)
+
+
+@app.command("speed")
+@guarded
+def speed_cmd(
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when present)")] = "auto",
+    module: Annotated[list[str], typer.Option("--module", "-m", help="block (repeatable); default: every block")] = [],  # noqa: B006
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="block preset (default: each block's first)")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (autocast)")] = "fp32",
+    batch: Annotated[list[int], typer.Option("--batch", help="batch size (repeatable: a sweep)")] = [1],  # noqa: B006
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the module")] = False,
+    graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay (CUDA only)")] = False,
+    flush_l2: Annotated[bool, typer.Option("--flush-l2", help="flush the L2 cache between repetitions (CUDA only)")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="channels_last_3d memory format")] = False,
+    reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions")] = 10,
+    target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls to collect per row")] = 1.0,
+    out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file rows are appended to (default results/<device>/speed.jsonl)")] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="do not append rows to a results file")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object per row")] = False,
+    csv: Annotated[Optional[str], typer.Option("--csv", help="write the table as CSV")] = None,
+    md: Annotated[Optional[str], typer.Option("--md", help="write the table as Markdown")] = None,
+) -> None:
+    """Measure latency, memory, achieved FLOP/s and VPS on a real device; OOM rows are kept and the run goes on."""
+    from rich.progress import Progress
+
+    from attnbench import bench
+    from attnbench.measure import device as dev
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev.resolve_device(device)
+    dev.resolve_dtype(dtype)
+    if reps < 1 or target_s <= 0 or any(b < 1 for b in batch):
+        raise api.UsageError("--reps and --batch must be >= 1 and --target-s > 0")
+    cases = [api.resolve(m, preset) for m in module] if module else [api.resolve(s.name) for s in _all_specs()]
+    targets = [bench.block_target(c) for c in cases]
+    fp = dev.fingerprint(device)
+    path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/speed.jsonl")
+    rows: list[dict[str, Any]] = []
+    with Progress(console=err, transient=True, disable=json_out) as progress:
+        task = progress.add_task("measuring", total=len(targets) * len(batch))
+        for b in batch:
+            settings = bench.Settings(device=device, dtype=dtype, batch=b, compile=compile_, graphs=graphs,
+                                      flush_l2=flush_l2, channels_last=channels_last, min_reps=reps, target_s=target_s)
+            rows += bench.run(targets, settings, path, resume, on_row=lambda r: progress.advance(task))
+    df = _speed_frame(rows)
+    tables.write_table(df, csv, md)
+    if json_out:
+        print(tables.json_lines(rows))
+        return
+    where = fp.get("gpu_name") or fp.get("cpu_model")
+    out.print(tables.to_rich(df, f"Speed on {device} ({where}), {dtype}", {"FLOPs": "analytic, multiply-add = 2, whole batch", "times": "median over n calls"}))
+    ratio = bench.latency_ratio(rows, "nl", "cs")
+    if ratio:
+        out.print(f"NL/CS: latency ratio {ratio['latency_ratio']:.2f}x, FLOP ratio {ratio['flop_ratio']:.2f}x (same input shape)")
+    if path:
+        out.print(f"rows appended to {path}")
+
+
+def _all_specs():
+    from attnbench.blocks.registry import all_blocks
+
+    return all_blocks()
+
+
 def main() -> None:
     """Console entry point: click's usage errors (bad option, malformed value) also become one line, exit 2."""
     try:  # typer >= 0.20 vendors click as typer._click

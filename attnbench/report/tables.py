@@ -73,6 +73,8 @@ def to_rich(df: pd.DataFrame, title: str, units: dict[str, str] | None = None) -
                 cells.append(human(v, "MAC"))
             elif isinstance(v, int) and str(col) == "params":
                 cells.append(f"{v:,}")
+            elif isinstance(v, float):
+                cells.append(f"{v:.4g}")
             else:
                 cells.append(str(v))
         table.add_row(*cells)
