@@ -246,6 +246,19 @@ def _all_specs():
     return all_blocks()
 
 
+def _register_commands() -> None:
+    import importlib
+    import pkgutil
+
+    import attnbench.commands as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"attnbench.commands.{info.name}")
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console entry point: click's usage errors (bad option, malformed value) also become one line, exit 2."""
     try:  # typer >= 0.20 vendors click as typer._click
