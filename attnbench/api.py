@@ -166,3 +166,78 @@ def flops_report(case: Case, counters: Sequence[str] = COUNTERS) -> FlopsReport:
     externals = [_guarded(name, runners[name]) for name in COUNTERS if name in counters and name in runners]
     rows = reconcile(analytic, exact.cost, exact.per_op, externals)
     return FlopsReport(case, analytic, exact, case.spec.params(case.shape, **case.options), param_count(module), terms, externals, rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Networks
+
+
+@dataclass(frozen=True)
+class NetworkCase:
+    """A paper network with an attention choice, at one input."""
+
+    spec: Any  # attnbench.networks.registry.NetworkSpec
+    attn: str
+    preset: str | None
+    kwargs: Mapping[str, Any]  # frames, size, batch and options, as given to the spec
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name}+{self.attn}@{self.preset or 'custom'}"
+
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        return self.spec.input_shapes(attn=self.attn, preset=self.preset, **self.kwargs)
+
+    def build(self, device: str = "meta") -> torch.nn.Module:
+        with torch.device(device):
+            return self.spec.build(self.attn, preset=self.preset, **self.kwargs)
+
+    def params(self) -> int:
+        return self.spec.params(self.attn, preset=self.preset, **self.kwargs)
+
+    def sites(self) -> list[Any]:
+        return self.spec.attention_sites(self.attn, preset=self.preset, **self.kwargs)
+
+
+def resolve_network(
+    name: str, attn: str = "none", preset: str | None = None, frames: int | None = None, size: int | None = None,
+    batch: int = 1, options: Mapping[str, Any] | None = None,
+) -> NetworkCase:
+    from attnbench.networks.registry import get_network
+
+    spec = get_network(name)
+    kwargs: dict[str, Any] = dict(options or {})
+    if frames is not None:
+        kwargs["frames"] = frames
+    if size is not None:
+        kwargs["size"] = size
+    kwargs["batch"] = batch
+    spec.preset(preset)
+    spec.resolve(attn, preset=preset, **kwargs)  # validates names, sizes and options now
+    return NetworkCase(spec, attn, preset, kwargs)
+
+
+def network_report(case: NetworkCase) -> dict[str, Any]:
+    """Parameters (closed form and counted) and exact FLOPs of a whole network on the meta device."""
+    module = case.build("meta")
+    exact = count(module, meta_inputs(case.input_shapes()))
+    sites = case.sites()
+    block_cost = Cost()
+    if case.attn != "none":
+        block = get_block(case.attn)
+        for s in sites:
+            block_cost = block_cost + block.cost(s.shape, **s.options)
+    return {
+        "network": case.spec.name,
+        "attn": case.attn,
+        "preset": case.preset or case.spec.default_preset.name,
+        "input_shape": list(case.input_shapes()[0]),
+        "params": param_count(module),
+        "params_analytic": case.params(),
+        "attention_sites": [{"where": s.where, "shape": s.shape.as_list()} for s in sites],
+        "counted": {"exact": {"flops": exact.cost.flops, "macs": exact.cost.macs,
+                              "by_category_flops": exact.cost.by_category(),
+                              "unhandled_ops": dict(exact.unhandled)}},
+        "attention_flops_analytic": block_cost.flops,
+        "units": UNITS,
+    }

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnbench.api import Case
+from attnbench.api import Case, NetworkCase
+from attnbench.flops.count import count, meta_inputs
 from attnbench.measure import device as dev
 from attnbench.measure.memory import is_oom, measure_memory, release_memory
 from attnbench.measure.peaks import achieved
@@ -68,6 +69,20 @@ def block_target(case: Case) -> Target:
     return Target("block", case.spec.name, case.preset.name if case.preset else str(case.shape), shapes, flops, build, largest)
 
 
+def network_target(case: NetworkCase) -> Target:
+    """A whole network at batch 1 per item; FLOPs from the exact counter (meta device); VPS = clips/s."""
+    one = NetworkCase(case.spec, case.attn, case.preset, {**case.kwargs, "batch": 1})
+    flops = count(one.build("meta"), meta_inputs(one.input_shapes())).cost.flops
+    shapes = tuple(tuple(s) for s in one.input_shapes())
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return one.spec.build(one.attn, preset=one.preset, **one.kwargs)
+
+    variant = f"{case.attn}@{case.preset or case.spec.default_preset.name}"
+    return Target("network", case.spec.name, variant, shapes, flops, build, None, videos_per_item=1)
+
+
 def _status(err: BaseException) -> str:
     if is_oom(err):
         return "OOM"
@@ -81,7 +96,8 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any]) -> dict[
         "key": t.key(s), "kind": t.kind, "name": t.name, "variant": t.variant,
         "input_shapes": [[s.batch, *shape[1:]] for shape in t.input_shapes],
         "settings": asdict(s), "device_slug": dev.device_slug(fingerprint),
-        "flops": t.flops_per_item * s.batch, "flops_unit": "FLOPs (multiply-add = 2), analytic, whole batch",
+        "flops": t.flops_per_item * s.batch,
+        "flops_unit": "FLOPs (multiply-add = 2), whole batch; " + ("closed form" if t.kind == "block" else "exact counter"),
         "status": "ok",
     }
     if t.largest:

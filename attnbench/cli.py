@@ -109,6 +109,8 @@ def flops_cmd(
     preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="named paper shape (default: the block's first)")] = None,
     B: BOpt = None, C: COpt = None, T: TOpt = None, H: HOpt = None, W: WOpt = None,  # noqa: N803
     option: BlockOpt = [],  # noqa: B006
+    network: Annotated[list[str], typer.Option("--network", "-n", help="paper network (repeatable); --T frames, --H size")] = [],  # noqa: B006
+    attn: Annotated[list[str], typer.Option("--attn", "-a", help="attention in the network (repeatable; default none)")] = [],  # noqa: B006
     counters: Annotated[str, typer.Option("--counters", help="comma list of " + ",".join(api.COUNTERS))] = ",".join(api.COUNTERS),
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object per module to stdout")] = False,
     csv: Annotated[Optional[str], typer.Option("--csv", help="write the table as CSV")] = None,
@@ -120,6 +122,13 @@ def flops_cmd(
         chosen.insert(0, "exact")
     sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
     opts = api.parse_options(option)
+    if network:
+        if module or all_blocks:
+            raise api.UsageError("give blocks (--module/--all) or networks (--network), not both")
+        _flops_networks(network, attn or ["none"], preset, sizes, opts, json_out, csv, md)
+        return
+    if attn:
+        raise api.UsageError("--attn applies to --network only")
     if all_blocks:
         if module or preset or opts or any(v is not None for v in sizes.values()):
             raise api.UsageError("--all takes no --module, --preset, sizes or --option")
@@ -141,6 +150,35 @@ def flops_cmd(
         out.print(tables.to_rich(tables.reconciliation_frame(rec), "Reconciliation by op category (FLOPs, multiply-add = 2; MAC counters x2)"))
         for line in tables.reconciliation_reasons(rec):
             out.print(f"  - {line}", markup=False, highlight=False)
+
+
+def _network_cases(names: list[str], attns: list[str], preset: str | None, sizes: Sizes,
+                   opts: dict[str, str]) -> list[api.NetworkCase]:
+    if sizes.get("C") is not None:
+        raise api.UsageError("networks take RGB video: --C does not apply (use --T for frames, --H for size)")
+    if sizes.get("W") is not None and sizes.get("W") != sizes.get("H"):
+        raise api.UsageError("networks take square frames: give --H (and --W equal to it, or not at all)")
+    return [api.resolve_network(n, a, preset, sizes.get("T"), sizes.get("H"), sizes.get("B") or 1, opts)
+            for n in names for a in attns]
+
+
+def _flops_networks(names: list[str], attns: list[str], preset: str | None, sizes: Sizes, opts: dict[str, str],
+                    json_out: bool, csv: str | None, md: str | None) -> None:
+    import pandas as pd
+
+    records = [api.network_report(c) for c in _network_cases(names, attns, preset, sizes, opts)]
+    df = pd.DataFrame([{
+        "network": r["network"], "attn": r["attn"], "preset": r["preset"],
+        "input [B,3,T,H,W]": "x".join(str(v) for v in r["input_shape"]),
+        "params": r["params"], "params == closed form": r["params"] == r["params_analytic"],
+        "exact FLOPs": r["counted"]["exact"]["flops"], "exact MACs": r["counted"]["exact"]["macs"],
+        "attention sites": len(r["attention_sites"]), "attention FLOPs": r["attention_flops_analytic"],
+    } for r in records])
+    tables.write_table(df, csv, md)
+    if json_out:
+        print(tables.json_lines(records))
+        return
+    out.print(tables.to_rich(df, "Networks: parameters and FLOPs", {"FLOPs": "multiply-add = 2", "MACs": "multiply-add = 1"}))
 
 
 def _print_terms(record: dict[str, Any]) -> None:
@@ -185,7 +223,9 @@ def _speed_frame(rows: list[dict[str, Any]]):
 def speed_cmd(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when present)")] = "auto",
     module: Annotated[list[str], typer.Option("--module", "-m", help="block (repeatable); default: every block")] = [],  # noqa: B006
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="block preset (default: each block's first)")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="block or network preset (default: each one's first)")] = None,
+    network: Annotated[list[str], typer.Option("--network", "-n", help="paper network (repeatable); on CUDA the default adds every network")] = [],  # noqa: B006
+    attn: Annotated[list[str], typer.Option("--attn", "-a", help="attention in the networks (repeatable; default: every choice)")] = [],  # noqa: B006
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (autocast)")] = "fp32",
     batch: Annotated[list[int], typer.Option("--batch", help="batch size (repeatable: a sweep)")] = [1],  # noqa: B006
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the module")] = False,
@@ -215,8 +255,7 @@ def speed_cmd(
     dev.resolve_dtype(dtype)
     if reps < 1 or target_s <= 0 or any(b < 1 for b in batch):
         raise api.UsageError("--reps and --batch must be >= 1 and --target-s > 0")
-    cases = [api.resolve(m, preset) for m in module] if module else [api.resolve(s.name) for s in _all_specs()]
-    targets = [bench.block_target(c) for c in cases]
+    targets = _speed_targets(module, network, attn, preset, device)
     fp = dev.fingerprint(device)
     path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/speed.jsonl")
     rows: list[dict[str, Any]] = []
@@ -240,10 +279,27 @@ def speed_cmd(
         out.print(f"rows appended to {path}")
 
 
-def _all_specs():
+def _speed_targets(modules: list[str], networks: list[str], attns: list[str], preset: str | None, device: str) -> list:
+    """Blocks and networks to time. Default: every block at its first preset, plus (on CUDA) every network
+    with every attention choice; on CPU networks run only when asked for (each takes seconds per call)."""
+    from attnbench import bench
     from attnbench.blocks.registry import all_blocks
+    from attnbench.networks.registry import all_networks, get_network
 
-    return all_blocks()
+    if attns and not networks and (modules or device == "cpu"):
+        raise api.UsageError("--attn applies to --network only")
+    blocks = [api.resolve(m, preset if len(modules) == 1 or not networks else None) for m in modules]
+    if not modules and not networks:
+        blocks = [api.resolve(s.name) for s in all_blocks()]
+        if device != "cpu":
+            networks = [n.name for n in all_networks()]
+    nets = []
+    for name in networks:
+        spec = get_network(name)
+        for a in attns or list(spec.attn_choices):
+            if a in spec.attn_choices or attns:
+                nets.append(api.resolve_network(name, a, preset if not modules else None))
+    return [bench.block_target(c) for c in blocks] + [bench.network_target(c) for c in nets]
 
 
 def _register_commands() -> None:
@@ -271,9 +327,11 @@ def main() -> None:
     except cx.UsageError as e:
         err.print(f"error: {e.format_message()}", markup=False, highlight=False)
         sys.exit(2)
-    except cx.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except cx.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted", markup=False)
         sys.exit(130)
+    except BrokenPipeError:  # output piped into a program that stopped reading (e.g. head)
+        sys.exit(0)
     sys.exit(rv if isinstance(rv, int) else 0)

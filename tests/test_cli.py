@@ -87,3 +87,32 @@ def test_malformed_value_through_the_console_script_is_one_line() -> None:
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--T" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_flops_for_networks_matches_closed_form_params() -> None:
+    result = run("flops", "--network", "eco-lite", "--attn", "none", "--attn", "cs", "--counters", "exact", "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["attn"] for r in records] == ["none", "cs"]
+    for r in records:
+        assert r["params"] == r["params_analytic"] and not r["counted"]["exact"]["unhandled_ops"]
+    # the network with one CS block costs exactly the plain network plus the block's closed form
+    assert records[1]["counted"]["exact"]["flops"] == records[0]["counted"]["exact"]["flops"] + records[1]["attention_flops_analytic"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("flops", "--network", "nope"), "valid choices"),
+        (("flops", "--network", "tsm-r50", "--attn", "cs"), "valid choices"),
+        (("flops", "--network", "tsm-r50", "--C", "4"), "--C does not apply"),
+        (("flops", "--module", "cs", "--attn", "nl"), "--network only"),
+        (("speed", "--device", "cpu", "--network", "eco-lite", "--attn", "w3"), "valid choices"),
+        (("table-vi", "--device", "cpu", "--batch", "0"), "--batch"),
+    ],
+)
+def test_network_bad_input_is_one_line_exit_2(args, needle) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.output

@@ -1,0 +1,68 @@
+"""`attnbench table-vi`: BANet Table VI (ECO vs ECO + 1 NL vs ECO + 1 CS) measured side by side."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from attnbench import api, bench
+from attnbench.cli import app, err, guarded, out
+from attnbench.measure import device as dev
+from attnbench.papers.banet import table_vi
+from attnbench.report import tables
+
+
+@app.command("table-vi")
+@guarded
+def table_vi_cmd(
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16")] = "fp32",
+    batch: Annotated[int, typer.Option("--batch", help="clips per call (VPS = clips / median latency)")] = 1,
+    graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay (CUDA only)")] = False,
+    reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions")] = 10,
+    target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per row")] = 2.0,
+    out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file for the rows (default results/<device>/table-vi.jsonl)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the comparison as one JSON object")] = False,
+    md: Annotated[Optional[str], typer.Option("--md", help="write the comparison as Markdown")] = None,
+) -> None:
+    """BANet Table VI: VPS of ECO-Lite (16 frames, 224x224) plain, with 1 NL and with 1 CS, in one run,
+    beside the paper's 23.2 / 8.1 / 19.9 (GTX 1080 Ti), with the NL and CS blocks' latency and FLOP ratios."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev.resolve_device(device)
+    dev.resolve_dtype(dtype)
+    if batch < 1 or reps < 1 or target_s <= 0:
+        raise api.UsageError("--batch and --reps must be >= 1 and --target-s > 0")
+    fp = dev.fingerprint(device)
+    path = out_file or f"results/{dev.device_slug(fp)}/table-vi.jsonl"
+    settings = bench.Settings(device=device, dtype=dtype, batch=batch, graphs=graphs, min_reps=reps, target_s=target_s)
+    block_targets = [bench.block_target(api.resolve(m, "banet")) for m in ("nl", "cs")]
+    net_targets = [bench.network_target(api.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs")]
+    err.print(f"timing 2 blocks and 3 networks on {device} ({fp.get('gpu_name') or fp.get('cpu_model')}), {dtype}")
+    block_rows = bench.run(block_targets, settings, path, resume)
+    net_rows = bench.run(net_targets, settings, path, resume)
+    result = table_vi(net_rows, block_rows)
+    result["device"] = fp
+    result["settings"] = {"dtype": dtype, "batch": batch, "graphs": graphs}
+    df = pd.DataFrame(result["methods"])
+    if md:
+        tables.write_table(df, md=md)
+    if json_out:
+        print(json.dumps(result, default=str))
+        return
+    out.print(tables.to_rich(df, f"BANet Table VI on {fp.get('gpu_name') or fp.get('cpu_model')} ({dtype}, batch {batch}) vs paper ({result['paper_device']})",
+                             {"VPS": "videos (16-frame clips) per second", "network GFLOPs": "exact, multiply-add = 2"}))
+    s = result["summary"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    out.print(f"CS:NL speed ratio  paper {fmt(s['paper_cs_over_nl_speed'])}  measured {fmt(s['measured_cs_over_nl_speed'])}")
+    out.print(f"network FLOP ratio (ECO+NL)/(ECO+CS) {fmt(s['network_flop_ratio_nl_over_cs'])}")
+    if "block_latency_ratio_nl_over_cs" in s:
+        out.print(f"blocks alone at C=96, T=16, 28x28: NL/CS latency {fmt(s['block_latency_ratio_nl_over_cs'])}, "
+                  f"FLOP ratio {fmt(s['block_flop_ratio_nl_over_cs'])}")
+    out.print(f"rows appended to {path}")

@@ -1,0 +1,1 @@
+"""The papers' printed figures (facts, with table and page context) and how attnbench reproduces them."""
