@@ -315,23 +315,28 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main() -> None:
-    """Console entry point: click's usage errors (bad option, malformed value) also become one line, exit 2."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return its exit code. Usage errors from the parser (unknown option,
+    malformed value) become one line and exit 2, like the commands' own errors."""
     try:  # typer >= 0.20 vendors click as typer._click
         from typer._click import exceptions as cx
     except ImportError:  # pragma: no cover - older typer uses click itself
         from click import exceptions as cx
 
     try:
-        rv = app(standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False, prog_name="attnbench")
     except cx.UsageError as e:
         err.print(f"error: {e.format_message()}", markup=False, highlight=False)
-        sys.exit(2)
+        return 2
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted", markup=False)
-        sys.exit(130)
+        return 130
     except BrokenPipeError:  # output piped into a program that stopped reading (e.g. head)
-        sys.exit(0)
-    sys.exit(rv if isinstance(rv, int) else 0)
+        return 0
+    return rv if isinstance(rv, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())
