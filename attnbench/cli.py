@@ -35,7 +35,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         except AttnBenchError as e:
             if _state["debug"]:
                 raise
-            err.print(f"error: {e}", markup=False, highlight=False)
+            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted", markup=False)
@@ -47,7 +47,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             first = (str(e).strip().splitlines() or [""])[0]
             err.print(f"internal error: {type(e).__name__}: {first} (rerun with --debug for the traceback)",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -224,6 +224,8 @@ def speed_cmd(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto (cuda when present)")] = "auto",
     module: Annotated[list[str], typer.Option("--module", "-m", help="block (repeatable); default: every block")] = [],  # noqa: B006
     preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="block or network preset (default: each one's first)")] = None,
+    B: BOpt = None, C: COpt = None, T: TOpt = None, H: HOpt = None, W: WOpt = None,  # noqa: N803
+    option: BlockOpt = [],  # noqa: B006
     network: Annotated[list[str], typer.Option("--network", "-n", help="paper network (repeatable); on CUDA the default adds every network")] = [],  # noqa: B006
     attn: Annotated[list[str], typer.Option("--attn", "-a", help="attention in the networks (repeatable; default: every choice)")] = [],  # noqa: B006
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (autocast)")] = "fp32",
@@ -234,6 +236,7 @@ def speed_cmd(
     channels_last: Annotated[bool, typer.Option("--channels-last", help="channels_last_3d memory format")] = False,
     reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions")] = 10,
     target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls to collect per row")] = 1.0,
+    warmup_s: Annotated[float, typer.Option("--warmup-s", help="longest warm-up per row, in seconds")] = 2.0,
     out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file rows are appended to (default results/<device>/speed.jsonl)")] = None,
     no_save: Annotated[bool, typer.Option("--no-save", help="do not append rows to a results file")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file")] = False,
@@ -253,9 +256,10 @@ def speed_cmd(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev.resolve_device(device)
     dev.resolve_dtype(dtype)
-    if reps < 1 or target_s <= 0 or any(b < 1 for b in batch):
-        raise api.UsageError("--reps and --batch must be >= 1 and --target-s > 0")
-    targets = _speed_targets(module, network, attn, preset, device)
+    if reps < 1 or target_s <= 0 or warmup_s < 0 or any(b < 1 for b in batch):
+        raise api.UsageError("--reps and --batch must be >= 1, --target-s > 0 and --warmup-s >= 0")
+    sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
+    targets = _speed_targets(module, network, attn, preset, device, sizes, api.parse_options(option))
     fp = dev.fingerprint(device)
     path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/speed.jsonl")
     rows: list[dict[str, Any]] = []
@@ -263,7 +267,8 @@ def speed_cmd(
         task = progress.add_task("measuring", total=len(targets) * len(batch))
         for b in batch:
             settings = bench.Settings(device=device, dtype=dtype, batch=b, compile=compile_, graphs=graphs,
-                                      flush_l2=flush_l2, channels_last=channels_last, min_reps=reps, target_s=target_s)
+                                      flush_l2=flush_l2, channels_last=channels_last, min_reps=reps, target_s=target_s,
+                                      max_warmup_s=warmup_s)
             rows += bench.run(targets, settings, path, resume, on_row=lambda r: progress.advance(task))
     df = _speed_frame(rows)
     tables.write_table(df, csv, md)
@@ -279,7 +284,8 @@ def speed_cmd(
         out.print(f"rows appended to {path}")
 
 
-def _speed_targets(modules: list[str], networks: list[str], attns: list[str], preset: str | None, device: str) -> list:
+def _speed_targets(modules: list[str], networks: list[str], attns: list[str], preset: str | None, device: str,
+                   sizes: Sizes, opts: dict[str, str]) -> list:
     """Blocks and networks to time. Default: every block at its first preset, plus (on CUDA) every network
     with every attention choice; on CPU networks run only when asked for (each takes seconds per call)."""
     from attnbench import bench
@@ -288,7 +294,10 @@ def _speed_targets(modules: list[str], networks: list[str], attns: list[str], pr
 
     if attns and not networks and (modules or device == "cpu"):
         raise api.UsageError("--attn applies to --network only")
-    blocks = [api.resolve(m, preset if len(modules) == 1 or not networks else None) for m in modules]
+    custom = any(v is not None for v in sizes.values()) or bool(opts)
+    if custom and (networks or not modules):
+        raise api.UsageError("sizes and --option apply to the blocks given with --module")
+    blocks = [api.resolve(m, preset if len(modules) == 1 or not networks else None, sizes, opts) for m in modules]
     if not modules and not networks:
         blocks = [api.resolve(s.name) for s in all_blocks()]
         if device != "cpu":
@@ -326,7 +335,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="attnbench")
     except cx.UsageError as e:
-        err.print(f"error: {e.format_message()}", markup=False, highlight=False)
+        err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as e:
         return e.exit_code
