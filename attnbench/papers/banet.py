@@ -1,14 +1,46 @@
-"""BANet's printed speed figures (Table VI) and their side-by-side comparison with a measured run."""
+"""BANet's printed complexity and speed figures, and Table VI's side-by-side comparison with a measured run.
+
+Complexity figures BANet prints (Zhou, Xu, Yang, "Attention Before and After Feature Extraction for Action
+Recognition"):
+
+* Sec. III-C, after Eq. (7): R = F_CS / F_3D = 1/T + 1/H + 1/W = 13.4% at T = 16, H = W = 28 -- the ratio of
+  the correlation-matrix FLOPs (Eq. 5, 6: C_in x positions^2 x 2, softmax excluded) of the cascaded
+  self-attention module to those of a non-local block with the same C_in;
+* Table VI: videos per second of ECO, ECO with 1 NL and ECO with 1 CS (23.2 / 8.1 / 19.9, GTX 1080 Ti);
+  only their ratios can be compared with another device's measurement.
+
+Not taken: Table III's VPS of other methods (I3D, Res3D, ARTNet, TSN, ECO) and of BANet-Lite with frame
+attention, and the "400 FPS" of Sec. IV-C -- speeds of whole pipelines on the authors' GPU that no
+attnbench run measures side by side (``attnbench table-vi`` measures Table VI's three networks only).
+No parameter count or FLOP total of a network is printed.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+from attnbench.papers.figures import Figure
+
+PAPER = "banet"
+
+# Sec. III-C: "In our experiments, T = 16, H = W = 28, therefore R = 13.4%."
+R_SHAPE = {"C": 96, "T": 16, "H": 28, "W": 28}  # C = 96: Sec. III-A (the stacked inception-3c features)
+R_FIGURE = Figure(
+    "banet.sec3c.R", PAPER, "Sec. III-C, Eq. (7)",
+    "R = F_CS / F_3D: correlation-matrix FLOPs of the CS module over a non-local block's, T=16, H=W=28",
+    13.4, "%", {"quantity": "ratio", "shape": R_SHAPE},
+)
 
 # BANet Table VI (ablation 2): ECO, ECO with one non-local block, ECO with one cascaded self-attention block;
 # videos per second on a GTX 1080 Ti, 16 frames at 224x224, without I/O.
 TABLE_VI_VPS = {"none": 23.2, "nl": 8.1, "cs": 19.9}
 TABLE_VI_LABELS = {"none": "ECO (baseline)", "nl": "ECO with 1 NL", "cs": "ECO with 1 CS"}
 TABLE_VI_DEVICE = "GTX 1080 Ti"
+
+# Table VI as speed ratios (the printed VPS divided by code in attnbench.papers.reproduce).
+TABLE_VI_RATIOS = (("nl", "none"), ("cs", "none"), ("cs", "nl"))
+
+FIGURES: tuple[Figure, ...] = (R_FIGURE,)
 
 
 def table_vi(network_rows: list[dict[str, Any]], block_rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,90 @@
+"""`attnbench reproduce`: every complexity figure the papers print, beside ours, with a verdict and a reason."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from attnbench.cli import app, err, guarded, out
+
+
+def _frame(rows: list[dict[str, Any]]):
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "paper": r["paper"], "table": r["table"], "item": r["item"],
+        "paper value": r["paper_value"], "paper unit": r["paper_unit"],
+        "ours": r["value"], "unit": r["unit"], "convention": r["convention"],
+        "delta %": r["delta_pct"], "verdict": r["verdict"], "best convention": r["best_convention"],
+        "choice": r["choice"], "reason": r["reason"],
+    } for r in rows])
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1e5 else f"{v:.5g}"
+    return str(v)
+
+
+@app.command("reproduce")
+@guarded
+def reproduce_cmd(
+    paper: Annotated[str, typer.Option("--paper", help="banet, sta, eam, w3, stpa or all")] = "all",
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per row on stdout")] = False,
+    csv: Annotated[Optional[str], typer.Option("--csv", help="write the rows as CSV")] = None,
+    md: Annotated[Optional[str], typer.Option("--md", help="write the rows as Markdown")] = None,
+) -> None:
+    """Every complexity figure printed in the papers' tables and text, one row each: the paper's value, ours
+    under the counting convention the paper's numbers imply (found by trying them all), the difference, a
+    verdict (reproduced within 1% / off / not determinable) and the reason for every gap."""
+    from rich.table import Table
+
+    from attnbench.papers.reproduce import CHOICES, reproduce, summary
+    from attnbench.report import tables
+
+    if paper not in CHOICES:  # checked before any counting (reproduce checks it too)
+        from attnbench.errors import unknown
+
+        raise unknown("paper", paper, CHOICES)
+    if not json_out:
+        err.print(f"counting the networks of {paper if paper != 'all' else 'all five papers'} on the meta device ...")
+    rows = reproduce(paper)
+    s = summary(rows)
+    if csv or md:
+        tables.write_table(_frame(rows), csv, md)
+    if json_out:
+        if rows:
+            print(tables.json_lines(rows))
+        return
+    if not rows:
+        from attnbench.papers import stpa
+
+        out.print(stpa.NOTE if paper == "stpa" else "no rows", markup=False)
+        return
+    table = Table(title="Paper complexity figures vs attnbench", show_lines=False,
+                  caption="ours: exact counter on the meta device, under the paper's convention (G = 10^9 of its unit); "
+                          "delta = (ours - paper) / paper; reproduced: |delta| <= 1%")
+    for col, justify in (("paper", "left"), ("table", "left"), ("item", "left"), ("paper", "right"), ("ours", "right"),
+                         ("unit", "left"), ("convention", "left"), ("delta", "right"), ("verdict", "left"), ("reason", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    style = {"reproduced": "green", "off": "red", "not determinable": "yellow"}
+    for r in rows:
+        delta = "n/a" if r["delta_pct"] is None else f"{r['delta_pct']:+.2f}%"
+        table.add_row(r["paper"], r["table"], r["item"], f"{_num(r['paper_value'])} {r['paper_unit']}", _num(r["value"]),
+                      r["unit"], r["convention"], delta, f"[{style[r['verdict']]}]{r['verdict']}[/]", r["reason"])
+    out.print(table)
+    for name, p in s["by_paper"].items():
+        if p["convention"]:
+            others = [c for c in p.get("conventions_tied", []) if c != p["convention"]]
+            tie = f" (tied with {', '.join(others)}; ties go to the first in the CONVENTIONS order)" if others else ""
+            out.print(f"{name}: counting convention implied by its figures: {p['convention']}{tie}", markup=False)
+    if paper in ("all", "stpa"):
+        from attnbench.papers import stpa
+
+        out.print(f"stpa: {stpa.NOTE}", markup=False)
+    v = s["verdicts"]
+    out.print(f"reproduced within 1%: {v['reproduced']} of {s['rows']} rows ({s['share_reproduced']:.1%}); "
+              f"off: {v['off']}; not determinable: {v['not determinable']}", markup=False)
