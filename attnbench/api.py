@@ -12,6 +12,7 @@ from attnbench.blocks.registry import BlockSpec, Preset, all_blocks, get_block
 from attnbench.errors import UsageError, unknown  # noqa: F401  (UsageError re-exported for the CLI)
 from attnbench.flops import counters as ext
 from attnbench.flops.cost import Cost
+from attnbench.flops.conventions import count_detailed
 from attnbench.flops.count import CountResult, count, meta_inputs, param_count
 from attnbench.flops.reconcile import ReconRow, reconcile
 from attnbench.shapes import VideoShape
@@ -22,7 +23,7 @@ UNITS = {
     "macs": "MACs: multiply-accumulates of convolutions, linear layers and matrix products, each 1",
     "params": "learnable parameters (count)",
 }
-FVCORE_BUDGET_BYTES = 2 * 2**30
+REAL_TENSOR_BUDGET_BYTES = 2 * 2**30  # fvcore and ptflops (pytorch backend) run on real CPU tensors
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def flops_report(case: Case, counters: Sequence[str] = COUNTERS) -> FlopsReport:
             raise unknown("counter", name, COUNTERS)
     shapes = case.input_shapes()
     module = case.build("meta")
-    exact = count(module, meta_inputs(shapes))
+    exact, log = count_detailed(module, meta_inputs(shapes))
     analytic = case.spec.cost(case.shape, **case.options)
     terms = case.spec.terms(case.shape, **case.options) if case.spec.terms else {}
     def real_module() -> torch.nn.Module:
@@ -158,13 +159,16 @@ def flops_report(case: Case, counters: Sequence[str] = COUNTERS) -> FlopsReport:
     runners = {
         "torch": lambda: ext.count_torch(module, meta_inputs(shapes)),
         "fvcore": lambda: ext.count_fvcore(
-            real_module, lambda: meta_inputs(shapes, "cpu"), 4 * exact.output_elements, FVCORE_BUDGET_BYTES
+            real_module, lambda: meta_inputs(shapes, "cpu"), 4 * exact.output_elements, REAL_TENSOR_BUDGET_BYTES
         ),
-        "ptflops": lambda: ext.count_ptflops(module, meta_inputs(shapes), "pytorch", exact.per_op),
+        "ptflops": lambda: ext.count_ptflops(
+            real_module(), meta_inputs(shapes, "cpu"), "pytorch", exact.per_op,
+            activation_bytes=4 * exact.output_elements, budget_bytes=REAL_TENSOR_BUDGET_BYTES,
+        ),
         "ptflops-aten": lambda: ext.count_ptflops(module, meta_inputs(shapes), "aten", exact.per_op),
     }
     externals = [_guarded(name, runners[name]) for name in COUNTERS if name in counters and name in runners]
-    rows = reconcile(analytic, exact.cost, exact.per_op, externals)
+    rows = reconcile(analytic, exact.cost, exact.per_op, externals, log)
     return FlopsReport(case, analytic, exact, case.spec.params(case.shape, **case.options), param_count(module), terms, externals, rows)
 
 

@@ -4,13 +4,14 @@
 |------------------|--------------------------|-------------------------------------------------|---------------------------|
 | torch            | FLOPs (2 per mult-add)   | ``torch.utils.flop_counter.FlopCounterMode``    | conv, mm, addmm, bmm (no bias, no other ops) |
 | fvcore           | MACs, called "flops"     | jit trace of real tensors, per-op handles        | conv, linear/addmm, matmul/bmm, einsum, norms, a few pools |
-| ptflops          | MACs                     | module hooks + patched functionals              | listed nn modules, F.* and torch.* functions it patches |
+| ptflops          | MACs                     | module hooks + patched functionals, real tensors | listed nn modules, F.* and torch.* functions it patches |
 | ptflops-aten     | MACs                     | dispatch mode over aten ops                     | mm, matmul, addmm, bmm, convolution (bias adds included) |
 
 Counters that report MACs are multiplied by 2 (``flops = 2 x native``); where a counter also adds single
 operations (bias adds, activations) into its MAC total, the doubling over-counts them, and the
 reconciliation says so. fvcore and ptflops are optional: imported lazily; when absent the entry says so.
-fvcore traces real tensors (it cannot run on ``meta``), so it is skipped above a memory budget.
+fvcore traces real tensors (it cannot run on ``meta``) and ptflops' pytorch backend is run on real tensors
+(see :func:`count_ptflops`), so both are skipped above a memory budget.
 """
 
 from __future__ import annotations
@@ -133,14 +134,23 @@ def _ptflops_missed_aten(per_op: dict[str, Any]) -> list[str]:
 
 
 def count_ptflops(
-    module: nn.Module, inputs: Sequence[torch.Tensor], backend: str, per_op: dict[str, Any]
+    module: nn.Module, inputs: Sequence[torch.Tensor], backend: str, per_op: dict[str, Any],
+    activation_bytes: int = 0, budget_bytes: int | None = None,
 ) -> ExternalCount:
-    """ptflops ``get_model_complexity_info`` with the given backend ('pytorch' or 'aten'); MACs doubled."""
+    """ptflops ``get_model_complexity_info`` with the given backend ('pytorch' or 'aten'); MACs doubled.
+
+    The pytorch backend is run on real CPU tensors, as its users run it: on ``meta`` tensors ``nn.Linear``'s
+    ``addmm`` decomposes into the ``torch.mm`` that ptflops patches and is counted twice. Above
+    ``budget_bytes`` of activations it is skipped with the reason."""
     result = ExternalCount("ptflops" if backend == "pytorch" else "ptflops-aten", "MACs")
     try:
         from ptflops import get_model_complexity_info
     except ImportError:
         result.skipped = "ptflops not installed (pip install 'attnbench[counters]')"
+        return result
+    if budget_bytes is not None and activation_bytes > budget_bytes:
+        result.skipped = (f"ptflops ({backend}) runs real tensors; this shape needs ~{activation_bytes / 2**30:.1f} GiB "
+                          f"of activations (> budget {budget_bytes / 2**30:.1f} GiB)")
         return result
     module.eval()
     args = list(inputs)

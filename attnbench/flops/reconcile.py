@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from attnbench.flops.conventions import CONVENTIONS
 from attnbench.flops.cost import CATEGORIES, Cost
 from attnbench.flops.counters import PRODUCTS, ExternalCount
 
@@ -55,37 +56,10 @@ def explain(row: str, exact: Cost, value: int | None, ops_in_row: list[str]) -> 
     return f"unexplained: {value / ours:.4g} x ours"
 
 
-def _elements(per_op: dict[str, Cost], op: str, per_element: int) -> int:
-    cost = per_op.get(op)
-    return cost.flops // per_element if cost else 0
-
-
-def _ptflops_aten_model(exact: Cost, per_op: dict[str, Cost]) -> int:
-    bias = exact.get("convolution", "op") + exact.get("linear", "op")
-    return 2 * (exact.macs + bias)
-
-
-def _ptflops_pytorch_model(exact: Cost, per_op: dict[str, Cost]) -> int:
-    conv = exact.get("convolution", "mac") + exact.get("convolution", "op")
-    linear = 2 * (exact.get("linear", "mac") + exact.get("linear", "op"))
-    softmax = _elements(per_op, "_softmax", 5)
-    relu = _elements(per_op, "relu", 1) + _elements(per_op, "relu_", 1)
-    pools = exact.get("pooling", "op") - sum(per_op[o].flops for o in ("mean", "sum", "amax", "amin", "max", "min") if o in per_op)
-    norm = exact.get("normalisation", "op")
-    return 2 * (conv + linear + exact.get("matmul", "mac") + softmax + relu + pools + norm)
-
-
-# How each MAC-reporting counter's number follows from our cells (tested on the blocks; where the model
-# does not reproduce a counter's number, the gap is reported as unexplained).
-MODELS = {
-    "ptflops-aten": (_ptflops_aten_model,
-                     "multiply-adds of conv/mm/addmm/bmm plus their bias adds counted as MACs (x2 doubles them); "
-                     "softmax, norms, pools and element-wise ops not seen"),
-    "ptflops": (_ptflops_pytorch_model,
-                "conv and nn.Linear modules with bias (nn.Linear counted twice: module hook and patched F.linear), "
-                "patched bmm/matmul, softmax 1 per element, ReLU 1 per element, pools 1 per input element, "
-                "batch norm 2 per element; tensor operators (x + y, x * y, sigmoid) and reductions not seen"),
-}
+# Counters whose number each convention model in :mod:`attnbench.flops.conventions` predicts (in MACs; x2 to
+# compare with the counter's converted FLOPs). A model that reproduces the counter's number exactly explains
+# the whole gap; one that does not leaves the gap reported as unexplained.
+MODELS = {"torch": "macs", "fvcore": "fvcore", "ptflops": "ptflops", "ptflops-aten": "ptflops-aten"}
 
 
 @dataclass
@@ -101,7 +75,9 @@ class ReconRow:
                 "counters_flops": self.counters, "reasons": self.reasons}
 
 
-def reconcile(analytic: Cost, exact: Cost, per_op: dict[str, Cost], externals: list[ExternalCount]) -> list[ReconRow]:
+def reconcile(
+    analytic: Cost, exact: Cost, per_op: dict[str, Cost], externals: list[ExternalCount], log: Any = None
+) -> list[ReconRow]:
     """Rows per category plus a total row; FLOPs throughout (multiply-add = 2)."""
     ops_by_row: dict[str, list[str]] = {r: [] for r in ROW_CATEGORIES}
     for name, cost in per_op.items():
@@ -133,15 +109,16 @@ def reconcile(analytic: Cost, exact: Cost, per_op: dict[str, Cost], externals: l
             total_reasons[ext.counter] = ext.skipped or "no result"
             continue
         other = ext.by_category.get("other", 0) if ext.by_category else 0
-        model = MODELS.get(ext.counter)
-        predicted = model[0](exact, per_op) if model else None
+        model = CONVENTIONS.get(MODELS.get(ext.counter, ""))
+        predicted = 2 * model(exact, per_op, log) if model else None
         if ext.flops == exact.flops:
             total_reasons[ext.counter] = "agrees"
         elif ext.flops == 2 * exact.macs:
             total_reasons[ext.counter] = f"multiply-adds only; {exact.flops - 2 * exact.macs:,} FLOPs of single ops not counted"
         elif predicted is not None and predicted == ext.flops:
-            total_reasons[ext.counter] = (f"{ext.flops - exact.flops:+,} FLOPs, reproduced exactly from our cells: "
-                                          + model[1] + (f"; missed: {'; '.join(ext.missed[:4])}" if ext.missed else ""))
+            total_reasons[ext.counter] = (f"{ext.flops - exact.flops:+,} FLOPs, reproduced exactly by the "
+                                          f"'{model.name}' convention ({model.summary}), x2"
+                                          + (f"; missed: {'; '.join(ext.missed[:4])}" if ext.missed else ""))
         else:
             gap = ext.flops - exact.flops
             parts = [f"{gap:+,} FLOPs ({ext.flops / exact.flops:.4g} x ours)" if exact.flops else f"{gap:+,} FLOPs"]
