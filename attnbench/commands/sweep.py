@@ -1,0 +1,135 @@
+"""`attnbench sweep`: how blocks' FLOPs, parameters, memory (and measured latency) grow with T, H = W and C."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Optional
+
+import typer
+
+from attnbench import api
+from attnbench import sweep as sw
+from attnbench.cli import app, err, guarded, out
+from attnbench.report import tables
+from attnbench.report.job import sweep_markdown
+
+
+@app.command("sweep")
+@guarded
+def sweep_cmd(
+    modules: Annotated[str, typer.Option("--modules", "-m", help="comma list of blocks, or 'all'")] = ",".join(sw.DEFAULT_MODULES),
+    t_values: Annotated[Optional[str], typer.Option("--T", help="frames to sweep, e.g. 4,8,16,32,64")] = None,
+    hw_values: Annotated[Optional[str], typer.Option("--HW", help="frame sizes H = W to sweep, e.g. 7,14,28,56")] = None,
+    c_values: Annotated[Optional[str], typer.Option("--C", help="channels to sweep, e.g. 64,96,256")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="base preset of every block (default: each block's first)")] = None,
+    option: Annotated[list[str], typer.Option("--option", "-o", help="block option KEY=VALUE for every block (repeatable)")] = [],  # noqa: B006
+    device: Annotated[Optional[str], typer.Option("--device", help="also measure latency and peak memory on cpu, cuda or cuda:N")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (measured rows; sizes the predicted intermediate)")] = "fp32",
+    reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions per point")] = 5,
+    target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per point")] = 0.5,
+    max_gflops: Annotated[Optional[float], typer.Option("--max-gflops", help="with --device: do not time points above this many GFLOPs (rows kept as skipped)")] = None,
+    factor: Annotated[float, typer.Option("--factor", help="the NL/CS cost factor whose crossover is reported")] = 2.0,
+    max_fit: Annotated[bool, typer.Option("--max-fit", help="find the largest size that runs for each block (CUDA; doubling, then bisection)")] = False,
+    max_fit_axis: Annotated[str, typer.Option("--max-fit-axis", help="axis searched by --max-fit: T, HW or C")] = "T",
+    max_fit_limit: Annotated[int, typer.Option("--max-fit-limit", help="largest size --max-fit tries")] = 4096,
+    out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file rows are appended to (default results/<device>/sweep.jsonl)")] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="do not append rows to a results file")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="run only the rows missing from the results file")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print rows, exponents, crossovers (and max-fit) as one JSON object")] = False,
+    csv: Annotated[Optional[str], typer.Option("--csv", help="write the rows as CSV")] = None,
+    md: Annotated[Optional[str], typer.Option("--md", help="write rows, exponents and crossovers as Markdown")] = None,
+) -> None:
+    """Sweep T, H = W and C one at a time (others at each block's preset): closed-form FLOPs, parameters and
+    predicted largest intermediate; with --device also latency and peak memory. Fits growth exponents and
+    reports where NL and CS part. Rejected shapes are rows marked skipped; every row is appended as it finishes."""
+    from rich.progress import Progress
+
+    from attnbench.measure import device as dev
+
+    names = sw.parse_modules(modules)
+    given = {"T": sw.parse_values(t_values, "T"), "HW": sw.parse_values(hw_values, "HW"), "C": sw.parse_values(c_values, "C")}
+    values = {a: v for a, v in given.items() if v} or {a: list(v) for a, v in sw.DEFAULT_VALUES.items()}
+    opts = api.parse_options(option)
+    if reps < 1 or target_s <= 0 or factor <= 1 or (max_gflops is not None and max_gflops <= 0):
+        raise api.UsageError("--reps must be >= 1, --target-s > 0, --max-gflops > 0 and --factor > 1")
+    if max_fit_limit < 1:
+        raise api.UsageError(f"--max-fit-limit must be >= 1, got {max_fit_limit}")
+    if max_fit_axis not in sw.AXES:
+        raise api.UsageError(f"--max-fit-axis must be one of {', '.join(sw.AXES)}, got '{max_fit_axis}'")
+    dev.resolve_dtype(dtype)
+    if device is not None:
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dev.resolve_device(device)
+    if max_fit and (device is None or not device.startswith("cuda")):
+        raise api.UsageError("--max-fit needs --device cuda: on CPU running out of memory ends the process (the OS "
+                             "kills it) instead of raising, so the search cannot be done safely")
+    for m in names:  # every block has the base preset and takes the options: fail before running anything
+        api.get_block(m).resolve_options(opts, base=api.get_block(m).preset(preset).options)
+    points = sw.plan(names, values, preset, opts)
+    fp = dev.fingerprint(device or "cpu")
+    path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/sweep.jsonl")
+
+    with Progress(console=err, transient=True, disable=json_out) as progress:
+        task = progress.add_task("sweeping" + (f" on {device}" if device else " (closed forms)"), total=len(points))
+        result = sw.run_sweep(points, device=device, dtype=dtype, min_reps=reps, target_s=target_s, out_path=path,
+                              resume=resume, on_row=lambda r: progress.advance(task),
+                              max_flops=None if max_gflops is None else int(max_gflops * 1e9))
+    if result.interrupted:
+        err.print(result.summary_line(), markup=False, highlight=False)
+        raise typer.Exit(130)
+
+    fits: list[dict[str, Any]] = []
+    if max_fit:
+        fits = _max_fits(names, max_fit_axis, device, dtype, preset, max_fit_limit, path, resume, result)
+    rows = result.rows
+    exps = sw.fit_exponents(rows)
+    cross = sw.crossovers(rows, factor=factor) if {"nl", "cs"} <= set(names) else []
+    df = sw.rows_frame(rows)
+    if csv:
+        tables.write_table(df, csv=csv)
+    if md:
+        tables.atomic_write(md, sweep_markdown(df, exps, cross, fits))
+    if json_out:
+        print(json.dumps({"rows": rows, "exponents": exps, "crossovers": cross, "max_fit": fits, "units": sw.UNITS}, default=str))
+        return
+    caption = {"FLOPs": "closed form = exact counter, multiply-add = 2", "pred. largest": f"largest intermediate, {dtype}"}
+    if device:
+        caption["median ms"] = f"on {device}"
+    out.print(tables.to_rich(df, "Sweep: cost against size (others at the block's preset)", caption))
+    if exps:
+        out.print(tables.to_rich(sw.exponents_frame(exps), "Growth exponents: least-squares slope of log cost vs log size"))
+    for c in cross:
+        out.print(f"{c['pair']} {c['axis']}: {c['text']}", markup=False, highlight=False)
+    if fits:
+        out.print(tables.to_rich(sw.max_fit_frame(fits), f"Largest size that runs on {device} ({dtype})"))
+    if path:
+        out.print(result.summary_line(), markup=False, highlight=False)
+
+
+def _max_fits(names: list[str], axis: str, device: str, dtype: str, preset: str | None, limit: int,
+              path: str | None, resume: bool, result: sw.SweepResult) -> list[dict[str, Any]]:
+    from attnbench.report import store
+
+    probe = sw.device_probe(device, dtype)
+    have = {r["key"]: r for r in store.read_rows(path) if "key" in r} if (path and resume) else {}
+    fits = []
+    for m in names:
+        key = f"max-fit:{m}@{preset or 'default'}:{axis}:{device}:{dtype}:limit={limit}"
+        if key in have:
+            fits.append(have[key])
+            continue
+        err.print(f"max-fit: {m} over {axis} on {device} ...", markup=False, highlight=False)
+        try:
+            r = sw.max_fit(m, axis, probe=probe, limit=limit, preset=preset)
+        except KeyboardInterrupt:
+            err.print(result.summary_line() + f"; max-fit of {m} interrupted", markup=False, highlight=False)
+            raise typer.Exit(130) from None
+        r["key"] = key
+        r["device"], r["dtype"] = device, dtype
+        if path:
+            store.append_row(path, r)
+        fits.append(r)
+    return fits
