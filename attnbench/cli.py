@@ -263,13 +263,23 @@ def speed_cmd(
     fp = dev.fingerprint(device)
     path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/speed.jsonl")
     rows: list[dict[str, Any]] = []
-    with Progress(console=err, transient=True, disable=json_out) as progress:
-        task = progress.add_task("measuring", total=len(targets) * len(batch))
-        for b in batch:
-            settings = bench.Settings(device=device, dtype=dtype, batch=b, compile=compile_, graphs=graphs,
-                                      flush_l2=flush_l2, channels_last=channels_last, min_reps=reps, target_s=target_s,
-                                      max_warmup_s=warmup_s)
-            rows += bench.run(targets, settings, path, resume, on_row=lambda r: progress.advance(task))
+    try:
+        with Progress(console=err, transient=True, disable=json_out) as progress:
+            task = progress.add_task("measuring", total=len(targets) * len(batch))
+
+            def finished(row: dict[str, Any]) -> None:
+                rows.append(row)
+                progress.advance(task)
+
+            for b in batch:
+                settings = bench.Settings(device=device, dtype=dtype, batch=b, compile=compile_, graphs=graphs,
+                                          flush_l2=flush_l2, channels_last=channels_last, min_reps=reps,
+                                          target_s=target_s, max_warmup_s=warmup_s)
+                bench.run(targets, settings, path, resume, on_row=finished)
+    except KeyboardInterrupt:
+        where = f" in {path}" if path else " (not saved: --no-save)"
+        err.print(f"interrupted: kept {len(rows)} finished rows{where}; rerun with --resume to finish", soft_wrap=True)
+        raise typer.Exit(130) from None
     df = _speed_frame(rows)
     tables.write_table(df, csv, md)
     if json_out:
@@ -280,6 +290,10 @@ def speed_cmd(
     ratio = bench.latency_ratio(rows, "nl", "cs")
     if ratio:
         out.print(f"NL/CS: latency ratio {ratio['latency_ratio']:.2f}x, FLOP ratio {ratio['flop_ratio']:.2f}x (same input shape)")
+    statuses = [r["status"] for r in rows]
+    oom = statuses.count("OOM")
+    failed = sum(1 for st in statuses if st.startswith("error"))
+    out.print(f"{len(rows)} rows: {len(rows) - oom - failed} ok, {oom} out of memory, {failed} other errors")
     if path:
         out.print(f"rows appended to {path}")
 
