@@ -71,6 +71,7 @@ def sweep_cmd(
     points = sw.plan(names, values, preset, opts)
     fp = dev.fingerprint(device or "cpu")
     path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/sweep.jsonl")
+    tables.ensure_writable(path, csv, md)
 
     with Progress(console=err, transient=True, disable=json_out) as progress:
         task = progress.add_task("sweeping" + (f" on {device}" if device else " (closed forms)"), total=len(points))

@@ -41,6 +41,7 @@ def table_vi_cmd(
         raise api.UsageError("--batch and --reps must be >= 1 and --target-s > 0")
     fp = dev.fingerprint(device)
     path = out_file or f"results/{dev.device_slug(fp)}/table-vi.jsonl"
+    tables.ensure_writable(path, md)
     settings = bench.Settings(device=device, dtype=dtype, batch=batch, graphs=graphs, min_reps=reps, target_s=target_s)
     block_targets = [bench.block_target(api.resolve(m, "banet")) for m in ("nl", "cs")]
     net_targets = [bench.network_target(api.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs")]

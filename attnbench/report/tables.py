@@ -119,6 +119,23 @@ def atomic_write(path: str | os.PathLike[str], text: str) -> None:
         raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
 
 
+def ensure_writable(*paths: str | os.PathLike[str] | None) -> None:
+    """Fail before any work if an output path cannot be written: its folder is made if missing and a
+    scratch file is created and removed there; a path that is a directory is refused."""
+    for path in paths:
+        if not path:
+            continue
+        target = Path(path)
+        if target.is_dir():
+            raise UsageError(f"cannot write {target}: it is a directory")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=target.parent):
+                pass
+        except OSError as err:
+            raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
+
+
 def write_table(df: pd.DataFrame, csv: str | None = None, md: str | None = None) -> None:
     if csv:
         atomic_write(csv, df.to_csv(index=False))
