@@ -68,6 +68,8 @@ def test_big_nonlocal_is_counted_without_allocating() -> None:
         (("flops", "--module", "fa", "--C", "4"), "C must be 3"),
         (("flops", "--module", "cs", "--counters", "thop"), "valid choices"),
         (("flops",), "--module"),
+        (("flops", "--module", "cs", "--md", "/"), "is a directory"),
+        (("speed", "--device", "cpu", "--module", "eca", "--csv", "/"), "is a directory"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle) -> None:
