@@ -8,6 +8,8 @@ run goes on. Rows are appended to a JSON-lines file one at a time (:mod:`attnben
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from attnbench.api import Case, NetworkCase
+from attnbench.errors import UsageError
 from attnbench.flops.count import count, meta_inputs
 from attnbench.measure import device as dev
 from attnbench.measure.memory import is_oom, measure_memory, release_memory
@@ -110,6 +113,7 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any]) -> dict[
             module = t.build()
         work = build_workload(module, t.input_shapes, device=s.device, dtype=s.dtype, batch=s.batch,
                               compile=s.compile, channels_last=s.channels_last)
+        work = injected_slowdown(t.name, work, s.device)  # test-only; a no-op unless the variable is set
         m = time_callable(work, device=s.device, min_reps=s.min_reps, target_s=s.target_s,
                           max_warmup_s=s.max_warmup_s, cuda_graph=s.graphs, flush_l2=s.flush_l2,
                           what=f"{t.name}[{t.variant}]", dtype=s.dtype, batch=s.batch)
@@ -165,3 +169,41 @@ def latency_ratio(rows: list[dict[str, Any]], slow: str, fast: str) -> dict[str,
         "latency_ratio": a["timing"]["median_ms"] / b["timing"]["median_ms"],
         "flop_ratio": a["flops"] / b["flops"],
     }
+
+
+# -- test-only: an injected slowdown, for validating the CI performance gate ---------------------------
+INJECT_SLOWDOWN_ENV = "ATTNBENCH_INJECT_SLOWDOWN"
+
+
+def injected_slowdown(name: str, work: Callable[[], Any], device: str) -> Callable[[], Any]:
+    """TEST ONLY. ``ATTNBENCH_INJECT_SLOWDOWN="cs:0.25"`` (comma list of ``NAME:FRACTION``) makes every
+    call of the workload of target ``NAME`` busy-wait, after the real call, for FRACTION times the time
+    that call took, so the target runs ~25% slower. It exists only so that ``attnbench check`` and
+    ``scripts/validate_gate.py`` can show the gate detects a real slowdown; never set it otherwise.
+    Unset (the normal case), ``work`` is returned unchanged."""
+    spec = os.environ.get(INJECT_SLOWDOWN_ENV, "").strip()
+    if not spec:
+        return work
+    fractions: dict[str, float] = {}
+    for part in spec.split(","):
+        key, _, value = part.partition(":")
+        try:
+            fractions[key.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"{INJECT_SLOWDOWN_ENV} must be NAME:FRACTION[,...], got '{spec}'") from None
+    extra = fractions.get(name, 0.0)
+    if extra <= 0:
+        return work
+    cuda = dev.resolve_device(device).type == "cuda"
+
+    def slowed() -> Any:
+        start = time.perf_counter()
+        result = work()
+        if cuda:
+            torch.cuda.synchronize()
+        until = time.perf_counter() + extra * (time.perf_counter() - start)
+        while time.perf_counter() < until:  # busy: the core stays occupied, like real extra work
+            pass
+        return result
+
+    return slowed

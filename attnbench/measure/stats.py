@@ -224,3 +224,112 @@ class Measurement:
 def summarise(samples: Sequence[float], **labels: Any) -> Measurement:
     """A :class:`Measurement` of the given samples (seconds) with the given labels."""
     return Measurement(samples_s=tuple(samples), **labels)
+
+
+# -- comparing two sets of samples: the Mann-Whitney U test ---------------------------------------
+#
+# Used by the CI performance gate (attnbench.gate) to ask "are the new times stochastically larger than
+# the baseline's?". Written from the textbook definition; no scipy needed.
+#
+# U of the first sample x counts the pairs (x_i, y_j) with x_i > y_j, a tie counting one half. With
+# average ranks over the pooled samples (ties share the mean of their ranks) U = R_x - n_x (n_x + 1) / 2,
+# where R_x is the sum of the ranks of x. Under the null hypothesis (both samples from one distribution)
+# U has mean n_x n_y / 2 and, with tie groups of sizes t_k among the n = n_x + n_y values, variance
+#
+#     n_x n_y / 12 * ((n + 1) - sum_k (t_k^3 - t_k) / (n (n - 1)))
+#
+# The p-value uses the normal approximation with a continuity correction of 1/2 (good for n_x, n_y >=
+# ~8, which timing runs exceed by far).
+
+MW_ALTERNATIVES = ("greater", "less", "two-sided")
+
+
+@dataclass(frozen=True)
+class MannWhitney:
+    """Result of :func:`mann_whitney_u`: U of the first sample, its null mean and standard deviation,
+    the z score, the p-value and the alternative tested."""
+
+    u: float
+    n_x: int
+    n_y: int
+    mean_u: float
+    std_u: float
+    z: float
+    p_value: float
+    alternative: str
+
+    @property
+    def effect(self) -> float:
+        """U / (n_x n_y): the probability that a random x exceeds a random y (ties counting 1/2)."""
+        return self.u / (self.n_x * self.n_y)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "u": self.u, "n_x": self.n_x, "n_y": self.n_y, "mean_u": self.mean_u, "std_u": self.std_u,
+            "z": self.z, "p_value": self.p_value, "alternative": self.alternative,
+            "prob_x_greater": self.effect,
+        }
+
+
+def average_ranks(values: Sequence[float]) -> tuple[list[float], list[int]]:
+    """1-based ranks of ``values`` (ties get the mean of the ranks they span) and the sizes of the tie
+    groups (every group of equal values, size >= 2)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    ties: list[int] = []
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        rank = (i + j) / 2 + 1  # mean of the 1-based ranks i+1 .. j+1
+        for k in range(i, j + 1):
+            ranks[order[k]] = rank
+        if j > i:
+            ties.append(j - i + 1)
+        i = j + 1
+    return ranks, ties
+
+
+def _normal_sf(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def mann_whitney_u(
+    x: Iterable[float], y: Iterable[float], alternative: str = "greater", continuity: bool = True
+) -> MannWhitney:
+    """Mann-Whitney U test of samples ``x`` against ``y`` (normal approximation, tie-corrected).
+
+    ``alternative="greater"``: x tends to be larger than y (for times: x is slower); ``"less"``: x tends
+    to be smaller; ``"two-sided"``: either. When every value is tied the test has no information and
+    the p-value is 1.
+    """
+    if alternative not in MW_ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {', '.join(MW_ALTERNATIVES)}, got {alternative!r}")
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    if not xs or not ys:
+        raise ValueError("both samples need at least one value")
+    if not all(math.isfinite(v) for v in xs + ys):
+        raise ValueError("samples must be finite")
+    n_x, n_y = len(xs), len(ys)
+    n = n_x + n_y
+    ranks, ties = average_ranks(xs + ys)
+    u = math.fsum(ranks[:n_x]) - n_x * (n_x + 1) / 2
+    mean_u = n_x * n_y / 2
+    tie_term = sum(t**3 - t for t in ties) / (n * (n - 1)) if n > 1 else 0.0
+    var_u = n_x * n_y / 12 * ((n + 1) - tie_term)
+    std_u = math.sqrt(var_u) if var_u > 0 else 0.0
+    cc = 0.5 if continuity else 0.0
+    if std_u == 0:
+        return MannWhitney(u, n_x, n_y, mean_u, 0.0, 0.0, 1.0, alternative)
+    if alternative == "greater":
+        z = (u - mean_u - cc) / std_u
+        p = _normal_sf(z)
+    elif alternative == "less":
+        z = (u - mean_u + cc) / std_u
+        p = _normal_sf(-z)
+    else:
+        z = (abs(u - mean_u) - cc) / std_u
+        p = min(1.0, 2 * _normal_sf(z))
+    return MannWhitney(u, n_x, n_y, mean_u, std_u, z, p, alternative)

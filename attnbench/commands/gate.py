@@ -1,0 +1,210 @@
+"""``attnbench snapshot`` and ``attnbench check``: the CI performance gate (logic in :mod:`attnbench.gate`).
+
+Exit codes of ``check``: 0 every check holds, 1 a regression (or a changed parameter or FLOP count),
+2 a usage error (bad option, unreadable or malformed baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from attnbench import gate
+from attnbench.cli import BOpt, COpt, HOpt, TOpt, WOpt, app, err, guarded, out
+from attnbench.report import tables
+
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads while timing (default: torch's)", show_default=False)]
+
+
+def _progress(enabled: bool):
+    """A transient progress line on stderr, or None."""
+    if not enabled:
+        return None, None
+    from rich.status import Status
+
+    status = Status("", console=err)
+    return status, lambda text: status.update(text)
+
+
+@app.command("snapshot")
+@guarded
+def snapshot_cmd(
+    out_file: Annotated[str, typer.Option("--out", help="baseline JSON file to write")],
+    modules: Annotated[Optional[str], typer.Option("--modules", help="comma list of blocks (default: every block)", show_default=False)] = None,
+    presets: Annotated[Optional[str], typer.Option("--presets", help="comma list of presets, 'all' or 'default' (default: all; with sizes: default)", show_default=False)] = None,
+    B: BOpt = None, C: COpt = None, T: TOpt = None, H: HOpt = None, W: WOpt = None,  # noqa: N803
+    time_it: Annotated[bool, typer.Option("--time", help="also time the blocks (implied by --device)")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N or auto; implies --time", show_default=False)] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (autocast) for timing")] = "fp32",
+    threads: ThreadsOpt = None,
+    rounds: Annotated[int, typer.Option("--rounds", help="interleaved measurement rounds per block")] = gate.TimingPlan.rounds,
+    round_s: Annotated[float, typer.Option("--round-s", help="seconds of timed calls per block and round")] = gate.TimingPlan.round_s,
+    malloc: Annotated[str, typer.Option("--malloc", help="CPU: cached (glibc keeps freed memory; no page-fault noise) or system (glibc defaults)")] = "cached",
+    clock: Annotated[str, typer.Option("--clock", help="auto: cpu on a CPU device (one torch thread), wall on CUDA; wall: per-call latency; cpu: the thread's CPU time per call, robust to other processes' load")] = "auto",
+) -> None:
+    """Write a baseline: parameters and exact FLOPs of every selected block and preset, and with --time
+    or --device its latency samples, peak memory, a reference workload and the device fingerprint."""
+    sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
+    items = gate.select(gate.parse_list(modules) or None, presets, sizes)
+    plan = None
+    if time_it or device is not None:
+        if device in (None, "auto"):
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if clock == "auto":
+            from attnbench.measure.device import resolve_device
+
+            clock = "cpu" if resolve_device(device).type == "cpu" and threads in (None, 1) else "wall"
+        if clock == "cpu" and threads is None:
+            threads = 1
+        plan = gate.TimingPlan(device=device, dtype=dtype, threads=threads, rounds=rounds, round_s=round_s, clock=clock, malloc=malloc).check()
+    selection = {"modules": gate.parse_list(modules) or None, "presets": presets,
+                 "sizes": {k: v for k, v in sizes.items() if v is not None}}
+    status, progress = _progress(err.is_terminal)
+    if status:
+        status.start()
+    try:
+        doc = gate.snapshot(items, plan, selection, progress)
+    finally:
+        if status:
+            status.stop()
+    tables.atomic_write(out_file, json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    what = "parameters and FLOPs only"
+    if plan:
+        fp = doc["fingerprint"]
+        what = (f"timed on {plan.device} ({fp.get('gpu_name') or fp.get('cpu_model')}), {plan.dtype}, {plan.clock} clock, "
+                f"{fp.get('torch_threads')} torch thread(s)" + (f", malloc {plan.malloc}" if plan.device == "cpu" else ""))
+    failed = [e["key"] for e in doc["entries"] if e.get("status") not in (None, "ok")]
+    out.print(f"wrote {len(doc['entries'])} entries ({what}) to {out_file}", markup=False, highlight=False)
+    if failed:
+        out.print(f"not timed (OOM or error): {', '.join(failed)}", markup=False, highlight=False)
+
+
+@app.command("check")
+@guarded
+def check_cmd(
+    baseline: Annotated[str, typer.Option("--baseline", help="baseline JSON written by `attnbench snapshot`")],
+    alpha: Annotated[float, typer.Option("--alpha", help="significance level of the one-sided Mann-Whitney U test")] = gate.CheckOptions.alpha,
+    max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="a slowdown fails only if median(new)/median(old) exceeds this")] = gate.CheckOptions.max_slowdown,
+    memory_tolerance: Annotated[float, typer.Option("--memory-tolerance", help="allowed growth of peak memory (fraction)")] = gate.CheckOptions.memory_tolerance,
+    normalize: Annotated[bool, typer.Option("--normalize", help="divide latencies by the reference workload's (compares across devices)")] = False,
+    load_control: Annotated[bool, typer.Option("--load-control/--no-load-control", help="same device: a slowdown must also show relative to the reference workload of the same rounds")] = True,
+    flops_only: Annotated[bool, typer.Option("--flops-only", help="compare parameters and FLOPs only, even if the baseline is timed")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="device to time on (default: the baseline's)", show_default=False)] = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", help="measurement rounds (default: the baseline's)", show_default=False)] = None,
+    round_s: Annotated[Optional[float], typer.Option("--round-s", help="seconds per block and round (default: the baseline's)", show_default=False)] = None,
+    retries: Annotated[int, typer.Option("--retries", help="re-measure a block that looks slower up to this often before judging it")] = gate.CheckOptions.retries,
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
+) -> None:
+    """Re-measure the baseline's blocks and compare: parameters and FLOPs exactly, latency with a
+    Mann-Whitney U test plus a minimum slowdown, peak memory within a tolerance. Exit 1 on a regression."""
+    opts = gate.CheckOptions(alpha=alpha, max_slowdown=max_slowdown, memory_tolerance=memory_tolerance,
+                             normalize=normalize, load_control=load_control, flops_only=flops_only, retries=retries, device=device,
+                             rounds=rounds, round_s=round_s).check()
+    doc = gate.load_baseline(baseline)
+    status, progress = _progress(err.is_terminal and not json_out)
+    if status:
+        status.start()
+    try:
+        report = gate.check(doc, opts, progress)
+    finally:
+        if status:
+            status.stop()
+    report["baseline"]["path"] = baseline
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_path:
+        problem = gate.append_step_summary(summary_path, gate.markdown_summary(report, baseline))
+        if problem:
+            err.print(f"warning: {problem}", markup=False, highlight=False)
+    if json_out:
+        print(json.dumps(report, default=str))
+    else:
+        _render(report, baseline)
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
+def _render(report: dict[str, Any], baseline: str) -> None:
+    t = report["timing"]
+    table = Table(title=f"attnbench check against {baseline}")
+    for col in ("entry", "params", "FLOPs", "latency (median)", "memory (peak)", "verdict"):
+        table.add_column(col, justify="left" if col in ("entry", "verdict") else "right")
+    by_key: dict[str, dict[str, dict[str, Any]]] = {}
+    for f in report["findings"]:
+        by_key.setdefault(f["key"], {})[f["check"]] = f
+    for key, fs in by_key.items():
+        table.add_row(key, _cell(fs.get("params")), _cell(fs.get("flops")), _cell(fs.get("latency")),
+                      _cell(fs.get("memory")), _row_verdict(fs))
+    caption = ["params, FLOPs: exact"]
+    if t.get("latency_compared"):
+        o = report["options"]
+        caption.append(f"latency ({t['plan']['clock']} clock): fail if U-test p < {o['alpha']} and median ratio > {o['max_slowdown']}"
+                       + (" (normalized by the reference workload)" if o["normalize"] else
+                          " in raw times and relative to the reference workload" if o["load_control"] else ""))
+    if t.get("memory_compared"):
+        caption.append(f"memory: fail above +{report['options']['memory_tolerance']:.0%}")
+    table.caption = " | ".join(caption)
+    out.print(table)
+    for f in report["findings"]:
+        if f["check"] == "flops" and f["status"] == "changed":
+            out.print(_flops_table(f))
+    if t.get("device_differences"):
+        out.print(f"device differs from the baseline's: {'; '.join(t['device_differences'])}", markup=False, highlight=False)
+    if not t.get("compared") and t.get("reason"):
+        out.print(f"latency and memory not compared: {t['reason']}", markup=False, highlight=False)
+    for f in gate.notable(report):
+        if f["check"] in ("params", "flops"):
+            continue
+        b, c, ch = gate.finding_cells(f)
+        extra = f" ({f['detail']})" if f.get("detail") and f["detail"] not in ch else ""
+        out.print(f"{gate.verdict(f)}: {f['key']} {f['check']}: {b} -> {c} {ch}{extra}".replace("  ", " "),
+                  markup=False, highlight=False)
+    s = report["summary"]
+    if report["passed"]:
+        out.print(f"PASS: {s['entries']} entries, no regressions", markup=False, highlight=False)
+    else:
+        out.print(f"FAIL: {s['failures']} regression(s) in {s['entries']} entries", markup=False, highlight=False)
+        if any(f["failed"] and f["check"] in ("params", "flops", "config") for f in report["findings"]):
+            out.print("if the change is intended, regenerate the baseline with `attnbench snapshot`",
+                      markup=False, highlight=False)
+
+
+def _cell(f: dict[str, Any] | None) -> str:
+    if f is None:
+        return "-"
+    b, c, ch = gate.finding_cells(f)
+    if f["status"] == "skipped":
+        return "skipped"
+    if f["check"] == "latency" and "ratio" in f:
+        return f"{c} ({ch})" + ("" if f["status"] == "ok" else f" {f['status']}")
+    if f["check"] == "memory":
+        return f"{c} ({ch})" + ("" if f["status"] == "ok" else f" {f['status']}")
+    if f["status"] == "ok":
+        return c
+    return f"{b} -> {c} ({ch})"
+
+
+def _row_verdict(fs: dict[str, dict[str, Any]]) -> str:
+    failed = [f"{f['check']} {f['status']}" for f in fs.values() if f["failed"]]
+    if failed:
+        return "FAIL: " + ", ".join(failed)
+    notes = [f"{f['check']} {f['status']}" for f in fs.values() if f["status"] not in ("ok", "skipped")]
+    return "ok" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _flops_table(f: dict[str, Any]) -> Table:
+    table = Table(title=f"{f['key']}: FLOPs by op category (multiply-add = 2)")
+    for col in ("category", "baseline FLOPs", "current FLOPs", "delta", "baseline mac/op", "current mac/op"):
+        table.add_column(col, justify="left" if col == "category" else "right")
+    for c in f["categories"]:
+        rel = f" ({c['delta_flops'] / c['baseline_flops']:+.2%})" if c["baseline_flops"] else ""
+        table.add_row(c["category"], f"{c['baseline_flops']:,}", f"{c['current_flops']:,}", f"{c['delta_flops']:+,}{rel}",
+                      f"{c['baseline_cells']['mac']:,} / {c['baseline_cells']['op']:,}",
+                      f"{c['current_cells']['mac']:,} / {c['current_cells']['op']:,}")
+    table.add_row("total", f"{f['baseline']:,}", f"{f['current']:,}", f"{f['delta']:+,}", "", "")
+    return table

@@ -1,0 +1,1164 @@
+"""The CI performance gate: ``attnbench snapshot`` writes a baseline, ``attnbench check`` compares with it.
+
+What is compared, and how
+-------------------------
+* **Parameters and FLOPs** are exact integers (the exact counter on the meta device, kept as the
+  per-op-category cells of :class:`~attnbench.flops.cost.Cost`), so any change at all fails, and the
+  report shows baseline, current and delta for every op category that moved.
+* **Latency** is compared on the raw per-call samples. A block is slower only when *both* hold:
+  a one-sided Mann-Whitney U test (current times stochastically larger than the baseline's;
+  :func:`~attnbench.measure.stats.mann_whitney_u`) rejects at ``alpha`` (default 0.01), *and* the
+  ratio of medians exceeds ``max_slowdown`` (default 1.10). With hundreds of samples the U test alone
+  would flag a 2% drift caused by another process; the effect size keeps such drifts from failing a
+  build. (The idea of pairing a rank test with a minimum effect size is asv's; this code is our own.)
+* **Memory**: the call's peak working memory (CUDA: the caching allocator's peak minus what was
+  allocated before the call; CPU: the peak of the bytes held by tensors created during the call,
+  tracked op by op, which unlike the process RSS is deterministic) may grow by at most
+  ``memory_tolerance`` (default 5%).
+
+How latency is measured, so that unchanged code does not alarm
+---------------------------------------------------------------
+* **Interleaved rounds.** Every block is measured in ``rounds`` short rounds (each builds the block
+  afresh, warms it up and times it for ``round_s`` seconds through :func:`attnbench.bench.measure_target`),
+  and the rounds of all blocks are interleaved (round-robin, the order rotated each round), so a burst
+  of load from another process spreads over all blocks instead of landing on one block's whole sample.
+* **A reference workload as load control.** A fixed, seeded workload (a 32-channel 3x3x3 convolution
+  and a 512x512x512 matmul) is measured in the same rounds and stored in the snapshot. Each block's
+  times are also compared after dividing every round by the reference's median of that round. On the
+  same device a block is slower only if it is slower both in its own times and relative to the
+  reference: when the whole machine is slower (the reference too), that is load, not a regression.
+  With ``--normalize`` (different devices) only the normalised comparison counts.
+* **Re-measuring suspects.** A block that looks slower by any of the deciding comparisons is measured
+  again (up to ``retries`` times, default 2). It fails only if one measurement was slower by every
+  deciding comparison and every measurement by at least one (:func:`confirm`); otherwise it is reported
+  as ``unconfirmed`` and does not fail the build.
+* **Allocator.** On CPU, ``--malloc cached`` (the default of ``snapshot`` on a CPU device) keeps
+  glibc from mapping and unmapping large blocks on every call (:func:`cpu_malloc`): for blocks with big
+  intermediates, kernel page faults otherwise make up half the time and vary by ~25% over minutes.
+* **Clock.** ``--clock cpu`` (a snapshot setting, CPU only, one torch thread) compares the calling
+  thread's CPU time per call instead of wall time, so time spent descheduled while other processes run
+  is not counted; on a shared CI machine this removes most of the noise (see :class:`TimingPlan`).
+
+Latency is compared only between runs on the same device (CPU model, cores and torch threads; or GPU
+model), unless ``normalize`` is set. Memory is compared on the same kind of device (any CPU, or the
+same GPU model).
+
+Validating the gate
+-------------------
+``ATTNBENCH_INJECT_SLOWDOWN="cs:0.25"`` (read in :func:`attnbench.bench.injected_slowdown`) makes one
+block ~25% slower. It exists only to validate this gate (tests and ``scripts/validate_gate.py``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import attnbench
+from attnbench import api, bench
+from attnbench.blocks.registry import all_blocks, get_block
+from attnbench.errors import UsageError
+from attnbench.flops.cost import CATEGORIES, KINDS
+from attnbench.measure import device as dev
+from attnbench.measure.stats import Measurement, mann_whitney_u, median
+from attnbench.report.tables import human
+
+SCHEMA = "attnbench.snapshot/1"
+REPORT_SCHEMA = "attnbench.check/1"
+SIZES = ("B", "C", "T", "H", "W")
+REFERENCE_KEY = "reference"
+CLOCKS = ("wall", "cpu")
+MALLOC_MODES = ("cached", "system")
+CPU_IDENTITY = ("device_type", "machine", "cpu_model", "logical_cores", "torch_threads")
+CUDA_IDENTITY = ("device_type", "gpu_name", "gpu_total_memory_bytes", "compute_capability")
+INJECT_SLOWDOWN_ENV = bench.INJECT_SLOWDOWN_ENV
+
+Progress = Callable[[str], None]
+
+
+# -- settings ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """How latency is measured: on which device and dtype, with how many torch threads (None: torch's
+    default), in how many interleaved rounds of ``round_s`` seconds of timed calls each (at least
+    ``min_reps`` calls per round), and with which clock.
+
+    ``clock="wall"`` (default) compares the per-call latencies of :func:`attnbench.measure.timing.time_callable`
+    (``perf_counter`` on CPU, CUDA events on a GPU). ``clock="cpu"`` (CPU only, one torch thread)
+    compares the CPU time the calling thread spends per call (``time.thread_time_ns`` between the starts
+    of consecutive timed calls, so everything a call does in that thread is included): on a shared
+    machine, time spent waiting while other processes run is not counted, so their load does not read
+    as a slowdown of the block.
+    """
+
+    device: str = "cpu"
+    dtype: str = "fp32"
+    threads: int | None = None
+    rounds: int = 5
+    round_s: float = 0.4
+    min_reps: int = 5
+    max_warmup_s: float = 0.3
+    clock: str = "wall"
+    malloc: str = "system"
+
+    def check(self) -> "TimingPlan":
+        device = dev.resolve_device(self.device)
+        dev.resolve_dtype(self.dtype)
+        if self.rounds < 1 or self.min_reps < 1 or not self.round_s > 0 or self.max_warmup_s < 0:
+            raise UsageError("--rounds must be >= 1 and --round-s > 0")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {self.threads}")
+        if self.malloc not in MALLOC_MODES:
+            raise api.unknown("malloc mode", self.malloc, MALLOC_MODES)
+        if self.clock not in CLOCKS:
+            raise api.unknown("clock", self.clock, CLOCKS)
+        if self.clock == "cpu":
+            if device.type != "cpu":
+                raise UsageError("--clock cpu needs --device cpu (GPU work is timed with CUDA events)")
+            if self.threads != 1:
+                raise UsageError("--clock cpu needs --threads 1 (the CPU time of one thread is measured)")
+            if self.min_reps < 2:
+                raise UsageError("--clock cpu needs at least 2 timed calls per round")
+        return self
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """Thresholds of ``check``. ``retries``: how often a block that looks slower may be measured again
+    (see :func:`confirm`). ``load_control``: on the same device, a block is
+    slower only if it is slower both in its own times and relative to the reference workload of the
+    same rounds (a machine that is slower as a whole is not a regression). ``normalize``: compare
+    reference-normalised times only (for different devices). ``device``/``rounds``/``round_s``
+    override the baseline's (None: as in the baseline)."""
+
+    alpha: float = 0.01
+    max_slowdown: float = 1.10
+    memory_tolerance: float = 0.05
+    normalize: bool = False
+    load_control: bool = True
+    flops_only: bool = False
+    retries: int = 2
+    device: str | None = None
+    rounds: int | None = None
+    round_s: float | None = None
+
+    def check(self) -> "CheckOptions":
+        if not 0 < self.alpha < 1:
+            raise UsageError(f"--alpha must be between 0 and 1, got {self.alpha}")
+        if not self.max_slowdown >= 1:
+            raise UsageError(f"--max-slowdown is a ratio of medians and must be >= 1, got {self.max_slowdown}")
+        if not self.memory_tolerance >= 0:
+            raise UsageError(f"--memory-tolerance must be >= 0, got {self.memory_tolerance}")
+        if self.retries < 0:
+            raise UsageError(f"--retries must be >= 0, got {self.retries}")
+        if self.rounds is not None and self.rounds < 1 or self.round_s is not None and not self.round_s > 0:
+            raise UsageError("--rounds must be >= 1 and --round-s > 0")
+        return self
+
+
+# -- which cases ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One baseline entry: a block case, its stable key and the preset its options came from."""
+
+    key: str
+    case: api.Case
+    base_preset: str
+
+
+def entry_key(case: api.Case) -> str:
+    """``cs@banet`` for a preset; ``cs@1x64x8x14x14`` (plus ``[opt=value,...]`` for options that differ
+    from the block's defaults) for a custom shape."""
+    if case.preset is not None:
+        return f"{case.spec.name}@{case.preset.name}"
+    defaults = case.spec.resolve_options()
+    changed = [f"{k}={v}" for k, v in sorted(case.options.items()) if defaults.get(k) != v]
+    return f"{case.spec.name}@{case.shape}" + (f"[{','.join(changed)}]" if changed else "")
+
+
+def parse_list(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def select(modules: Sequence[str] | None, presets: str | None, sizes: Mapping[str, int | None] | None) -> list[Item]:
+    """The cases a snapshot covers. ``presets``: ``all``, ``default`` (each block's first) or a comma
+    list of preset names (default: ``all``, or ``default`` when sizes are given). Sizes replace the
+    presets' shapes."""
+    sizes = {k: v for k, v in (sizes or {}).items() if v is not None}
+    specs = [get_block(m) for m in modules] if modules else all_blocks()
+    mode = (presets or ("default" if sizes else "all")).strip()
+    wanted = None if mode in ("all", "default") else parse_list(mode)
+    if wanted is not None:
+        known = {p.name for s in specs for p in s.presets}
+        for name in wanted:
+            if name not in known:
+                raise api.unknown("preset", name, known)
+    items: dict[str, Item] = {}
+    for spec in specs:
+        names = [p.name for p in spec.presets]
+        if mode == "default":
+            names = names[:1]
+        elif wanted is not None:
+            names = [n for n in names if n in wanted]
+            if not names and modules:
+                raise UsageError(f"block {spec.name} has none of the presets {', '.join(wanted)}; "
+                                 f"its presets: {', '.join(p.name for p in spec.presets)}")
+        for name in names:
+            case = api.resolve(spec.name, name, sizes)
+            key = entry_key(case)
+            items.setdefault(key, Item(key, case, name))
+    if not items:
+        raise UsageError("the selection is empty")
+    return list(items.values())
+
+
+def resolve_entry(entry: Mapping[str, Any]) -> api.Case:
+    """The case a baseline entry describes, as the code builds it today (a preset entry by its preset
+    name, so that a changed preset shows up; a custom one by its stored shape and options)."""
+    if entry.get("preset"):
+        return api.resolve(entry["module"], entry["preset"])
+    sizes = dict(zip(SIZES, entry["input_shape"]))
+    return api.resolve(entry["module"], entry.get("base_preset"), sizes, entry.get("options") or {})
+
+
+# -- parameters and FLOPs --------------------------------------------------------------------------------
+
+
+def static_record(case: api.Case) -> dict[str, Any]:
+    """Counted parameters and exact FLOPs (per op-category cells) of a case; meta device, no memory."""
+    report = api.flops_report(case, ["exact"])
+    cost = report.exact.cost
+    return {
+        "params": report.params_counted,
+        "flops": {"total": cost.flops, "macs": cost.macs, "by_category": cost.by_category(), "cells": cost.to_dict()},
+        "unhandled_ops": dict(report.exact.unhandled),
+    }
+
+
+def _cell(cells: Mapping[str, Mapping[str, int]], category: str, kind: str) -> int:
+    return int((cells.get(category) or {}).get(kind, 0))
+
+
+def cells_flops(cells: Mapping[str, Mapping[str, int]]) -> int:
+    return sum(2 * _cell(cells, c, "mac") + _cell(cells, c, "op") for c in cells)
+
+
+def compare_params(old: int, new: int) -> dict[str, Any]:
+    same = int(old) == int(new)
+    return {"check": "params", "status": "ok" if same else "changed", "failed": not same,
+            "baseline": int(old), "current": int(new), "delta": int(new) - int(old)}
+
+
+def compare_flops(old_cells: Mapping[str, Mapping[str, int]], new_cells: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """Exact comparison of two ``Cost.to_dict()`` cell maps; ``categories`` lists every op category
+    that changed with its baseline, current and delta FLOPs (multiply-add = 2) and its cells."""
+    categories = []
+    for c in sorted(set(old_cells) | set(new_cells), key=lambda c: (CATEGORIES + (c,)).index(c)):
+        old = {k: _cell(old_cells, c, k) for k in KINDS}
+        new = {k: _cell(new_cells, c, k) for k in KINDS}
+        if old != new:
+            of, nf = 2 * old["mac"] + old["op"], 2 * new["mac"] + new["op"]
+            categories.append({"category": c, "baseline_flops": of, "current_flops": nf, "delta_flops": nf - of,
+                               "baseline_cells": old, "current_cells": new})
+    old_total, new_total = cells_flops(old_cells), cells_flops(new_cells)
+    return {"check": "flops", "status": "changed" if categories else "ok", "failed": bool(categories),
+            "baseline": old_total, "current": new_total, "delta": new_total - old_total, "categories": categories}
+
+
+# -- latency and memory ------------------------------------------------------------------------------------
+
+
+def compare_latency(old_ms: Sequence[float], new_ms: Sequence[float], alpha: float = 0.01,
+                    max_slowdown: float = 1.10) -> dict[str, Any]:
+    """Regression iff the one-sided U test (new > old) gives p < ``alpha`` and median(new)/median(old)
+    > ``max_slowdown``; improvement iff the mirrored conditions hold. Samples in any one unit."""
+    old_med, new_med = median(old_ms), median(new_ms)
+    ratio = new_med / old_med if old_med > 0 else (1.0 if new_med == 0 else math.inf)
+    slower = mann_whitney_u(new_ms, old_ms, "greater")
+    faster = mann_whitney_u(new_ms, old_ms, "less")
+    if slower.p_value < alpha and ratio > max_slowdown:
+        status = "regression"
+    elif faster.p_value < alpha and ratio < 1 / max_slowdown:
+        status = "improved"
+    else:
+        status = "ok"
+    return {"check": "latency", "status": status, "failed": status == "regression",
+            "baseline": old_med, "current": new_med, "ratio": ratio,
+            "p_slower": slower.p_value, "p_faster": faster.p_value, "u": slower.u,
+            "prob_slower": slower.effect, "n_baseline": len(old_ms), "n_current": len(new_ms)}
+
+
+def compare_memory(old: int | None, new: int | None, tolerance: float = 0.05) -> dict[str, Any]:
+    """Regression iff ``new`` exceeds ``old`` by more than ``tolerance`` (a fraction of ``old``)."""
+    if old is None or new is None:
+        return {"check": "memory", "status": "skipped", "failed": False, "baseline": old, "current": new,
+                "detail": "peak memory not measured in the " + ("baseline" if old is None else "current run")}
+    limit = old * (1 + tolerance)
+    status = "regression" if new > limit else ("improved" if new < old * (1 - tolerance) else "ok")
+    return {"check": "memory", "status": status, "failed": status == "regression", "baseline": int(old),
+            "current": int(new), "delta": int(new) - int(old),
+            "ratio": (new / old) if old else (1.0 if new == 0 else math.inf), "tolerance": tolerance}
+
+
+def _rounds(samples: Sequence[float], sizes: Sequence[int] | None) -> list[list[float]] | None:
+    if not sizes or sum(sizes) != len(samples) or any(n < 1 for n in sizes):
+        return None
+    out, i = [], 0
+    for n in sizes:
+        out.append(list(samples[i:i + n]))
+        i += n
+    return out
+
+
+def normalized(samples_ms: Sequence[float], reference_ms: Sequence[float],
+               sizes: Sequence[int] | None = None, reference_sizes: Sequence[int] | None = None) -> list[float]:
+    """Samples divided by the reference workload's median time of the same run. Given the samples per
+    round of both (``sizes``, ``reference_sizes``, as many rounds each), each round is divided by the
+    reference median of its own round, measured seconds apart, which also cancels load that changes
+    from round to round."""
+    rounds, ref_rounds = _rounds(samples_ms, sizes), _rounds(reference_ms, reference_sizes)
+    if rounds is None or ref_rounds is None or len(rounds) != len(ref_rounds):
+        rounds, ref_rounds = [list(samples_ms)], [list(reference_ms)]
+    out: list[float] = []
+    for chunk, ref_chunk in zip(rounds, ref_rounds):
+        ref = median(ref_chunk)
+        if ref <= 0:
+            raise UsageError("the reference workload's median time is zero; cannot normalize")
+        out += [v / ref for v in chunk]
+    return out
+
+
+def device_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What makes two fingerprints different devices for latency ("cpu_model: A -> B"); empty if none."""
+    keys = CUDA_IDENTITY if (old.get("device_type") == "cuda" or new.get("device_type") == "cuda") else CPU_IDENTITY
+    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+
+
+def memory_comparable(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Peak memory depends on the device kind (and on CUDA on the GPU model), not on the CPU model."""
+    if old.get("device_type") != new.get("device_type"):
+        return False
+    return old.get("device_type") != "cuda" or old.get("gpu_name") == new.get("gpu_name")
+
+
+# -- measuring -----------------------------------------------------------------------------------------
+
+
+class _Reference(nn.Module):
+    """The fixed reference workload: a 32-channel 3x3x3 convolution on 1x32x8x32x32, whose 262,144
+    outputs are read as a 512x512 matrix and multiplied by a seeded 512x512 matrix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(32, 32, 3, padding=1, bias=False)
+        self.register_buffer("weight", torch.randn(512, 512))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).reshape(512, 512) @ self.weight
+
+
+REFERENCE_FLOPS = 2 * 262_144 * 32 * 27 + 2 * 512**3
+REFERENCE_WHAT = "conv3d 32->32 k3 on 1x32x8x32x32 + matmul 512x512x512, seed 0"
+
+
+def reference_target() -> bench.Target:
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return _Reference()
+
+    return bench.Target("reference", REFERENCE_KEY, "conv3d+matmul", ((1, 32, 8, 32, 32),), REFERENCE_FLOPS, build)
+
+
+class _LiveTensorPeak(TorchDispatchMode):
+    """Peak bytes of tensor storages created by the ATen ops run under it and still alive. A storage is
+    counted when an op returns it and it is not one of the op's inputs (views and in-place results are
+    not new memory), and uncounted when it is freed. Kernel-internal scratch buffers are not seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _freed(self, ptr: int) -> None:
+        self.current -= self.live.pop(ptr, 0)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        from torch.utils._pytree import tree_leaves
+
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        given = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            ptr, size = storage.data_ptr(), storage.nbytes()
+            if size and ptr not in given and ptr not in self.live:
+                self.live[ptr] = size
+                self.current += size
+                self.peak = max(self.peak, self.current)
+                weakref.finalize(storage, self._freed, ptr)
+        return out
+
+
+def cpu_peak_bytes(t: bench.Target, plan: TimingPlan, batch: int) -> int:
+    """Peak working memory of one call on the CPU (see :class:`_LiveTensorPeak`); deterministic."""
+    from attnbench.measure.timing import build_workload
+
+    module = t.build()
+    work = build_workload(module, t.input_shapes, device="cpu", dtype=plan.dtype, batch=batch)
+    with torch.inference_mode():
+        work()  # lazy initialisation outside the tracked call
+        tracker = _LiveTensorPeak()
+        with tracker:
+            out = work()
+        del out
+    return tracker.peak
+
+
+def _stamped(t: bench.Target, stamps: list[int]) -> bench.Target:
+    """``t`` whose module appends the calling thread's CPU time (ns) to ``stamps`` as each call starts."""
+    def build() -> nn.Module:
+        module = t.build()
+        module.register_forward_pre_hook(lambda _m, _a: stamps.append(time.thread_time_ns()))
+        return module
+
+    return bench.Target(t.kind, t.name, t.variant, t.input_shapes, t.flops_per_item, build, t.largest, t.videos_per_item)
+
+
+def _cpu_samples(stamps: Sequence[int], timing: Mapping[str, Any]) -> list[float] | None:
+    """Per-call thread CPU times (ms) of the timed calls of one ``measure_target`` row: the differences
+    between the starts of consecutive timed calls (warm-up calls come first, one memory call last; the
+    last timed call has no timed successor, so a round of n timed calls gives n - 1 samples)."""
+    w, n = int(timing["warmup_reps"]), int(timing["n"])
+    if len(stamps) != w + n + 1 or n < 2:
+        return None
+    return [(stamps[i + 1] - stamps[i]) / 1e6 for i in range(w, w + n - 1)]
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)
+_GLIBC_MMAP_MAX, _GLIBC_TRIM_THRESHOLD = 65536, 128 * 1024  # their glibc defaults
+
+
+@contextmanager
+def cpu_malloc(mode: str) -> Iterator[str]:
+    """With ``mode="cached"``, make glibc's malloc keep freed memory and serve large blocks from its heap
+    (``mallopt``: no ``mmap`` for large blocks, no trimming) while the block runs, restoring the defaults
+    afterwards; yields the mode in effect. PyTorch's CPU tensors come from malloc, which by default maps
+    every block over ~32 MiB afresh and unmaps it when freed, so each call of e.g. a non-local block
+    pays ~10^4 page faults whose cost in the kernel varies by tens of percent over minutes on a virtual
+    machine; the cached mode removes that noise, much as PyTorch's caching allocator does on CUDA. Growth
+    in what a call allocates is still caught by the memory check. ``system`` leaves malloc alone."""
+    if mode != "cached":
+        yield "system"
+        return
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        yield "system (mallopt unavailable)"
+        return
+    ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    try:
+        yield "cached" if ok else "system (mallopt failed)"
+    finally:
+        mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
+        mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD)
+        trim = getattr(libc, "malloc_trim", None)
+        if trim is not None:
+            trim(0)  # give the kept memory back
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch threads (None: leave as is), restoring the previous count afterwards."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclass
+class Timed:
+    """What a run measured for one target: pooled samples of all rounds, per-round medians, memory."""
+
+    status: str = "ok"
+    samples_ms: list[float] = field(default_factory=list)
+    round_medians_ms: list[float] = field(default_factory=list)
+    round_sizes: list[int] = field(default_factory=list)
+    wall_round_medians_ms: list[float] = field(default_factory=list)
+    clock: str = "wall"
+    malloc: str = "system"
+    timing: dict[str, Any] | None = None
+    memory_rows: list[dict[str, Any]] = field(default_factory=list)
+    peak_bytes: int | None = None
+    memory_metric: str | None = None
+
+    def timing_dict(self) -> dict[str, Any] | None:
+        if self.status != "ok" or not self.samples_ms or self.timing is None:
+            return None
+        t = self.timing
+        m = Measurement(tuple(s / 1e3 for s in self.samples_ms), what=t.get("what", ""), device=t.get("device", "cpu"),
+                        dtype=t.get("dtype", "fp32"), batch=int(t.get("batch", 1)), threads=t.get("threads"),
+                        timer="thread_time_ns" if self.clock == "cpu" else t.get("timer", ""),
+                        warmup_reps=int(t.get("warmup_reps", 0)), warmup_converged=t.get("warmup_converged"))
+        return {**m.to_dict(samples=True), "clock": self.clock, "malloc": self.malloc, "rounds": len(self.round_medians_ms),
+                "round_medians_ms": self.round_medians_ms, "round_sizes": self.round_sizes,
+                "wall_round_medians_ms": self.wall_round_medians_ms}
+
+    def memory_dict(self) -> dict[str, Any]:
+        return {"peak_bytes": self.peak_bytes, "metric": self.memory_metric,
+                "report": self.memory_rows[-1] if self.memory_rows else None}
+
+
+def _rounds_of(results: dict[str, Timed], order: list[tuple[str, bench.Target, int]], plan: TimingPlan,
+               fingerprint: dict[str, Any], progress: Progress | None) -> None:
+    for r in range(plan.rounds):
+        for key, t, batch in order[r % len(order):] + order[: r % len(order)]:
+            res = results[key]
+            if res.status != "ok":
+                continue
+            if progress:
+                progress(f"round {r + 1}/{plan.rounds}: {key}")
+            s = bench.Settings(device=plan.device, dtype=plan.dtype, batch=batch, min_reps=plan.min_reps,
+                               target_s=plan.round_s, max_warmup_s=plan.max_warmup_s)
+            stamps: list[int] = []
+            row = bench.measure_target(_stamped(t, stamps) if plan.clock == "cpu" else t, s, fingerprint)
+            if row["status"] != "ok":
+                res.status = row["status"]
+                continue
+            samples = row["timing"]["samples_ms"]
+            res.wall_round_medians_ms.append(row["timing"]["median_ms"])
+            if plan.clock == "cpu":
+                samples = _cpu_samples(stamps, row["timing"])
+                if samples is None:
+                    res.status = "error: the CPU clock could not follow the timed calls"
+                    continue
+            res.samples_ms += samples
+            res.round_medians_ms.append(median(samples))
+            res.round_sizes.append(len(samples))
+            res.timing = row["timing"]
+            res.memory_rows.append(row["memory"])
+
+
+def measure(targets: Sequence[tuple[str, bench.Target, int]], plan: TimingPlan, fingerprint: dict[str, Any],
+            progress: Progress | None = None, memory: bool = True) -> dict[str, Timed]:
+    """Time every ``(key, target, batch)`` in ``plan.rounds`` interleaved rounds (round-robin, the order
+    rotated each round) and measure each target's peak memory; a failing target keeps its status."""
+    results = {key: Timed(clock=plan.clock) for key, _, _ in targets}
+    order = list(targets)
+    # Objects alive now (modules, counters, imports) are moved out of the collector's sight: every
+    # measurement collects garbage, and scanning them again each time would cost more than the timing.
+    gc.collect()
+    gc.freeze()
+    cpu = dev.resolve_device(plan.device).type == "cpu"
+    try:
+        with cpu_malloc(plan.malloc if cpu else "system") as effective:
+            _rounds_of(results, order, plan, fingerprint, progress)
+    finally:
+        gc.unfreeze()
+    for res in results.values():
+        res.malloc = effective
+    if not memory:
+        return results
+    cuda = dev.resolve_device(plan.device).type == "cuda"
+    for key, t, batch in targets:
+        res = results[key]
+        if res.status != "ok" or t.kind == "reference":
+            continue
+        if cuda:
+            values = [m["peak_allocated_delta_bytes"] for m in res.memory_rows if m.get("peak_allocated_delta_bytes") is not None]
+            res.peak_bytes = int(median(values)) if values else None
+            res.memory_metric = "cuda peak_allocated_delta_bytes (median over rounds)"
+        else:
+            if progress:
+                progress(f"memory: {key}")
+            try:
+                res.peak_bytes = cpu_peak_bytes(t, plan, batch)
+                res.memory_metric = "cpu peak bytes of tensors created during one call (tracked op by op)"
+            except Exception as e:  # noqa: BLE001 - a block the tracker cannot follow: memory not compared
+                res.memory_metric = f"not measured: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+    return results
+
+
+def _batch(case: api.Case) -> int:
+    return case.shape.B
+
+
+# -- snapshot ------------------------------------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    import platform
+
+    return {"attnbench_version": attnbench.__version__, "torch_version": torch.__version__,
+            "python_version": platform.python_version()}
+
+
+def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[str, Any],
+             progress: Progress | None = None) -> dict[str, Any]:
+    """The baseline document: every item's parameters and exact FLOPs, and with a ``plan`` its latency
+    samples, peak memory, the reference workload's samples and the device fingerprint."""
+    entries = []
+    for it in items:
+        if progress:
+            progress(f"counting {it.key}")
+        c = it.case
+        entries.append({"key": it.key, "module": c.spec.name, "preset": c.preset.name if c.preset else None,
+                        "base_preset": it.base_preset, "input_shape": c.shape.as_list(), "options": dict(c.options),
+                        **static_record(c)})
+    doc: dict[str, Any] = {
+        "schema": SCHEMA, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": environment(), "selection": dict(selection), "timed": plan is not None,
+        "settings": asdict(plan) if plan else None, "fingerprint": None, "reference": None,
+        "units": {"flops": api.UNITS["flops"], "params": api.UNITS["params"], "times": "milliseconds per call",
+                  "memory": "bytes"},
+        "entries": entries,
+    }
+    if plan is None:
+        return doc
+    plan.check()
+    with torch_threads(plan.threads):
+        fp = dev.fingerprint(plan.device)
+        targets = [(REFERENCE_KEY, reference_target(), 1)] + [(it.key, bench.block_target(it.case), _batch(it.case)) for it in items]
+        results = measure(targets, plan, fp, progress)
+    doc["fingerprint"] = fp
+    ref = results[REFERENCE_KEY]
+    doc["reference"] = {"what": REFERENCE_WHAT, "flops": REFERENCE_FLOPS, "status": ref.status, "timing": ref.timing_dict()}
+    for entry in entries:
+        res = results[entry["key"]]
+        entry["status"] = res.status
+        entry["timing"] = res.timing_dict()
+        entry["memory"] = res.memory_dict()
+    return doc
+
+
+# -- reading a baseline ------------------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _samples_problem(timing: Any, where: str) -> str | None:
+    if not isinstance(timing, dict) or not isinstance(timing.get("samples_ms"), list) or not timing["samples_ms"]:
+        return f"{where}: timing.samples_ms must be a non-empty list"
+    if not all(_is_num(s) and s >= 0 for s in timing["samples_ms"]):
+        return f"{where}: timing.samples_ms must hold finite numbers >= 0"
+    return None
+
+
+def snapshot_problem(doc: Any) -> str | None:
+    """The first thing wrong with a baseline document (one line), or None when it can be used."""
+    if not isinstance(doc, dict):
+        return "the top level must be a JSON object"
+    if doc.get("schema") != SCHEMA:
+        return f"schema must be '{SCHEMA}', got {doc.get('schema')!r}"
+    entries = doc.get("entries")
+    if not isinstance(entries, list) or not entries:
+        return "'entries' must be a non-empty list"
+    timed = doc.get("timed")
+    if not isinstance(timed, bool):
+        return "'timed' must be true or false"
+    if timed:
+        s = doc.get("settings")
+        if not isinstance(s, dict) or not isinstance(s.get("device"), str) or not isinstance(s.get("dtype"), str):
+            return "a timed baseline needs 'settings' with 'device' and 'dtype'"
+        if not _is_int(s.get("rounds")) or not _is_num(s.get("round_s")):
+            return "'settings' needs integer 'rounds' and numeric 'round_s'"
+        if not isinstance(doc.get("fingerprint"), dict):
+            return "a timed baseline needs a 'fingerprint' object"
+        ref = doc.get("reference")
+        if not isinstance(ref, dict):
+            return "a timed baseline needs a 'reference' object"
+        if ref.get("status") == "ok" and (p := _samples_problem(ref.get("timing"), "reference")):
+            return p
+    keys = set()
+    for i, e in enumerate(entries):
+        where = f"entries[{i}]"
+        if not isinstance(e, dict):
+            return f"{where} must be an object"
+        if not isinstance(e.get("key"), str) or not isinstance(e.get("module"), str):
+            return f"{where} needs string 'key' and 'module'"
+        where = f"entry {e['key']}"
+        if e["key"] in keys:
+            return f"{where} appears twice"
+        keys.add(e["key"])
+        if e.get("preset") is not None and not isinstance(e["preset"], str):
+            return f"{where}: 'preset' must be a string or null"
+        if e.get("preset") is None and not isinstance(e.get("base_preset"), str):
+            return f"{where}: a custom-shape entry needs a string 'base_preset'"
+        shape = e.get("input_shape")
+        if not isinstance(shape, list) or len(shape) != 5 or not all(_is_int(v) and v > 0 for v in shape):
+            return f"{where}: 'input_shape' must be 5 positive integers [B, C, T, H, W]"
+        if not isinstance(e.get("options", {}), dict):
+            return f"{where}: 'options' must be an object"
+        if not _is_int(e.get("params")) or e["params"] < 0:
+            return f"{where}: 'params' must be an integer >= 0"
+        flops = e.get("flops")
+        cells = flops.get("cells") if isinstance(flops, dict) else None
+        if not isinstance(cells, dict):
+            return f"{where}: 'flops.cells' must be an object of op categories"
+        for cat, kinds in cells.items():
+            if cat not in CATEGORIES:
+                return f"{where}: unknown op category '{cat}' in flops.cells; valid: {', '.join(CATEGORIES)}"
+            if not isinstance(kinds, dict) or not all(k in KINDS and _is_int(v) and v >= 0 for k, v in kinds.items()):
+                return f"{where}: flops.cells.{cat} must map mac/op to integers >= 0"
+        if timed:
+            if not isinstance(e.get("status"), str):
+                return f"{where}: a timed entry needs a 'status'"
+            if e["status"] == "ok":
+                if p := _samples_problem(e.get("timing"), where):
+                    return p
+                mem = e.get("memory")
+                if not isinstance(mem, dict) or not (mem.get("peak_bytes") is None or _is_int(mem["peak_bytes"])):
+                    return f"{where}: 'memory.peak_bytes' must be an integer or null"
+    return None
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """Read and validate a baseline; every problem is one line (UsageError, exit code 2)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"cannot read baseline {p}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"cannot read baseline {p}: it is a directory") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read baseline {p}: not UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"cannot read baseline {p}: {e.strerror or e}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"baseline {p} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    problem = snapshot_problem(doc)
+    if problem:
+        raise UsageError(f"baseline {p} is malformed: {problem}")
+    return doc
+
+
+# -- check ---------------------------------------------------------------------------------------------
+
+
+def _finding(key: str, **fields: Any) -> dict[str, Any]:
+    return {"key": key, **fields}
+
+
+def compare_config(key: str, old_shape: list[int], old_options: Mapping[str, Any], new_shape: list[int],
+                   new_options: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A changed input shape or a changed option value fails (the block is measured at another
+    configuration); an option that was added or removed is only noted (its default may change nothing,
+    and if it does, the FLOPs say so)."""
+    changed = {k: [old_options[k], new_options[k]] for k in old_options if k in new_options and old_options[k] != new_options[k]}
+    if old_shape != list(new_shape) or changed:
+        what = ([f"input shape {old_shape} -> {list(new_shape)}"] if old_shape != list(new_shape) else []) + \
+               [f"{k}: {a} -> {b}" for k, (a, b) in changed.items()]
+        return [_finding(key, check="config", status="changed", failed=True,
+                         baseline={"input_shape": old_shape, "options": dict(old_options)},
+                         current={"input_shape": list(new_shape), "options": dict(new_options)},
+                         detail="the preset changed: " + "; ".join(what))]
+    added, removed = sorted(set(new_options) - set(old_options)), sorted(set(old_options) - set(new_options))
+    if added or removed:
+        what = ([f"added {', '.join(added)}"] if added else []) + ([f"removed {', '.join(removed)}"] if removed else [])
+        return [_finding(key, check="config", status="options", failed=False, detail="block options " + "; ".join(what))]
+    return []
+
+
+def _static_findings(entry: Mapping[str, Any], case: api.Case) -> list[dict[str, Any]]:
+    key = entry["key"]
+    out = []
+    out += compare_config(key, entry["input_shape"], entry.get("options") or {}, case.shape.as_list(), dict(case.options))
+    now = static_record(case)
+    out.append(_finding(key, **compare_params(entry["params"], now["params"])))
+    out.append(_finding(key, **compare_flops(entry["flops"]["cells"], now["flops"]["cells"])))
+    return out
+
+
+def _samples(t: Mapping[str, Any] | Timed | None) -> dict[str, Any] | None:
+    """``{"samples_ms", "round_sizes"}`` of a stored timing dict or a :class:`Timed`; None if absent."""
+    if t is None:
+        return None
+    if isinstance(t, Timed):
+        return {"samples_ms": t.samples_ms, "round_sizes": t.round_sizes} if t.samples_ms else None
+    return {"samples_ms": t["samples_ms"], "round_sizes": t.get("round_sizes")} if t.get("samples_ms") else None
+
+
+def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any] | None, new: Mapping[str, Any],
+                    new_ref: Mapping[str, Any] | None, opts: CheckOptions) -> dict[str, Any]:
+    """Compare one measurement of a block's latency with the baseline (``{"samples_ms", "round_sizes"}``
+    of both and of their reference workloads). Two comparisons: ``raw`` (the times themselves) and
+    ``normalized`` (each round divided by the reference workload's median of the same round). Which
+    of them decide (``decisive``):
+
+    * ``opts.normalize``: the normalised one (different devices);
+    * else, with ``opts.load_control`` and both references: both -- a regression only if the block is
+      slower in its own times *and* relative to the reference (a machine slower as a whole is not a
+      regression);
+    * else the raw one.
+
+    ``flags`` lists the decisive comparisons that call it a regression; ``status`` is ``regression``
+    only when all of them do (``improved`` likewise)."""
+    raw = compare_latency(old["samples_ms"], new["samples_ms"], opts.alpha, opts.max_slowdown)
+    norm = None
+    if old_ref and new_ref:
+        norm = compare_latency(normalized(old["samples_ms"], old_ref["samples_ms"], old.get("round_sizes"), old_ref.get("round_sizes")),
+                               normalized(new["samples_ms"], new_ref["samples_ms"], new.get("round_sizes"), new_ref.get("round_sizes")),
+                               opts.alpha, opts.max_slowdown)
+    if opts.normalize and norm is None:
+        raise UsageError("--normalize needs the reference workload's samples of both runs")
+    if opts.normalize:
+        f, mode, decisive = dict(norm), "normalized", ["normalized"]
+    elif opts.load_control and norm is not None:
+        f, mode, decisive = dict(raw), "raw+reference", ["raw", "normalized"]
+    else:
+        f, mode, decisive = dict(raw), "raw", ["raw"]
+    by = {"raw": raw, "normalized": norm}
+    flags = [c for c in decisive if by[c]["status"] == "regression"]
+    status = ("regression" if len(flags) == len(decisive)
+              else "improved" if all(by[c]["status"] == "improved" for c in decisive) else "ok")
+    f.update(status=status, failed=status == "regression", mode=mode, decisive=decisive, flags=flags,
+             normalized=opts.normalize, baseline_ms=raw["baseline"], current_ms=raw["current"], raw_ratio=raw["ratio"],
+             raw_p_slower=raw["p_slower"], raw_status=raw["status"], normalized_ratio=norm["ratio"] if norm else None,
+             normalized_p_slower=norm["p_slower"] if norm else None, normalized_status=norm["status"] if norm else None)
+    return _finding(key, **f)
+
+
+def confirm(flags: Sequence[Sequence[str]], decisive: Sequence[str], retries: int) -> str:
+    """The verdict on a block measured ``len(flags)`` times, ``flags[j]`` being the decisive comparisons
+    that called measurement j a regression: ``regression`` when one measurement was a regression by
+    every decisive comparison and every measurement by at least one, with at least one re-measurement
+    (none if ``retries`` is 0); ``unconfirmed`` as soon as a measurement shows no slowdown at all, or
+    when the re-measurements are used up; ``pending`` while another measurement is needed."""
+    if not flags or any(not f for f in flags):
+        return "unconfirmed" if flags and flags[0] else "ok"
+    full = any(len(f) == len(decisive) for f in flags)
+    if full and (len(flags) >= 2 or retries == 0):
+        return "regression"
+    return "pending" if len(flags) <= retries else "unconfirmed"
+
+
+def check(baseline: Mapping[str, Any], opts: CheckOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Re-measure what ``baseline`` holds and compare; returns the report (``passed`` False on any
+    regression)."""
+    opts.check()
+    findings: list[dict[str, Any]] = []
+    cases: dict[str, api.Case] = {}
+    for entry in baseline["entries"]:
+        key = entry["key"]
+        if progress:
+            progress(f"counting {key}")
+        try:
+            case = resolve_entry(entry)
+        except UsageError as e:
+            findings.append(_finding(key, check="entry", status="missing", failed=True,
+                                     detail=f"cannot build this entry any more: {e}"))
+            continue
+        cases[key] = case
+        findings += _static_findings(entry, case)
+    findings += _new_entries(baseline)
+
+    timing_info: dict[str, Any] = {"compared": False}
+    if baseline["timed"] and not opts.flops_only:
+        timing_info = _check_timing(baseline, cases, opts, findings, progress)
+    elif baseline["timed"]:
+        timing_info["reason"] = "--flops-only"
+    else:
+        timing_info["reason"] = "the baseline holds parameters and FLOPs only (no timing)"
+
+    failures = [f for f in findings if f["failed"]]
+    return {
+        "schema": REPORT_SCHEMA,
+        "passed": not failures,
+        "baseline": {"created_utc": baseline.get("created_utc"), "timed": baseline["timed"],
+                     "entries": len(baseline["entries"]), "environment": baseline.get("environment"),
+                     "settings": baseline.get("settings")},
+        "environment": environment(),
+        "options": asdict(opts),
+        "timing": timing_info,
+        "summary": {
+            "entries": len(baseline["entries"]),
+            "failures": len(failures),
+            "by_status": _count(f"{f['check']}:{f['status']}" for f in findings),
+        },
+        "findings": findings,
+    }
+
+
+def _count(values: Iterator[str] | Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _new_entries(baseline: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Cases the baseline's selection covers today but the baseline lacks (a note, not a failure)."""
+    sel = baseline.get("selection") or {}
+    try:
+        items = select(sel.get("modules"), sel.get("presets"), sel.get("sizes"))
+    except (UsageError, TypeError, AttributeError):
+        return []
+    have = {e["key"] for e in baseline["entries"]}
+    return [_finding(it.key, check="entry", status="new", failed=False,
+                     detail="not in the baseline; re-run `attnbench snapshot` to include it")
+            for it in items if it.key not in have]
+
+
+def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], opts: CheckOptions,
+                  findings: list[dict[str, Any]], progress: Progress | None) -> dict[str, Any]:
+    s = dict(baseline["settings"])
+    plan = TimingPlan(device=opts.device or s["device"], dtype=s["dtype"], threads=s.get("threads"),
+                      rounds=opts.rounds or s["rounds"], round_s=opts.round_s or s["round_s"],
+                      clock=s.get("clock", "wall"), malloc=s.get("malloc", "system"),
+                      min_reps=s.get("min_reps", TimingPlan.min_reps),
+                      max_warmup_s=s.get("max_warmup_s", TimingPlan.max_warmup_s)).check()
+    old_fp = baseline["fingerprint"]
+    with torch_threads(plan.threads):
+        new_fp = dev.fingerprint(plan.device)
+        differences = device_differences(old_fp, new_fp)
+        latency_ok = not differences or opts.normalize
+        memory_ok = memory_comparable(old_fp, new_fp)
+        ref_entry = baseline.get("reference") or {}
+        ref_old = _samples(ref_entry.get("timing")) if ref_entry.get("status") == "ok" else None
+        info: dict[str, Any] = {"compared": latency_ok or memory_ok, "plan": asdict(plan), "fingerprint": new_fp,
+                                "device_differences": differences, "latency_compared": latency_ok,
+                                "memory_compared": memory_ok}
+        if opts.normalize and not ref_old:
+            raise UsageError("--normalize needs the reference workload's samples in the baseline, which has none")
+        entries = {e["key"]: e for e in baseline["entries"]}
+        timed = [k for k, e in entries.items() if k in cases and e.get("status") == "ok"]
+        for k, e in entries.items():
+            if e.get("status") not in (None, "ok"):
+                findings.append(_finding(k, check="latency", status="skipped", failed=False,
+                                         detail=f"not timed in the baseline ({e['status']})"))
+        if not timed:
+            info.update(compared=False, reason="no entry of the baseline was timed")
+            return info
+        if not (latency_ok or memory_ok):
+            for k in timed:
+                findings.append(_finding(k, check="latency", status="skipped", failed=False,
+                                         detail=f"different device ({'; '.join(differences)}); pass --normalize to compare"))
+            return info
+
+        targets = [(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(cases[k]), _batch(cases[k])) for k in timed]
+        # latency not comparable: one short round only, for the memory figures
+        mplan = plan if latency_ok else replace(plan, rounds=1, round_s=0.01, min_reps=2)
+        results = measure(targets, mplan, new_fp, progress, memory=memory_ok)
+        ref_new = _samples(results[REFERENCE_KEY])
+        info["reference_ms"] = {"baseline_median": median(ref_old["samples_ms"]) if ref_old else None,
+                                "current_median": median(ref_new["samples_ms"]) if ref_new else None}
+        if opts.normalize and not ref_new:
+            raise UsageError(f"the reference workload failed in this run ({results[REFERENCE_KEY].status}); cannot --normalize")
+        latency: dict[str, dict[str, Any]] = {}
+        for k in timed:
+            res = results[k]
+            if res.status != "ok":
+                findings.append(_finding(k, check="latency", status="error", failed=True,
+                                         detail=f"timed in the baseline, fails now: {res.status}"))
+                continue
+            if latency_ok:
+                latency[k] = latency_finding(k, _samples(entries[k]["timing"]), ref_old, _samples(res), ref_new, opts)
+            else:
+                findings.append(_finding(k, check="latency", status="skipped", failed=False,
+                                         detail=f"different device ({'; '.join(differences)}); pass --normalize to compare"))
+            if memory_ok:
+                mem = compare_memory((entries[k].get("memory") or {}).get("peak_bytes"), res.peak_bytes, opts.memory_tolerance)
+                mem["metric"] = res.memory_metric
+                findings.append(_finding(k, **mem))
+
+        # A block that looks slower (by any decisive comparison) is measured again, up to opts.retries
+        # times; see confirm() for the verdict. A slowdown caused by the block itself persists, a burst
+        # of load from other processes rarely does.
+        history = {k: [f["flags"]] for k, f in latency.items() if f["flags"]}
+        for k in history:
+            latency[k]["attempts"] = [_attempt(latency[k])]
+        for attempt in range(opts.retries):
+            pending = [k for k in history if confirm(history[k], latency[k]["decisive"], opts.retries) == "pending"]
+            if not pending:
+                break
+            again = measure([(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(cases[k]), _batch(cases[k])) for k in pending],
+                            plan, new_fp, (lambda m: progress(f"re-measuring ({attempt + 1}) {m}")) if progress else None, memory=False)
+            ref_again = _samples(again[REFERENCE_KEY]) or ref_new
+            for k in pending:
+                if again[k].status != "ok":
+                    history[k].append([])
+                    continue
+                f = latency_finding(k, _samples(entries[k]["timing"]), ref_old, _samples(again[k]), ref_again, opts)
+                latency[k]["attempts"].append(_attempt(f))
+                history[k].append(f["flags"])
+        for k, flags in history.items():
+            f = latency[k]
+            verdict = confirm(flags, f["decisive"], opts.retries)
+            n = len(flags)
+            if verdict == "regression":
+                f.update(status="regression", failed=True,
+                         detail=f"slower in {n} measurement{'s' if n > 1 else ''}" + (" (no re-measurement)" if n == 1 else ""))
+            else:
+                f.update(status="unconfirmed", failed=False,
+                         detail=f"looked slower ({', '.join(sorted({c for fl in flags for c in fl}))}) but not consistently "
+                                f"over {n} measurement{'s' if n > 1 else ''}: noise or machine load, not counted")
+        findings += latency.values()
+        info["first_pass_alarms"] = sum(1 for f in latency.values() if len(f.get("attempts", [{}])[0].get("flags") or []) == len(f["decisive"]))
+        info["suspects"] = len(history)
+    return info
+
+
+def _attempt(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: f.get(k) for k in ("status", "flags", "raw_ratio", "raw_p_slower", "normalized_ratio", "normalized_p_slower",
+                                  "baseline_ms", "current_ms", "n_current")}
+
+
+# -- summaries -----------------------------------------------------------------------------------------
+
+
+def fmt_value(check_name: str, value: Any) -> str:
+    """A finding's baseline or current value for people."""
+    if value is None:
+        return "n/a"
+    if check_name == "params":
+        return f"{value:,}"
+    if check_name == "flops":
+        return human(value, "FLOP")
+    if check_name == "memory":
+        return human(value, "B")
+    if check_name == "latency":
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def fmt_change(f: Mapping[str, Any]) -> str:
+    """Delta or ratio, and for latency the p-value."""
+    c = f["check"]
+    if c == "latency" and "ratio" in f:
+        if f.get("normalized"):
+            return f"x{f['ratio']:.3f} vs reference (p={f['p_slower']:.2g}), raw x{f['raw_ratio']:.3f}"
+        text = f"x{f['raw_ratio']:.3f} (p={f['raw_p_slower']:.2g})"
+        if f.get("normalized_ratio") is not None:
+            text += f", vs reference x{f['normalized_ratio']:.3f}"
+        return text
+    if c == "memory" and "delta" in f:
+        return f"{'+' if f['delta'] >= 0 else '-'}{human(abs(f['delta']), 'B')} (x{f['ratio']:.3f})"
+    if c in ("params", "flops") and "delta" in f:
+        if f["delta"] == 0:
+            return "0"
+        rel = f" ({f['delta'] / f['baseline']:+.2%})" if f["baseline"] else ""
+        unit = human(abs(f["delta"]), "FLOP") if c == "flops" else f"{abs(f['delta']):,}"
+        return f"{'+' if f['delta'] > 0 else '-'}{unit}{rel}"
+    return ""
+
+
+def verdict(f: Mapping[str, Any]) -> str:
+    return ("FAIL: " if f["failed"] else "") + f["status"]
+
+
+def notable(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Findings worth a line of their own: failures first, then notes (new, improved, unconfirmed...)."""
+    fs = [f for f in report["findings"] if f["status"] not in ("ok",)]
+    return sorted(fs, key=lambda f: (not f["failed"], f["key"]))
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _latency_cell(f: Mapping[str, Any]) -> tuple[str, str]:
+    if "baseline_ms" in f:
+        return f"{f['baseline_ms']:.4g} ms", f"{f['current_ms']:.4g} ms"
+    return "", ""
+
+
+def finding_cells(f: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(baseline, current, change) of a finding as text."""
+    if f["check"] == "latency":
+        b, c = _latency_cell(f)
+        return b, c, fmt_change(f) if "ratio" in f else f.get("detail", "")
+    if f["check"] in ("entry", "config") or f["status"] == "skipped":
+        return (fmt_value(f["check"], f.get("baseline")) if f.get("baseline") is not None else "",
+                fmt_value(f["check"], f.get("current")) if f.get("current") is not None else "",
+                f.get("detail", ""))
+    return fmt_value(f["check"], f.get("baseline")), fmt_value(f["check"], f.get("current")), fmt_change(f)
+
+
+def markdown_summary(report: Mapping[str, Any], baseline_path: str = "") -> str:
+    """A Markdown summary of a check (for ``$GITHUB_STEP_SUMMARY``)."""
+    ok = report["passed"]
+    s = report["summary"]
+    opts = report["options"]
+    lines = [f"## attnbench performance gate: {'passed' if ok else 'FAILED'}", ""]
+    what = "parameters and FLOPs (exact)"
+    t = report["timing"]
+    if t.get("compared"):
+        if t.get("latency_compared"):
+            clock = (t.get("plan") or {}).get("clock", "wall")
+            control = ("normalized by the reference workload" if opts["normalize"] else
+                       "also relative to the reference workload" if opts["load_control"] else "")
+            what += (f", latency ({clock} clock; Mann-Whitney U one-sided, alpha={opts['alpha']}, and median ratio > "
+                     f"{opts['max_slowdown']}{', ' + control if control else ''}; re-measured up to {opts['retries']}x)")
+        if t.get("memory_compared"):
+            what += f", peak memory (tolerance {opts['memory_tolerance']:.0%})"
+    elif t.get("reason"):
+        what += f"; latency and memory not compared: {t['reason']}"
+    lines.append(f"Baseline `{baseline_path}`: {s['entries']} entries. Compared: {what}.")
+    if t.get("device_differences"):
+        lines.append(f"Device differs from the baseline's: {'; '.join(t['device_differences'])}.")
+    lines.append("")
+    lines.append(f"**{s['failures']} failure(s).**" if s["failures"] else "No regressions.")
+    rows = notable(report)
+    if rows:
+        lines += ["", "| entry | check | baseline | current | change | verdict |", "|---|---|---|---|---|---|"]
+        for f in rows:
+            b, c, ch = finding_cells(f)
+            lines.append(f"| {_md_escape(f['key'])} | {f['check']} | {_md_escape(b)} | {_md_escape(c)} | {_md_escape(ch)} | {verdict(f)} |")
+    flops = [f for f in report["findings"] if f["check"] == "flops" and f["status"] == "changed"]
+    if flops:
+        lines += ["", "FLOPs by op category (multiply-add = 2):", "",
+                  "| entry | category | baseline FLOPs | current FLOPs | delta |", "|---|---|---:|---:|---:|"]
+        for f in flops:
+            for c in f["categories"]:
+                lines.append(f"| {_md_escape(f['key'])} | {c['category']} | {c['baseline_flops']:,} | "
+                             f"{c['current_flops']:,} | {c['delta_flops']:+,} |")
+        lines += ["", "If the change is intended, regenerate the baseline with `attnbench snapshot`."]
+    return "\n".join(lines) + "\n"
+
+
+def append_step_summary(path: str, text: str) -> str | None:
+    """Append ``text`` to the GitHub step summary file; the reason as a string if that failed."""
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    except OSError as e:
+        return f"cannot append to $GITHUB_STEP_SUMMARY ({path}): {e.strerror or e}"
+    return None

@@ -1,0 +1,213 @@
+"""Validate the CI performance gate on this machine: false alarms on unchanged code, detections of an
+injected slowdown.
+
+1. ``attnbench snapshot`` writes one timed baseline of a small, fast block set;
+2. ``attnbench check`` runs ``--runs`` times against it with the code unchanged (any failure is a
+   false alarm) and ``--inject-runs`` times with ``ATTNBENCH_INJECT_SLOWDOWN`` set (a test-only hook in
+   ``attnbench/bench.py`` that makes one block ~25% slower; a detection is a failing check that names
+   that block's latency). The two kinds of run are interleaved, so that changes in the machine's load
+   over the session fall on both;
+3. a JSON summary (counts, every run's ratios and p-values, the machine's load) is written under
+   ``results/gate-validation/``.
+
+Example (about 8 minutes on a 2-core machine)::
+
+    python scripts/validate_gate.py --modules cs,nl --sizes C=96,T=8,H=20,W=20 --clock cpu --threads 1 --round-s 0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str, float]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start
+
+
+def _schedule(clean: int, injected: int) -> list[str]:
+    """``clean`` and ``injected`` runs spread evenly over the session."""
+    slots = [((i + 0.5) / clean, "clean") for i in range(clean)] + [((i + 0.5) / injected, "injected") for i in range(injected)]
+    return [kind for _, kind in sorted(slots)]
+
+
+HOG = """
+import torch
+torch.set_num_threads(1)
+a = torch.randn(8 * 2**20)
+b = torch.empty_like(a)
+m = torch.randn(256, 256)
+while True:  # memory traffic (64 MiB copies) and compute, like another job on the machine
+    b.copy_(a)
+    a.mul_(1.0000001)
+    m = torch.tanh(m @ m)
+"""
+
+
+def _hogs(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", HOG], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(n)]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=30)
+
+
+def _latency_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for f in report.get("findings", []):
+        if f["check"] != "latency" or "ratio" not in f:
+            continue
+        rows.append({
+            "key": f["key"], "status": f["status"], "failed": f["failed"], "mode": f.get("mode"),
+            "raw_ratio": f.get("raw_ratio"), "raw_p_slower": f.get("raw_p_slower"),
+            "normalized_ratio": f.get("normalized_ratio"), "normalized_p_slower": f.get("normalized_p_slower"),
+            "baseline_ms": f.get("baseline_ms"), "current_ms": f.get("current_ms"), "n_current": f.get("n_current"),
+            "decisive": f.get("decisive"), "flags": f.get("flags"), "detail": f.get("detail"),
+            "measurements": len(f.get("attempts") or [None]),
+            # the first measurement alone was a regression: with --retries 0 this run would have failed
+            "first_pass_alarm": bool(f.get("attempts")) and len(f["attempts"][0]["flags"]) == len(f["decisive"]),
+            "attempts": f.get("attempts"),
+        })
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20, help="check runs of unchanged code")
+    ap.add_argument("--inject-runs", type=int, default=10, help="check runs with the injected slowdown")
+    ap.add_argument("--inject", default="cs:0.25", help="NAME:FRACTION for ATTNBENCH_INJECT_SLOWDOWN")
+    ap.add_argument("--modules", default="cs,nl")
+    ap.add_argument("--presets", default=None, help="presets (default: each block's first, at --sizes)")
+    ap.add_argument("--sizes", default="C=64,T=8,H=20,W=20", help="comma list of SIZE=VALUE, '' for the presets' shapes")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--clock", default="auto", choices=("auto", "wall", "cpu"))
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--round-s", type=float, default=0.4)
+    ap.add_argument("--check-args", default="", help="extra arguments for every `attnbench check`, space separated")
+    ap.add_argument("--out-dir", default="results/gate-validation")
+    ap.add_argument("--name", default=None, help="file name stem of the summary (default: device slug and clock)")
+    ap.add_argument("--hog", type=int, default=0,
+                    help="background processes that load the machine (one core and memory bandwidth each) during "
+                         "every other block of 3 check runs, to test the gate under changing load")
+    args = ap.parse_args()
+
+    out_dir = ROOT / args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    py = [sys.executable, "-m", "attnbench"]
+    sizes = []
+    for pair in (p for p in args.sizes.split(",") if p.strip()):
+        key, _, value = pair.partition("=")
+        sizes += [f"--{key.strip()}", value.strip()]
+    snap = py + ["snapshot", "--modules", args.modules, "--device", args.device, "--clock", args.clock,
+                 "--rounds", str(args.rounds), "--round-s", str(args.round_s), *sizes]
+    if args.presets:
+        snap += ["--presets", args.presets]
+    if args.threads is not None:
+        snap += ["--threads", str(args.threads)]
+
+    from attnbench.measure.device import device_slug, fingerprint
+
+    stem = args.name or f"{device_slug(fingerprint(args.device))}-{args.clock}"
+    baseline = out_dir / f"{stem}.baseline.json"
+    rc, out, err, secs = _run(snap + ["--out", str(baseline)])
+    print(f"snapshot: rc={rc} {secs:.1f}s {out.strip()}", flush=True)
+    if rc != 0:
+        print(err, file=sys.stderr)
+        return 2
+
+    check = py + ["check", "--baseline", str(baseline), "--json", *args.check_args.split()]
+    target = args.inject.partition(":")[0]
+    runs: list[dict[str, Any]] = []
+    started = time.time()
+    hogs: list[subprocess.Popen] = []
+    for i, kind in enumerate(_schedule(args.runs, args.inject_runs)):
+        loaded = bool(args.hog) and (i // 3) % 2 == 1
+        if loaded and not hogs:
+            hogs = _hogs(args.hog)
+            time.sleep(1)
+        elif not loaded and hogs:
+            _stop(hogs)
+            hogs = []
+        env = dict(os.environ)
+        env.pop("GITHUB_STEP_SUMMARY", None)
+        env.pop("ATTNBENCH_INJECT_SLOWDOWN", None)
+        if kind == "injected":
+            env["ATTNBENCH_INJECT_SLOWDOWN"] = args.inject
+        load_before = os.getloadavg()[0]
+        rc, out, err, secs = _run(check, env)
+        try:
+            report = json.loads(out)
+        except json.JSONDecodeError:
+            report = {}
+        lat = _latency_rows(report)
+        flagged = sorted(r["key"] for r in lat if r["failed"])
+        other_failures = sorted(f"{f['key']}:{f['check']}:{f['status']}" for f in report.get("findings", [])
+                                if f["failed"] and f["check"] != "latency")
+        run = {"i": i, "kind": kind, "background_load": args.hog if loaded else 0, "exit_code": rc, "seconds": round(secs, 1), "load_before": load_before,
+               "load_after": os.getloadavg()[0], "flagged": flagged, "other_failures": other_failures,
+               "first_pass_alarms": sorted(r["key"] for r in lat if r["first_pass_alarm"]),
+               "re_measured": sorted(r["key"] for r in lat if r["measurements"] > 1),
+               "latency": lat, "stderr": err.strip()[-400:] if rc not in (0, 1) else ""}
+        run["detected"] = kind == "injected" and rc == 1 and any(k.split("@")[0] == target for k in flagged)
+        run["false_alarm"] = (kind == "clean" and rc != 0) or (kind == "injected" and any(k.split("@")[0] != target for k in flagged))
+        runs.append(run)
+        ratios = " ".join(f"{r['key'].split('@')[0]}:{r['status']}:raw x{r['raw_ratio']:.3f}"
+                          + (f"/ref x{r['normalized_ratio']:.3f}" if r["normalized_ratio"] is not None else "")
+                          + (f"[{r['measurements']}m]" if r["measurements"] > 1 else "") for r in lat)
+        print(f"[{i + 1:2d}] {kind:8s}{' +hog' if loaded else '     '} rc={rc} {secs:5.1f}s load={load_before:.1f} {ratios}", flush=True)
+    _stop(hogs)
+
+    clean = [r for r in runs if r["kind"] == "clean"]
+    injected = [r for r in runs if r["kind"] == "injected"]
+    summary = {
+        "what": "attnbench CI gate validation: repeated `check` runs of unchanged code (false alarms) and "
+                "with an injected slowdown (detections), against one timed baseline",
+        "snapshot_command": " ".join(snap[2:] + ["--out", os.path.relpath(baseline, ROOT)]).replace(sys.executable, "python"),
+        "check_command": " ".join(["attnbench"] + check[3:]).replace(str(ROOT) + "/", ""),
+        "validation_command": " ".join(["python", "scripts/validate_gate.py", *sys.argv[1:]]),
+        "baseline_settings": json.loads(baseline.read_text()).get("settings"),
+        "inject": args.inject,
+        "background_load": f"{args.hog} busy process(es) during every other block of 3 runs" if args.hog else "none added",
+        "clean_runs": len(clean),
+        "false_alarms_with_background_load": sum(r["false_alarm"] for r in clean if r["background_load"]),
+        "clean_runs_with_background_load": sum(bool(r["background_load"]) for r in clean),
+        "false_alarms": sum(r["false_alarm"] for r in clean),
+        "clean_runs_with_first_pass_alarm": sum(bool(r["first_pass_alarms"]) for r in clean),
+        "clean_runs_with_re_measurement": sum(bool(r["re_measured"]) for r in clean),
+        "injected_runs_detected_in_first_pass": sum(r["kind"] == "injected" and any(k.split("@")[0] == target for k in r["first_pass_alarms"]) for r in injected),
+        "injected_runs": len(injected),
+        "detections": sum(r["detected"] for r in injected),
+        "injected_runs_with_other_blocks_flagged": sum(r["false_alarm"] for r in injected),
+        "usage_or_internal_errors": sum(r["exit_code"] not in (0, 1) for r in runs),
+        "seconds": round(time.time() - started, 1),
+        "machine": {"logical_cores": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
+        "runs": runs,
+    }
+    path = out_dir / f"{stem}.json"
+    from attnbench.report.tables import atomic_write
+
+    atomic_write(path, json.dumps(summary, indent=1) + "\n")
+    print(f"false alarms: {summary['false_alarms']}/{len(clean)} (clean runs whose first measurement alone would "
+          f"have failed: {summary['clean_runs_with_first_pass_alarm']}, re-measured: "
+          f"{summary['clean_runs_with_re_measurement']}); detections: {summary['detections']}/{len(injected)}; "
+          f"errors: {summary['usage_or_internal_errors']}; {summary['seconds']:.0f}s; summary: {os.path.relpath(path, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
