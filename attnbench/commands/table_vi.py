@@ -58,7 +58,7 @@ def table_vi_cmd(
         print(json.dumps(result, default=str))
         return
     out.print(tables.to_rich(df, f"BANet Table VI on {fp.get('gpu_name') or fp.get('cpu_model')} ({dtype}, batch {batch}) vs paper ({result['paper_device']})",
-                             {"VPS": "videos (16-frame clips) per second", "network GFLOPs": "exact, multiply-add = 2"}))
+                             {"VPS": "videos (16-frame clips) per second", "network FLOPs": "exact counter, multiply-add = 2"}))
     s = result["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     out.print(f"CS:NL speed ratio  paper {fmt(s['paper_cs_over_nl_speed'])}  measured {fmt(s['measured_cs_over_nl_speed'])}")

@@ -62,7 +62,7 @@ def table_vi(network_rows: list[dict[str, Any]], block_rows: list[dict[str, Any]
             "status": r["status"] if r else "not run",
             "paper / baseline": TABLE_VI_VPS[attn] / TABLE_VI_VPS["none"],
             "measured / baseline": (vps / base_vps) if (vps and base_vps) else None,
-            "network GFLOPs": r["flops"] / 1e9 if r else None,
+            "network FLOPs": r["flops"] if r else None,
         })
     nl, cs = by_attn.get("nl"), by_attn.get("cs")
     blocks = {r["name"]: r for r in block_rows if r.get("status") == "ok"}

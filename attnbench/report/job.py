@@ -423,10 +423,12 @@ def section_table_vi(ctx: Context, on_step: Callable[[str], None] | None = None)
 
     settings = speed_settings(ctx)
     store_path = ctx.path("table-vi.jsonl")
+    # rows an earlier `attnbench table-vi` run left here are reused rather than timed again
+    reuse = ctx.opts.resume or not (ctx.cuda or (ctx.full and ctx.measure))
     block_rows = bench.run([bench.block_target(api.resolve(m, "banet")) for m in ("nl", "cs")], settings,
-                           str(store_path), ctx.opts.resume)
+                           str(store_path), reuse)
     net_rows = bench.run([bench.network_target(api.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs")],
-                         settings, str(store_path), ctx.opts.resume)
+                         settings, str(store_path), reuse)
     result = table_vi(net_rows, block_rows)
     df = pd.DataFrame(result["methods"])
     s = result["summary"]
@@ -438,7 +440,7 @@ def section_table_vi(ctx: Context, on_step: Callable[[str], None] | None = None)
         summary.append(f"{m['method']}: paper {m['paper VPS']} VPS, measured "
                        + ("n/a" if m["measured VPS"] is None else f"{m['measured VPS']:.3g}") + f" VPS ({m['status']})")
     files = write_tables(ctx, "table-vi", df, {"result": result}, summary,
-                         "VPS: videos (16-frame clips at 224x224) per second; network GFLOPs exact, multiply-add = 2.")
+                         "VPS: videos (16-frame clips at 224x224) per second; network FLOPs from the exact counter, multiply-add = 2.")
     return SectionResult("table-vi", files=[*files, "table-vi.jsonl"], summary=summary)
 
 
@@ -476,8 +478,8 @@ def applies(ctx: Context, name: str) -> str | None:
     """Why a section is not run on this machine and mode, or None when it runs."""
     if name == "speed" and not ctx.measure:
         return "no CUDA device here; give --device cpu to time the blocks on CPU"
-    if name == "table-vi" and not (ctx.cuda or (ctx.full and ctx.measure)):
-        return "needs CUDA (or --full with --device cpu): five ECO-Lite/block timings"
+    if name == "table-vi" and not (ctx.cuda or (ctx.full and ctx.measure)) and not ctx.path("table-vi.jsonl").exists():
+        return "needs CUDA (or --full with --device cpu, or rows from `attnbench table-vi`): five ECO-Lite/block timings"
     if name == "max-fit" and not ctx.cuda:
         return "needs CUDA: on CPU running out of memory ends the process instead of raising"
     return None
