@@ -168,13 +168,7 @@ def _flops_networks(names: list[str], attns: list[str], preset: str | None, size
     import pandas as pd
 
     records = [api.network_report(c) for c in _network_cases(names, attns, preset, sizes, opts)]
-    df = pd.DataFrame([{
-        "network": r["network"], "attn": r["attn"], "preset": r["preset"],
-        "input [B,3,T,H,W]": "x".join(str(v) for v in r["input_shape"]),
-        "params": r["params"], "params == closed form": r["params"] == r["params_analytic"],
-        "exact FLOPs": r["counted"]["exact"]["flops"], "exact MACs": r["counted"]["exact"]["macs"],
-        "attention sites": len(r["attention_sites"]), "attention FLOPs": r["attention_flops_analytic"],
-    } for r in records])
+    df = pd.DataFrame(tables.network_rows(records))
     tables.write_table(df, csv, md)
     if json_out:
         print(tables.json_lines(records))

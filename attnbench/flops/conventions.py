@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from attnbench.flops.cost import Cost
-from attnbench.flops.count import CountResult, ExactCounter, _first_tensor
+from attnbench.flops.count import CountResult, ExactCounter, _first_tensor, count
 
 # ---------------------------------------------------------------------------------------------------------
 # ATen op names (as the exact counter names them) grouped the way the tools group them
@@ -180,16 +180,8 @@ def _aux(name: str, args: Sequence[Any], out_elems: int) -> int:
 
 def count_detailed(module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[CountResult, OpLog]:
     """:func:`attnbench.flops.count.count` plus the :class:`OpLog`, in one forward pass (eval, no grad)."""
-    was_training = module.training
-    module.eval()
     counter = _LoggingCounter()
-    try:
-        with torch.no_grad(), counter:
-            module(*inputs)
-    finally:
-        module.train(was_training)
-    result = CountResult(counter.cost, counter.per_op, counter.op_calls, counter.unhandled, counter.output_elements)
-    return result, counter.log
+    return count(module, inputs, counter), counter.log
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -258,11 +258,12 @@ def meta_inputs(shapes: Sequence[Sequence[int]], device: str = "meta", seed: int
     return [torch.randn(*s, generator=gen).to(device) for s in shapes]
 
 
-def count(module: nn.Module, inputs: Sequence[torch.Tensor]) -> CountResult:
-    """Run ``module(*inputs)`` once under the exact counter (eval mode, no grad)."""
+def count(module: nn.Module, inputs: Sequence[torch.Tensor], counter: ExactCounter | None = None) -> CountResult:
+    """Run ``module(*inputs)`` once under the exact counter (eval mode, no grad); ``counter`` may be a
+    subclass that records more (see :func:`attnbench.flops.conventions.count_detailed`)."""
     was_training = module.training
     module.eval()
-    counter = ExactCounter()
+    counter = counter if counter is not None else ExactCounter()
     try:
         with torch.no_grad(), counter:
             module(*inputs)

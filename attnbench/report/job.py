@@ -230,13 +230,7 @@ def section_network_flops(ctx: Context) -> SectionResult:
     from attnbench.networks.registry import all_networks
 
     records = [api.network_report(api.resolve_network(n.name, a)) for n in all_networks() for a in n.attn_choices]
-    df = sw.integer_columns([{
-        "network": r["network"], "attn": r["attn"], "preset": r["preset"],
-        "input [B,3,T,H,W]": "x".join(str(v) for v in r["input_shape"]),
-        "params": r["params"], "params == closed form": r["params"] == r["params_analytic"],
-        "exact FLOPs": r["counted"]["exact"]["flops"], "exact MACs": r["counted"]["exact"]["macs"],
-        "attention sites": len(r["attention_sites"]), "attention FLOPs": r["attention_flops_analytic"],
-    } for r in records], ("params", "exact FLOPs", "exact MACs", "attention FLOPs"))
+    df = sw.integer_columns(tables.network_rows(records), ("params", "exact FLOPs", "exact MACs", "attention FLOPs"))
     same = int(df["params == closed form"].sum()) if len(df) else 0
     summary = [f"{len(records)} network/attention pairs at each network's first preset; "
                f"counted parameters equal the closed form in {same}/{len(records)}"]

@@ -51,6 +51,17 @@ def flops_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def network_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per network report (``api.network_report``); every numeric column names its unit."""
+    return [{
+        "network": r["network"], "attn": r["attn"], "preset": r["preset"],
+        "input [B,3,T,H,W]": "x".join(str(v) for v in r["input_shape"]),
+        "params": r["params"], "params == closed form": r["params"] == r["params_analytic"],
+        "exact FLOPs": r["counted"]["exact"]["flops"], "exact MACs": r["counted"]["exact"]["macs"],
+        "attention sites": len(r["attention_sites"]), "attention FLOPs": r["attention_flops_analytic"],
+    } for r in records]
+
+
 def to_rich(df: pd.DataFrame, title: str, units: dict[str, str] | None = None) -> Table:
     table = Table(title=title, caption=" | ".join(f"{k}: {v}" for k, v in (units or {}).items()) or None)
     for col in df.columns:
