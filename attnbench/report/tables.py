@@ -71,7 +71,7 @@ def to_rich(df: pd.DataFrame, title: str, units: dict[str, str] | None = None) -
         for col in df.columns:
             v = row[col]
             if isinstance(v, bool):
-                cells.append("yes" if v else "NO")
+                cells.append("yes" if v else "no")
             elif v is None or (isinstance(v, float) and pd.isna(v)):
                 cells.append("n/a")
             elif isinstance(v, float) and "ratio" in str(col):
