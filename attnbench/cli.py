@@ -312,12 +312,8 @@ def _speed_targets(modules: list[str], networks: list[str], attns: list[str], pr
         blocks = [api.resolve(s.name) for s in all_blocks()]
         if device != "cpu":
             networks = [n.name for n in all_networks()]
-    nets = []
-    for name in networks:
-        spec = get_network(name)
-        for a in attns or list(spec.attn_choices):
-            if a in spec.attn_choices or attns:
-                nets.append(api.resolve_network(name, a, preset if not modules else None))
+    nets = [api.resolve_network(name, a, preset if not modules else None)
+            for name in networks for a in (attns or get_network(name).attn_choices)]
     return [bench.block_target(c) for c in blocks] + [bench.network_target(c) for c in nets]
 
 

@@ -91,7 +91,6 @@ def _reduce(args: Sequence[Any], out: Any) -> Cost:
 
 def _window_pool(args: Sequence[Any], out: Any) -> Cost:
     """max_pool / avg_pool with an explicit kernel: out elements x kernel volume."""
-    x = args[0]
     y = _first_tensor(out)
     spatial = y.dim() - 2 if y.dim() >= 3 else 1
     kernel = args[1]
@@ -99,7 +98,6 @@ def _window_pool(args: Sequence[Any], out: Any) -> Cost:
         kernel = [kernel] * spatial
     if len(kernel) == 1:
         kernel = list(kernel) * spatial
-    del x
     return C.pool(y.numel(), prod(kernel))
 
 
