@@ -8,6 +8,10 @@ C' -> C'), the slice-wise correlation matrix, a row softmax, the weighted sum an
 The paper does not print the projections' widths; the defaults above keep C_in = C' inside every 2D block,
 which is what Eq. (3)-(6) write as C_in.
 
+``impl`` chooses the attention kernel of every 2D block, as for the non-local block: ``naive`` materialises
+each slice's L x L map, ``sdpa`` calls ``F.scaled_dot_product_attention`` (scale 1, fused kernels only on
+CUDA); the FLOPs are the same, the memory is not.
+
 Correlation FLOPs (Eq. 6): F_CS = C_in (T(HW)^2 + H(TW)^2 + W(TH)^2) x 2, and with the non-local block of the
 same C_in (Eq. 5), R = F_CS / F_3D = 1/T + 1/H + 1/W (Eq. 7; 13.4% at T=16, H=W=28).
 
@@ -33,11 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnbench.blocks.nonlocal_block import attend, attend_cost
+from attnbench.blocks.nonlocal_block import IMPLS, attend, attend_cost, attend_memory
 from attnbench.blocks.registry import BlockSpec, Option, Preset, register_block
 from attnbench.errors import UsageError
 from attnbench.flops import cost as C
 from attnbench.flops.cost import Cost
+from attnbench.flops.memory import FP32, Peak, Phase, Precision, peak, permuted, reshape_copies
 from attnbench.shapes import VideoShape
 
 # ---------------------------------------------------------------------------------------------------------
@@ -53,9 +58,10 @@ _SPLIT_AXIS = {"HW": 2, "TW": 3, "TH": 4}
 class SliceAttention2D(nn.Module):
     """One 2D self-attention block of BANet (Fig. 6): attention within slices of one split axis."""
 
-    def __init__(self, channels: int, kind: str) -> None:
+    def __init__(self, channels: int, kind: str, impl: str = "naive") -> None:
         super().__init__()
         self.kind = kind
+        self.impl = impl
         self.theta = nn.Conv3d(channels, channels, 1)
         self.phi = nn.Conv3d(channels, channels, 1)
         self.g = nn.Conv3d(channels, channels, 1)
@@ -84,7 +90,7 @@ class SliceAttention2D(nn.Module):
         q = self._to_slices(self.theta(x))
         k = self._to_slices(self.phi(x))
         v = self._to_slices(self.g(x))
-        y = self._from_slices(attend(q, k, v), x)
+        y = self._from_slices(attend(q, k, v, self.impl), x)
         return x + self.out(y)
 
 
@@ -97,11 +103,11 @@ def _slice_geometry(shape: VideoShape, kind: str) -> tuple[int, int]:
 class CascadedSelfAttention(nn.Module):
     """BANet's cascaded self-attention module on [B, C, T, H, W] (see module docstring)."""
 
-    def __init__(self, channels: int, reduction: int = 2, order: str = "HW-TW-TH") -> None:
+    def __init__(self, channels: int, reduction: int = 2, order: str = "HW-TW-TH", impl: str = "naive") -> None:
         super().__init__()
         inner = max(channels // reduction, 1)
         self.reduce = nn.Conv3d(channels, inner, 1)
-        self.blocks = nn.Sequential(*(SliceAttention2D(inner, kind) for kind in order.split("-")))
+        self.blocks = nn.Sequential(*(SliceAttention2D(inner, kind, impl) for kind in order.split("-")))
         self.expand = nn.Conv3d(inner, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +118,7 @@ def _cs_inner(shape: VideoShape, reduction: int) -> int:
     return max(shape.C // reduction, 1)
 
 
-def cs_cost(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH") -> Cost:
+def cs_cost(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH", impl: str = "naive") -> Cost:
     b, n = shape.B, shape.thw
     ci = _cs_inner(shape, reduction)
     total = C.conv(b * ci * n, shape.C, (1, 1, 1), True)
@@ -125,7 +131,7 @@ def cs_cost(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH") -> C
     return total + C.eltwise(b * shape.C * n)
 
 
-def cs_params(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH") -> int:
+def cs_params(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH", impl: str = "naive") -> int:
     c, ci = shape.C, _cs_inner(shape, reduction)
     return (c * ci + ci) + 3 * 4 * (ci * ci + ci) + (ci * c + c)
 
@@ -137,7 +143,7 @@ def cs_ratio(shape: VideoShape) -> Fraction:
     return Fraction(f_cs, (t * h * w) ** 2)
 
 
-def cs_terms(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH") -> dict[str, Any]:
+def cs_terms(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH", impl: str = "naive") -> dict[str, Any]:
     ci = _cs_inner(shape, reduction)
     t, h, w = shape.T, shape.H, shape.W
     f_cs = ci * (t * (h * w) ** 2 + h * (t * w) ** 2 + w * (t * h) ** 2) * 2
@@ -156,10 +162,47 @@ def cs_terms(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH") -> 
     }
 
 
-def cs_largest(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH") -> tuple[str, int]:
+def cs_largest(shape: VideoShape, reduction: int = 2, order: str = "HW-TW-TH", impl: str = "naive") -> tuple[str, int]:
+    """The largest tensor the call creates, in elements: the largest 2D block's maps (naive), or with sdpa
+    the input-sized output of the final projection."""
+    if impl == "sdpa":
+        return ("expansion output B x C x THW", shape.numel)
     sizes = [(k, s * p * p) for k, (s, p) in ((k, _slice_geometry(shape, k)) for k in order.split("-"))]
     kind, per_clip = max(sizes, key=lambda kv: kv[1])
     return (f"{kind} attention maps B x slices x L x L", shape.B * per_clip)
+
+
+def _slices_copy(shape: VideoShape, ci: int, kind: str) -> bool:
+    """Whether :meth:`SliceAttention2D._to_slices` copies (its reshape of the permuted map is not a view)."""
+    axis = _SPLIT_AXIS[kind]
+    rest = [d for d in (2, 3, 4) if d != axis]
+    dims, strides = permuted((shape.B, ci, shape.T, shape.H, shape.W), (0, axis, 1, *rest))
+    return reshape_copies(dims, strides, (dims[0] * dims[1], ci, dims[3] * dims[4]))
+
+
+def cs_memory(shape: VideoShape, p: Precision, reduction: int = 2, order: str = "HW-TW-TH", impl: str = "naive") -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`). The reduced map R stays alive
+    through the whole cascade (the argument of the ``nn.Sequential`` call), and each 2D block's input while
+    that block runs. Inside a block q, k, v, the attention output, the projection and the residual sum are
+    alive together at its end; the slice layout copies q, k and v only when the reshape cannot be a view
+    (it can for the HW and TH blocks at batch 1)."""
+    b, n, lo = shape.B, shape.thw, p.low
+    ci = _cs_inner(shape, reduction)
+    xn, qn = b * shape.C * n, b * ci * n * lo
+    phases: list[Phase] = [("reduction", ([("x cast for the reduction", xn * lo)] if p.autocast else []) + [("R = reduce(x)", qn)])]
+    for j, kind in enumerate(order.split("-")):
+        held = [("R = reduce(x)", qn)] + ([(f"input of {kind}", qn)] if j else [])
+        if _slices_copy(shape, ci, kind):
+            phases.append((f"{kind}: slice layout of v", held + [("q", qn), ("k", qn), ("g(h) before the slice copy", qn), ("v", qn)]))
+        slices, positions = _slice_geometry(shape, kind)
+        qkv = [(f"{kind} q", qn), (f"{kind} k", qn), (f"{kind} v", qn)]
+        phases += [(f"{kind}: {name}", ts) for name, ts in attend_memory(b * slices, ci, positions, positions, p, held + qkv, impl)]
+        o = (f"{kind} attention output", qn)
+        phases.append((f"{kind}: residual add", held + qkv + [o, (f"{kind} output projection", qn), (f"{kind} h + ...", qn)]))
+    last = order.split("-")[-1]
+    phases.append(("expansion", [("R = reduce(x)", qn), (f"output of {last}", qn), ("expansion output", xn * lo)]))
+    phases.append(("residual add", [("expansion output", xn * lo), ("x + ... (output)", xn * (FP32 if p.autocast else lo))]))
+    return peak(phases)
 
 
 register_block(
@@ -172,9 +215,11 @@ register_block(
         params=cs_params,
         terms=cs_terms,
         largest_intermediate=cs_largest,
+        memory=cs_memory,
         options=(
             Option("reduction", int, 2, "C' = C // reduction channels inside the 2D blocks", minimum=1),
             Option("order", str, "HW-TW-TH", "cascade order (Table V: " + ", ".join(TABLE_V_ORDERS) + ")", ORDERS),
+            Option("impl", str, "naive", "attention kernel: naive (materialise the maps) or sdpa (fused)", IMPLS, kernel=True),
         ),
         presets=(
             Preset("banet", VideoShape(1, 96, 16, 28, 28), "BANet Sec. III-A and Eq. 7: C=96, T=16, H=W=28"),
@@ -267,6 +312,44 @@ def fa_terms(shape: VideoShape, pool: int = 56, hidden1: int = 512, hidden2: int
     return {"frames_in": shape.T, "frames_kept": keep, "output_shape": [shape.B, 3, keep, shape.H, shape.W]}
 
 
+def fa_memory(shape: VideoShape, p: Precision, pool: int = 56, hidden1: int = 512, hidden2: int = 128,
+              keep_ratio: float = 0.5) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`). The grey frames, their
+    differences and the pooled maps are locals of ``scores``, alive until the frame scores are made; max
+    pooling also writes int64 indices, dropped at once. At the presets the peak is those four (pure);
+    under autocast it is the frames' bf16 cast beside the grey frames (N = 32), or the first MLP layer's
+    bf16 weight (p^2 x hidden1) beside the grey frames, differences and pooled maps (N = 16). The gathered
+    output is in the frames' dtype (fp32 under autocast: gather does not cast)."""
+    b, n, hw, lo = shape.B, shape.T, shape.H * shape.W, p.low
+    maps, keep = b * (n - 1), kept_frames(n, keep_ratio)
+    casts = [("grey kernel cast", 3 * lo), ("frames cast", shape.numel * lo)] if p.autocast else []
+    grey, diff = ("grey frames", b * n * hw * lo), ("difference maps", maps * hw * lo)
+    pooled = ("pooled maps", maps * pool * pool * lo)
+    phases: list[Phase] = [
+        ("grey conversion", casts + [grey]),
+        ("differences", [grey, diff]),
+        ("max pooling", [grey, diff, pooled, ("max pooling indices (int64)", maps * pool * pool * 8)]),
+    ]
+    held = [grey, diff, pooled]  # pooled, flattened (a view), is also the MLP's input
+    feeding: list[tuple[str, int]] = []
+    for i, (fin, fout) in enumerate(((pool * pool, hidden1), (hidden1, hidden2), (hidden2, 1)), start=1):
+        casts = [(f"MLP layer {i} weight and bias cast", (fin * fout + fout) * lo)] if p.autocast else []
+        out, relu = (f"MLP layer {i} output", maps * fout * lo), (f"MLP ReLU {i}", maps * fout * lo)
+        phases += [(f"MLP layer {i}", held + feeding + casts + [out]), (f"MLP ReLU {i}", held + [out, relu])]
+        feeding = [relu]
+    d = ("d", maps * lo)
+    step = [d, ("clamp(d)", maps * lo), ("s", maps * lo), ("1 - s", maps * lo), ("F", maps * lo)]
+    phases.append(("F(clamp(d))", held + step))
+    y = ("frame scores y", b * n * lo)
+    ends = [("F_1 x 2", b * lo), ("F_i + F_{i+1}", b * (n - 2) * lo), ("F_N x 2", b * lo)]
+    phases.append(("Eq. 2", held + [d, ("F", maps * lo)] + ends + [y]))
+    idx = ("kept indices (int64)", b * keep * 8)
+    top = [("top-k indices (int64)", b * keep * 8), idx, ("sort order (int64)", b * keep * 8)]
+    phases.append(("top-k and sort", [y] + top))
+    phases.append(("gather (output)", [y, idx, ("kept frames (output)", b * shape.C * keep * hw * p.act)]))
+    return peak(phases)
+
+
 register_block(
     BlockSpec(
         name="fa",
@@ -277,6 +360,7 @@ register_block(
         params=fa_params,
         terms=fa_terms,
         check=_fa_check,
+        memory=fa_memory,
         options=(
             Option("pool", int, 56, "difference maps are max-pooled to pool x pool (paper: 56)", minimum=1),
             Option("hidden1", int, 512, "first MLP width (not given in the paper)", minimum=1),

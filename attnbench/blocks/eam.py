@@ -61,6 +61,7 @@ ceil(112/32)^2 = 1x4x4 and 4x4x4, the same sizes).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -70,6 +71,7 @@ from attnbench.blocks.registry import BlockSpec, Option, Preset, register_block
 from attnbench.errors import UsageError
 from attnbench.flops import cost as C
 from attnbench.flops.cost import Cost
+from attnbench.flops.memory import Peak, Phase, Precision, peak
 from attnbench.shapes import VideoShape
 
 VARIANTS = ("st", "ts", "s", "t", "s//t")
@@ -243,6 +245,94 @@ def eam_terms(shape: VideoShape, variant: str = "st", k: int = 3) -> dict[str, A
     }
 
 
+# -- memory (see attnbench.flops.memory) -------------------------------------------------------------------
+
+
+def linear_stack_memory(
+    what: str, rows: int, widths: Sequence[int], p: Precision, bias: bool, held: list[tuple[str, int]],
+    cast_input: bool, last: str | None = None,
+) -> tuple[list[Phase], tuple[str, int]]:
+    """Phases of a stack of ``nn.Linear`` layers widths[0] -> widths[1] -> ... on ``rows`` rows, a ReLU between
+    consecutive layers and ``last`` (an element-wise activation's name, or None) after the last one, and the
+    tensor it returns. ``held`` (the stack's input among them) is alive throughout. Each layer's output is
+    alive while the activation after it runs (the argument of that call); the activation feeding a layer
+    is alive while the layer writes. Under autocast every layer also holds its casts of the weight and bias,
+    and the first one its cast of the input when ``cast_input`` (an fp32 input); every output is in the
+    run's dtype."""
+    lo = p.low
+    phases: list[Phase] = []
+    feeding: list[tuple[str, int]] = []
+    out = ("", 0)
+    layers = len(widths) - 1
+    for i in range(layers):
+        fin, fout = widths[i], widths[i + 1]
+        casts: list[tuple[str, int]] = []
+        if p.autocast:
+            casts = [(f"{what} layer {i + 1} weight cast", fin * fout * lo)]
+            casts += [(f"{what} layer {i + 1} bias cast", fout * lo)] if bias else []
+            casts += [(f"{what} input cast", rows * fin * lo)] if i == 0 and cast_input else []
+        out = (f"{what} layer {i + 1} output", rows * fout * lo)
+        phases.append((f"{what} layer {i + 1}", held + feeding + casts + [out]))
+        act = "ReLU" if i < layers - 1 else last
+        if act is not None:
+            result = (f"{what} {act} {i + 1}", rows * fout * lo)
+            phases.append((f"{what} {act} {i + 1}", held + [out, result]))
+            feeding, out = [result], result
+    return phases, out
+
+
+def gate_conv_memory(what: str, length: int, k: int, p: Precision, held: list[tuple[str, int]],
+                     d: tuple[str, int]) -> tuple[list[Phase], tuple[str, int]]:
+    """Phases of :class:`_Gate1d` on the descriptor ``d`` (``length`` = B x L elements, in the activation
+    dtype) and its output: the descriptor and the convolution's output, and under autocast the casts of the
+    kernel and of the descriptor."""
+    lo = p.low
+    casts = [(f"{what} kernel cast", k * lo), (f"{what} descriptor cast", length * lo)] if p.autocast else []
+    out = (f"{what} 1-D conv output", length * lo)
+    return [(f"{what} 1-D conv", held + [d] + casts + [out])], out
+
+
+def _eam_part_memory(kind: str, shape: VideoShape, p: Precision, k: int,
+                     held: list[tuple[str, int]]) -> tuple[list[Phase], tuple[str, int]]:
+    """Phases of EAM-S (``kind`` "S") or EAM-T ("T") with ``held`` alive, and its re-weighted output."""
+    length = shape.B * (shape.C if kind == "S" else shape.T)
+    act = p.act
+    mean, amax = (f"EAM-{kind} mean", length * act), (f"EAM-{kind} max", length * act)
+    s = (f"EAM-{kind} mean + max", length * act)
+    phases: list[Phase] = [(f"EAM-{kind}: pooling", held + [mean, amax, s])]
+    conv_phases, conv = gate_conv_memory(f"EAM-{kind}", length, k, p, held, s)
+    phases += conv_phases
+    w = (f"EAM-{kind} weights", length * p.low)
+    phases.append((f"EAM-{kind}: sigmoid", held + [s, conv, w]))
+    out = (f"EAM-{kind} re-weighted map", shape.numel * act)
+    phases.append((f"EAM-{kind}: re-weighting", held + [w, out]))
+    return phases, out
+
+
+def eam_memory(shape: VideoShape, p: Precision, variant: str = "st", k: int = 3) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`). Every input-sized tensor is in
+    the activation dtype (fp32 under autocast: the gates' bf16 weights re-weight the fp32 map). In sequence
+    (``st``, ``ts``) the first part's output is alive while the second writes its own, and the peak is two
+    maps; with ``s//t`` the first part's output, the second's and their sum are alive together (three);
+    alone (``s``, ``t``) the part's output and the residual sum (two)."""
+    n = shape.numel * p.act
+    parts = {"st": "ST", "ts": "TS", "s": "S", "t": "T", "s//t": "ST"}[variant]
+    phases: list[Phase] = []
+    held: list[tuple[str, int]] = []
+    outs = []
+    for kind in parts:
+        part, out = _eam_part_memory(kind, shape, p, k, held)
+        phases += part
+        outs.append(out)
+        held = [out]  # in sequence: the next part's input; in parallel: the first summand
+    inner = outs[-1]
+    if variant == "s//t":
+        inner = ("S(V) + T(V)", n)
+        phases.append(("fusion", outs + [inner]))
+    phases.append(("residual add", [inner, ("V + V'' (output)", n)]))
+    return peak(phases)
+
+
 _EAM_PAPER = "Jiang et al., An Efficient Attention Module for 3D CNNs in Action Recognition"
 _K_HELP = "1-D kernel size k_c = k_t (odd; paper Table 1: 3, 5, 7, 9, best 3)"
 
@@ -256,6 +346,7 @@ register_block(
         params=eam_params,
         terms=eam_terms,
         check=_eam_check,
+        memory=eam_memory,
         options=(
             Option(
                 "variant", str, "st",
@@ -278,6 +369,7 @@ for _variant in ("s", "t"):
             params=lambda shape, _v=_variant, **o: eam_params(shape, variant=_v, **o),
             terms=lambda shape, _v=_variant, **o: eam_terms(shape, variant=_v, **o),
             check=lambda shape, k=3: _check_odd_k("eam", k),
+            memory=lambda shape, p, _v=_variant, **o: eam_memory(shape, p, variant=_v, **o),
             options=(Option("k", int, 3, _K_HELP, minimum=1),),
             presets=_stage_presets(f"EAM-{_variant.upper()} (Table 2)"),
         )
@@ -327,6 +419,18 @@ def se_params(shape: VideoShape, r: int = 16, bias: bool = False) -> int:
     return 2 * c * h + ((h + c) if bias else 0)
 
 
+def se_memory(shape: VideoShape, p: Precision, r: int = 16, bias: bool = False) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`): the re-weighted output
+    (activation dtype), written while the pooled vector z (a local) and the gate s are alive. Under
+    autocast the FC layers' bf16 weight casts can be larger (res5: 2 x 2048 x 128 weights, 1 x 4 x 4)."""
+    b, c = shape.B, shape.C
+    z = ("z = mean of x", b * c * p.act)
+    phases, s = linear_stack_memory("FC", b, (c, c // r, c), p, bias, [z], cast_input=True, last="sigmoid")
+    phases = [("global pooling", [z])] + phases
+    phases.append(("re-weighting", [z, s, ("x * s (output)", shape.numel * p.act)]))
+    return peak(phases)
+
+
 register_block(
     BlockSpec(
         name="se",
@@ -336,6 +440,7 @@ register_block(
         cost=se_cost,
         params=se_params,
         check=lambda shape, r=16, bias=False: _check_reduction("se", shape, r),
+        memory=se_memory,
         options=(
             Option("r", int, 16, "reduction ratio: C // r hidden units (SE paper: 16)", minimum=1),
             Option("bias", bool, False, "biases in the two FC layers (SE Eq. 3 and EAM Table 4: none)"),
@@ -385,6 +490,18 @@ def eca_params(shape: VideoShape, k: int = 0) -> int:
     return eca_kernel(shape, k)
 
 
+def eca_memory(shape: VideoShape, p: Precision, k: int = 0) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`): the re-weighted output
+    (activation dtype) and the gate w."""
+    bc = shape.B * shape.C
+    z = ("mean of x", bc * p.act)
+    phases, conv = gate_conv_memory("ECA", bc, eca_kernel(shape, k), p, [], z)
+    w = ("w = sigmoid(conv)", bc * p.low)
+    phases = [("global pooling", [z])] + phases + [("sigmoid", [conv, w])]
+    phases.append(("re-weighting", [w, ("x * w (output)", shape.numel * p.act)]))
+    return peak(phases)
+
+
 def eca_terms(shape: VideoShape, k: int = 0) -> dict[str, Any]:
     return {
         "k": eca_kernel(shape, k),
@@ -402,6 +519,7 @@ register_block(
         params=eca_params,
         terms=eca_terms,
         check=_eca_check,
+        memory=eca_memory,
         options=(Option("k", int, 0, "1-D kernel size, odd; 0: ECA's adaptive rule from C (gamma=2, b=1)", minimum=0),),
         presets=_stage_presets("ECA (adaptive k)"),
     )
@@ -464,6 +582,38 @@ def cbam_params(shape: VideoShape, r: int = 16, kt: int = 1, ks: int = 7, bias: 
     return 2 * c * h + ((h + c) if bias else 0) + 2 * kt * ks * ks + (2 if bn else 0)
 
 
+def cbam_memory(shape: VideoShape, p: Precision, r: int = 16, kt: int = 1, ks: int = 7, bias: bool = False,
+                bn: bool = False) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`): the channel-weighted map x'
+    (a local), the spatial weights and the output, two maps in the activation dtype. Each pass of the
+    shared MLP holds its input vector; under autocast its bf16 weight casts can be larger (as for SE)."""
+    b, c, lo, act = shape.B, shape.C, p.low, p.act
+    bc, pos = b * c, b * shape.thw
+    widths = (c, c // r, c)
+    avg, mx = ("mean of x", bc * act), ("max of x", bc * act)
+    first, y_avg = linear_stack_memory("MLP(avg)", b, widths, p, bias, [avg], cast_input=True)
+    second, y_max = linear_stack_memory("MLP(max)", b, widths, p, bias, [y_avg, mx], cast_input=True)
+    phases = [("average pooling", [avg])] + first + [("max pooling", [y_avg, mx])] + second
+    total, m_c = ("MLP(avg) + MLP(max)", bc * lo), ("M_c", bc * lo)
+    phases += [("channel sum", [y_avg, y_max, total]), ("channel sigmoid", [total, m_c])]
+    x1 = ("x' = x * M_c", shape.numel * act)
+    phases.append(("channel re-weighting", [m_c, x1]))
+    pooled = ("[mean, max] over channels", 2 * pos * act)
+    means = [("mean over channels", pos * act), ("max over channels", pos * act)]
+    phases.append(("channel pooling", [x1] + means + [pooled]))
+    casts = [("kernel cast", 2 * kt * ks * ks * lo), ("pooled maps cast", 2 * pos * lo)] if p.autocast else []
+    conv = ("spatial conv output", pos * lo)
+    phases.append(("spatial conv", [x1, pooled] + casts + [conv]))
+    if bn:
+        norm = ("batch norm output", pos * lo)
+        phases.append(("batch norm", [x1, pooled, conv, norm]))
+        conv = norm
+    m_s = ("M_s", pos * lo)
+    phases.append(("spatial sigmoid", [x1, pooled, conv, m_s]))
+    phases.append(("spatial re-weighting", [x1, m_s, ("x' * M_s (output)", shape.numel * act)]))
+    return peak(phases)
+
+
 register_block(
     BlockSpec(
         name="cbam",
@@ -473,6 +623,7 @@ register_block(
         cost=cbam_cost,
         params=cbam_params,
         check=_cbam_check,
+        memory=cbam_memory,
         options=(
             Option("r", int, 16, "reduction ratio of the shared MLP (CBAM: 16)", minimum=1),
             Option("kt", int, 1, "temporal size of the spatial-attention kernel (1: 1x7x7, 7: 7x7x7)", minimum=1),

@@ -56,6 +56,7 @@ from attnbench.blocks.registry import BlockSpec, Option, Preset, register_block
 from attnbench.errors import UsageError
 from attnbench.flops import cost as C
 from attnbench.flops.cost import Cost
+from attnbench.flops.memory import Peak, Phase, Precision, peak
 from attnbench.shapes import VideoShape
 
 FUSIONS = ("mul", "sum", "max")  # default first: the paper's best (Table 1(c))
@@ -382,6 +383,55 @@ def stpa_largest(shape: VideoShape, **opts: Any) -> tuple[str, int]:
     return ("attention scores B x KHW x d", shape.B * shape.T * d * d)
 
 
+def stpa_memory(shape: VideoShape, p: Precision, **opts: Any) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`). Each level's X is a view (of
+    its input, or of its pooled map: the [B, C, K, h, w] -> [B, K*h*w, C] reshape merges K, h, w, which
+    stay contiguous). The loop variable keeps the previous level's pooled map alive while the next level
+    is pooled, so at the multi-scale presets the peak is a level's pooling: the scores so far, the previous
+    level's pooled map, and this level's pooled map with its int64 max-pooling indices. The score, softmax
+    and L2 tensors are B x K*h*w x d each, in the run's dtype (softmax: :attr:`Precision.softmax`); under
+    autocast each level's Linear casts its weight, bias and X, and Eq. 4's product casts X_N (with one
+    scale, nothing is pooled and the peak is Eq. 4)."""
+    levels, top = _geometry(shape, **opts)
+    b, k, lo, act, sm = shape.B, shape.T, p.low, p.act, p.softmax
+    d = top.height * top.width
+    n = k * d
+    maxpool = opts.get("downsample", "max") == "max"
+    phases: list[Phase] = []
+    scores: list[tuple[str, int]] = []
+    previous: list[tuple[str, int]] = []  # the previous level's pooled map, alive through the loop variable
+    for j, lv in enumerate(levels, start=1):
+        pooled: list[tuple[str, int]] = []
+        if (lv.height, lv.width) != (top.height, top.width):
+            pooled = [(f"R(f_{j})", b * lv.channels * n * act)]
+            idx = [(f"R(f_{j}) max indices (int64)", b * lv.channels * n * 8)] if maxpool else []
+            phases.append((f"level {j}: R (Eq. 1)", scores + previous + pooled + idx))
+        casts = [(f"W_attn_{j}, b_attn_{j} cast", (lv.channels * d + d) * lo),
+                 (f"X_{j} cast", b * n * lv.channels * lo)]
+        y = (f"Y_{j}", b * n * d * lo)
+        phases.append((f"level {j}: scores (Eq. 2)", scores + pooled + (casts if p.autocast else []) + [y]))
+        scores.append(y)
+        previous = pooled
+    entries = b * n * d
+    fused: list[tuple[str, int]] = []
+    for j in range(2, len(levels) + 1):
+        step = (f"F(y^1..y^{j})", entries * lo)
+        phases.append((f"fusion {j - 1}", scores + fused[-1:] + [step]))
+        fused.append(step)
+    held = scores + fused[-1:]
+    a, norm = ("softmax", entries * sm), ("sum of squares", b * d * sm)
+    phases += [
+        ("softmax (Eq. 3)", held + [a]),
+        ("L2 sum of squares", held + [a, ("a * a", entries * sm), norm]),
+        ("L2 normalisation", held + [a, ("rsqrt", b * d * sm), ("A (normalised)", entries * sm)]),
+    ]
+    attention = ("A (normalised)", entries * sm)
+    casts = [("X_N cast", b * n * top.channels * lo)] if p.autocast else []
+    casts += [("A cast", entries * lo)] if p.autocast and sm != lo else []
+    phases.append(("M = A X (Eq. 4, output)", scores + [attention] + casts + [("M", b * d * top.channels * lo)]))
+    return peak(phases)
+
+
 def _build(shape: VideoShape, **opts: Any) -> SpatioTemporalPyramidAttention:
     levels, _ = _geometry(shape, **opts)
     return SpatioTemporalPyramidAttention(
@@ -403,6 +453,7 @@ register_block(
         inputs=stpa_inputs,
         check=_check,
         largest_intermediate=stpa_largest,
+        memory=stpa_memory,
         options=(
             Option("scales", int, 3, "pyramid levels N (shape = bottom level; then c2/size2, c3/size3)", (1, 2, 3)),
             Option("fusion", str, "mul", "fusion F of the level scores (Eq. 3; paper's best: mul)", FUSIONS),

@@ -8,6 +8,8 @@ A block file declares a :class:`BlockSpec` and registers it with :func:`register
 * ``terms(shape, **options) -> dict`` -- the paper's own named quantities (optional);
 * ``inputs(shape, **options) -> list[tuple[int, ...]]`` -- the shapes of the forward arguments (default:
   one tensor of the video shape);
+* ``memory(shape, precision, **options) -> Peak`` -- the closed-form peak working memory of one call:
+  the tensors alive together at its peak, in their real dtypes (:mod:`attnbench.flops.memory`);
 * ``presets`` -- named shapes and options from the papers, each with its source.
 
 Nothing in here knows any block; the CLI, counter, tests and reports iterate over the registry.
@@ -23,12 +25,15 @@ from torch import nn
 
 from attnbench.errors import UsageError, unknown
 from attnbench.flops.cost import Cost
+from attnbench.flops.memory import NotModelled, Peak, Precision
 from attnbench.shapes import VideoShape
 
 
 @dataclass(frozen=True)
 class Option:
-    """A block option: name, type, default, allowed choices (None: any value of the type) and help."""
+    """A block option: name, type, default, allowed choices (None: any value of the type) and help.
+    ``kernel=True`` marks an option that changes how the block computes, not what (e.g. ``impl``): the
+    paper preset still applies when it is set."""
 
     name: str
     type: type
@@ -36,6 +41,7 @@ class Option:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    kernel: bool = False
 
     def parse(self, raw: Any) -> Any:
         """Convert a value given on the command line (a string) or in code to this option's type."""
@@ -88,6 +94,7 @@ class BlockSpec:
     inputs: Callable[..., list[tuple[int, ...]]] | None = None
     check: Callable[..., None] | None = None
     largest_intermediate: Callable[..., tuple[str, int]] | None = None
+    memory: Callable[..., Peak] | None = None
 
     @property
     def default_preset(self) -> Preset:
@@ -116,6 +123,16 @@ class BlockSpec:
     def validate(self, shape: VideoShape, options: Mapping[str, Any]) -> None:
         if self.check is not None:
             self.check(shape, **options)
+
+    def peak_memory(self, shape: VideoShape, precision: Precision, options: Mapping[str, Any]) -> tuple[Peak | None, str | None]:
+        """``(predicted peak, None)``, or ``(None, why not)`` when the block declares no memory formula or
+        its formula does not cover this precision."""
+        if self.memory is None:
+            return None, f"{self.name} declares no memory formula"
+        try:
+            return self.memory(shape, precision, **options), None
+        except NotModelled as e:
+            return None, str(e)
 
     def input_shapes(self, shape: VideoShape, options: Mapping[str, Any]) -> list[tuple[int, ...]]:
         if self.inputs is None:

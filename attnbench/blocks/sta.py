@@ -70,10 +70,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnbench.blocks.eam import linear_stack_memory
 from attnbench.blocks.registry import BlockSpec, Option, Preset, register_block
 from attnbench.errors import UsageError
 from attnbench.flops import cost as C
 from attnbench.flops.cost import Cost
+from attnbench.flops.memory import Peak, Phase, Precision, peak
 from attnbench.shapes import VideoShape
 
 DECONV_KERNEL = 3  # Sec. IV-D-3: kernel size 3, step size 1
@@ -199,6 +201,31 @@ def sta_largest(shape: VideoShape) -> tuple[str, int]:
     return ("gated output B x c x l x h x w", shape.numel)
 
 
+def sta_memory(shape: VideoShape, p: Precision) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`): the gated output (activation
+    dtype) and the weights W [B, c, l]; under autocast Conv1 also casts the whole input to bf16, which is
+    smaller than the fp32 output. Everything between Conv1 and Conv2 is a few values per frame."""
+    b, c, l, lo = shape.B, shape.C, shape.T, p.low
+    lx = l + DECONV_KERNEL - 1
+    casts = [("Conv1 kernel cast", (c * shape.H * shape.W + 1) * lo), ("x cast for Conv1", shape.numel * lo)]
+    z = ("Conv1 output", b * l * lo)
+    phases: list[Phase] = [("Conv1", (casts if p.autocast else []) + [z])]
+    deconv = ("Deconv output", b * lx * lo)
+    casts = [("Deconv kernel cast", (DECONV_KERNEL + 1) * lo)] if p.autocast else []
+    phases.append(("Deconv", [z] + casts + [deconv]))
+    relu = ("ReLU output", b * lx * lo)
+    phases.append(("ReLU", [z, deconv, relu]))
+    pad = ("padded", b * (lx + CONV2_KERNEL - DECONV_KERNEL) * lo)
+    phases.append(("pad", [relu, pad]))
+    conv2 = ("Conv2 output", b * c * l * lo)
+    casts = [("Conv2 kernel cast", CONV2_KERNEL * c * lo)] if p.autocast else []
+    phases.append(("Conv2", [pad] + casts + [conv2]))
+    w = ("W = sigmoid(Conv2)", b * c * l * lo)
+    phases.append(("sigmoid", [pad, conv2, w]))
+    phases.append(("gating", [w, ("x * W (output)", shape.numel * p.act)]))
+    return peak(phases)
+
+
 register_block(
     BlockSpec(
         name="sta",
@@ -209,6 +236,7 @@ register_block(
         params=sta_params,
         terms=sta_terms,
         largest_intermediate=sta_largest,
+        memory=sta_memory,
         presets=PRESETS,
     )
 )
@@ -301,6 +329,23 @@ def stc_largest(shape: VideoShape, ratio: int = 16) -> tuple[str, int]:
     return ("gated output B x c x l x h x w", shape.numel)
 
 
+def stc_memory(shape: VideoShape, p: Precision, ratio: int = 16) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`): the gated output (activation
+    dtype) with the two gates and their product. Under autocast the peak is usually the temporal branch's
+    first FC instead: it casts its c l x c l / r weight to bf16, larger than the output at every preset."""
+    b, c, l, r = shape.B, shape.C, shape.T, ratio
+    pooled = ("spatial mean [B, c, l]", b * c * l * p.act)
+    phases: list[Phase] = [("spatial pooling", [pooled])]
+    temporal, a_t = linear_stack_memory("temporal FC", b, (c * l, c * l // r, c), p, False, [pooled], True, "sigmoid")
+    mean = ("mean over l", b * c * p.act)
+    channel, a_s = linear_stack_memory("channel FC", b, (c, c // r, c), p, False, [pooled, a_t, mean], True, "sigmoid")
+    phases += temporal + [("mean over l", [pooled, a_t, mean])] + channel
+    gate = ("a_t a_s", b * c * p.low)
+    phases.append(("gate product", [a_t, a_s, gate]))
+    phases.append(("gating", [a_t, a_s, gate, ("x (a_t a_s) (output)", shape.numel * p.act)]))
+    return peak(phases)
+
+
 register_block(
     BlockSpec(
         name="stc",
@@ -312,6 +357,7 @@ register_block(
         terms=stc_terms,
         check=_stc_check,
         largest_intermediate=stc_largest,
+        memory=stc_memory,
         options=(Option("ratio", int, 16, "reduction ratio r of both branches' first FC (Table IV's r)", minimum=1),),
         presets=PRESETS,
     )

@@ -59,10 +59,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnbench.blocks.eam import linear_stack_memory
 from attnbench.blocks.registry import BlockSpec, Option, Preset, register_block
 from attnbench.errors import UsageError
 from attnbench.flops import cost as C
 from attnbench.flops.cost import Cost
+from attnbench.flops.memory import Peak, Phase, Precision, peak, permuted, reshape_copies
 from attnbench.shapes import VideoShape
 
 SPATIAL_KERNEL = 7  # theta_s-frm: 7 x 7 (Sec. 3.2)
@@ -371,6 +373,133 @@ def _largest(shape: VideoShape, refine: bool = True, stages: int = 4, **_: Any) 
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Memory (see attnbench.flops.memory)
+
+
+def _ct_mask_memory(
+    shape: VideoShape, p: Precision, held: list[tuple[str, int]], ratio: int, ct_kernel: int, ct_mix: str
+) -> tuple[list[Phase], tuple[str, int]]:
+    """Phases of :meth:`ChannelTemporalAttention.mask` with ``held`` alive, and M^c [B, C, T]. The two
+    descriptors (locals) stay alive through the shared MLP and Eq. 3's sigmoid; laying them out as
+    [B*T, C] copies only when the reshape cannot be a view (B > 1). M^c-frm is the first input of the
+    ``nn.Sequential`` of Eq. 4, so it is alive through both temporal convolutions."""
+    b, c, t, lo, act = shape.B, shape.C, shape.T, p.low, p.act
+    bt = b * t
+    d_avg, d_max = ("d_avg-c", bt * c * act), ("d_max-c", bt * c * act)
+    phases: list[Phase] = []
+    dims, strides = permuted((b, c, t), (0, 2, 1))
+    if reshape_copies(dims, strides, (bt, c)):
+        phases.append(("d_avg-c layout copy", held + [("mean over H, W", bt * c * act), d_avg]))
+        phases.append(("d_max-c layout copy", held + [d_avg, ("max over H, W", bt * c * act), d_max]))
+    descriptors = held + [d_avg, d_max]
+    stacked = ("[d_avg-c; d_max-c]", 2 * bt * c * act)
+    widths = (c, _hidden(shape, ratio), c)
+    mlp, both = linear_stack_memory("shared MLP", 2 * bt, widths, p, True, descriptors + [stacked], True)
+    phases += [("descriptor concatenation", descriptors + [stacked])] + mlp
+    frm = ("M^c-frm", bt * c * lo)
+    phases.append(("Eq. 3 sigmoid", descriptors + [both, ("MLP(d_avg-c) + MLP(d_max-c)", bt * c * lo), frm]))
+    per_group = 1 if ct_mix == "depthwise" else c
+    casts = [("temporal conv kernel and bias cast", (c * per_group * ct_kernel + c) * lo)] if p.autocast else []
+    conv1, relu = ("temporal conv 1 output", b * c * t * lo), ("temporal ReLU output", b * c * t * lo)
+    conv2, mask = ("temporal conv 2 output", b * c * t * lo), ("M^c", b * c * t * lo)
+    phases += [
+        ("temporal conv 1", held + [frm] + casts + [conv1]),
+        ("temporal ReLU", held + [frm, conv1, relu]),
+        ("temporal conv 2", held + [frm, relu] + casts + [conv2]),
+        ("Eq. 4 sigmoid", held + [frm, conv2, mask]),
+    ]
+    return phases, mask
+
+
+def _st_mask_memory(
+    shape: VideoShape, p: Precision, held: list[tuple[str, int]], st_hidden: int
+) -> tuple[list[Phase], tuple[str, int]]:
+    """Phases of :meth:`SpatioTemporalAttention.mask` with ``held`` alive, and M^s [B, 1, T, H, W]. The
+    concatenated descriptors (a local) are alive through Eq. 5; M^s-frm is the first input of the
+    ``nn.Sequential`` of Eq. 6, alive through both 3x3x3 convolutions."""
+    pos, lo, act = shape.B * shape.thw, p.low, p.act
+    stacked = ("[d_avg-s, d_max-s]", 2 * pos * act)
+    phases: list[Phase] = [("channel pooling", held + [("d_avg-s", pos * act), ("d_max-s", pos * act), stacked])]
+    casts = [("theta_s-frm kernel cast", (2 * SPATIAL_KERNEL**2 + 1) * lo), ("descriptors cast", 2 * pos * lo)]
+    conv, frm = ("theta_s-frm output", pos * lo), ("M^s-frm", pos * lo)
+    phases += [
+        ("Eq. 5 conv", held + [stacked] + (casts if p.autocast else []) + [conv]),
+        ("Eq. 5 sigmoid", held + [stacked, conv, frm]),
+    ]
+    taps = VIDEO_KERNEL**3
+    cast1 = [("theta_s-vid conv 1 kernel cast", (st_hidden * taps + st_hidden) * lo)] if p.autocast else []
+    cast2 = [("theta_s-vid conv 2 kernel cast", (st_hidden * taps + 1) * lo)] if p.autocast else []
+    conv1, relu = ("theta_s-vid conv 1 output", pos * st_hidden * lo), ("theta_s-vid ReLU output", pos * st_hidden * lo)
+    conv2, mask = ("theta_s-vid conv 2 output", pos * lo), ("M^s", pos * lo)
+    phases += [
+        ("theta_s-vid conv 1", held + [frm] + cast1 + [conv1]),
+        ("theta_s-vid ReLU", held + [frm, conv1, relu]),
+        ("theta_s-vid conv 2", held + [frm, relu] + cast2 + [conv2]),
+        ("Eq. 6 sigmoid", held + [conv2, mask]),
+    ]
+    return phases, mask
+
+
+def ct_memory(
+    shape: VideoShape, p: Precision, ratio: int = 16, ct_kernel: int = 3, ct_mix: str = "depthwise", ct_dilation: int = 1
+) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`): F^c (activation dtype) and
+    M^c; everything before it is C x T-sized."""
+    phases, mask = _ct_mask_memory(shape, p, [], ratio, ct_kernel, ct_mix)
+    phases.append(("F^c = M^c (x) F", [mask, ("F^c (output)", shape.numel * p.act)]))
+    return peak(phases)
+
+
+def st_memory(shape: VideoShape, p: Precision, st_hidden: int = 1) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`): F^s (activation dtype) and
+    M^s; everything before it is T x H x W-sized."""
+    phases, mask = _st_mask_memory(shape, p, [], st_hidden)
+    phases.append(("F^s = M^s (x) F", [mask, ("F^s (output)", shape.numel * p.act)]))
+    return peak(phases)
+
+
+def w3_memory(
+    shape: VideoShape,
+    p: Precision,
+    ratio: int = 16,
+    ct_kernel: int = 3,
+    ct_mix: str = "depthwise",
+    ct_dilation: int = 1,
+    st_hidden: int = 1,
+    refine: bool = True,
+    stages: int = 4,
+) -> Peak:
+    """Peak working memory of one call (see :mod:`attnbench.flops.memory`). F^c and M^s are locals of the
+    forward, alive to its end. Without ``refine`` the peak is F^c and F^s (two maps, activation dtype);
+    with it, the head's 1x1 convolution output and its ReLU (run's dtype; the convolution output is the
+    argument of the ReLU), then the ReLU and the sum, are alive beside them: four maps. Under autocast
+    the concatenation of fp32 earlier masks with the bf16 own mask promotes to fp32 (one cast of M^s)."""
+    n, pos, lo, act = shape.numel, shape.B * shape.thw, p.low, p.act
+    phases, m_c = _ct_mask_memory(shape, p, [], ratio, ct_kernel, ct_mix)
+    f_c = ("F^c", n * act)
+    phases.append(("F^c = M^c (x) F", [m_c, f_c]))
+    st, m_s = _st_mask_memory(shape, p, [f_c], st_hidden)
+    f_s = ("F^s", n * act)
+    phases += st + [("F^s = M^s (x) F^c", [f_c, m_s, f_s])]
+    if not refine:
+        return peak(phases)
+    held = [f_c, m_s, f_s] + [(f"earlier mask {j + 1} pooled", pos * act) for j in range(stages - 1)]
+    promoted = p.autocast and stages > 1
+    cast = [("M^s cast to fp32 for the concatenation", pos * act)] if promoted else []
+    multi = ("M^ms (concatenated masks)", stages * pos * (act if promoted else lo))
+    phases.append(("mask concatenation", held + cast + [multi]))
+    casts = [("theta_ref kernel and bias cast", (stages * shape.C + shape.C) * lo)] if p.autocast else []
+    casts += [("M^ms cast", stages * pos * lo)] if promoted else []
+    conv, relu = ("theta_ref conv output", n * lo), ("ReLU output", n * lo)
+    phases += [
+        ("theta_ref conv", held + [multi] + casts + [conv]),
+        ("theta_ref ReLU", held + [multi, conv, relu]),
+        ("refinement add", held + [multi, relu, ("F^s + ReLU(...) (output)", n * act)]),
+    ]
+    return peak(phases)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Registration
 
 PAPER = "Perez-Rua et al., Knowing What, Where and When to Look (W3), ECCV 2020"
@@ -422,6 +551,7 @@ register_block(
         inputs=w3_inputs,
         check=_w3_check,
         largest_intermediate=_largest,
+        memory=w3_memory,
         options=_CT_OPTIONS + _ST_OPTIONS + _REFINE_OPTIONS,
         presets=_presets(with_refine=True),
     )
@@ -437,6 +567,7 @@ register_block(
         params=ct_params,
         terms=ct_terms,
         check=_ct_check,
+        memory=ct_memory,
         options=_CT_OPTIONS,
         presets=_presets(with_refine=False),
     )
@@ -451,6 +582,7 @@ register_block(
         cost=st_cost,
         params=st_params,
         terms=st_terms,
+        memory=st_memory,
         options=_ST_OPTIONS,
         presets=_presets(with_refine=False),
     )

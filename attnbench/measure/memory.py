@@ -21,18 +21,26 @@ lifetime maximum from ``resource.getrusage`` is used, whose delta stays 0 unless
 lifetime peak. ``rss_peak_delta_bytes`` is that peak minus the resident size just before the call: an
 approximation of the call's working memory (memory the allocator reuses without returning to the OS is
 not seen). The CUDA-only fields are None, with a note saying they were not measured.
+
+Tensor peak (any device, deterministic): :func:`tensor_peak_bytes` runs a call under
+:class:`LiveTensorPeak`, which follows every tensor storage the call's ATen ops create and frees, and
+returns the most bytes alive at once. That is what a block's closed-form memory prediction
+(:mod:`attnbench.flops.memory`) predicts; unlike RSS it does not depend on the allocator. Scratch buffers a
+kernel allocates inside itself are not seen.
 """
 
 from __future__ import annotations
 
 import gc
 import sys
+import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnbench.measure.device import nvml_handle, resolve_device
 
@@ -102,6 +110,64 @@ def run_guarded(fn: Callable[[], T]) -> tuple[T | None, str | None]:
     if out_of_memory:
         release_memory()
     return None, OOM
+
+
+# -- tensor peak ------------------------------------------------------------------------------------
+
+
+class LiveTensorPeak(TorchDispatchMode):
+    """Peak bytes of tensor storages created by the ATen ops run under it and still alive. A storage is
+    counted when an op returns it and it is not one of the op's inputs (views and in-place results are
+    not new memory), and uncounted when it is freed. Kernel-internal scratch buffers are not seen.
+
+    With ``record=True`` it keeps a ``timeline`` of ``(op, dtype, shape, bytes created, bytes alive after)``,
+    one entry per new storage: the tool for writing a block's memory formula."""
+
+    def __init__(self, record: bool = False) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+        self.record = record
+        self.timeline: list[tuple[str, str, tuple[int, ...], int, int]] = []
+
+    def _freed(self, ptr: int) -> None:
+        self.current -= self.live.pop(ptr, 0)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        from torch.utils._pytree import tree_leaves
+
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        given = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            ptr, size = storage.data_ptr(), storage.nbytes()
+            if size and ptr not in given and ptr not in self.live:
+                self.live[ptr] = size
+                self.current += size
+                self.peak = max(self.peak, self.current)
+                weakref.finalize(storage, self._freed, ptr)
+                if self.record:
+                    name = str(func.overloadpacket).replace("aten.", "")
+                    self.timeline.append((name, str(t.dtype).replace("torch.", ""), tuple(t.shape), size, self.current))
+        return out
+
+
+def tensor_peak_bytes(fn: Callable[[], Any], *, inference_mode: bool = True) -> int:
+    """Most bytes held at once by tensors that one call of ``fn`` creates (its output included); the call
+    runs once untracked first, so lazy initialisation is not counted. Deterministic (see
+    :class:`LiveTensorPeak`)."""
+    guard = torch.inference_mode() if inference_mode else nullcontext()
+    with guard:
+        fn()
+        tracker = LiveTensorPeak()
+        with tracker:
+            out = fn()
+        del out
+    return tracker.peak
 
 
 # -- CPU: process resident set -----------------------------------------------------------------------
