@@ -111,6 +111,21 @@ def _adaptive_pool(args: Sequence[Any], out: Any) -> Cost:
     return C.pool(lead, windows)
 
 
+def _sdpa(args: Sequence[Any], out: Any) -> Cost:
+    """Scaled dot-product attention, any backend: q [..., L, E], k [..., S, E], v [..., S, Ev]. The same
+    work as the materialised computation it fuses: the L x E x S product, a softmax over L x S and the
+    L x S x Ev product (plus one add per score for an additive mask). The multiply by ``scale`` is not
+    counted: attnbench's blocks use scale 1, where a fused kernel skips it and a naive one never does it."""
+    q, k, v = args[0], args[1], args[2]
+    batch = prod(q.shape[:-2])
+    length, dim, keys, dim_v = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
+    total = C.matmul(batch, length, dim, keys) + C.softmax(batch * length * keys) + C.matmul(batch, length, keys, dim_v)
+    mask = args[3] if len(args) > 3 and isinstance(args[3], torch.Tensor) else None
+    if mask is not None and mask.dtype != torch.bool:
+        total = total + C.eltwise(batch * length * keys)
+    return total
+
+
 def _pointwise(args: Sequence[Any], out: Any) -> Cost:
     return C.eltwise(_first_tensor(out).numel())
 
@@ -122,6 +137,7 @@ HANDLES: dict[Any, Handle] = {
     aten.bmm: _bmm,
     aten.baddbmm: _baddbmm,
     aten._softmax: _softmax,
+    aten._safe_softmax: _softmax,
     aten.native_batch_norm: _batchnorm,
     aten._native_batch_norm_legit_no_training: _batchnorm,
     aten.mean: _reduce,
@@ -143,6 +159,11 @@ HANDLES: dict[Any, Handle] = {
     aten.adaptive_max_pool2d: _adaptive_pool,
     aten.adaptive_max_pool3d: _adaptive_pool,
 }
+for _name in ("scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
+              "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
+              "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_attention_math"):
+    if hasattr(aten, _name):
+        HANDLES[getattr(aten, _name)] = _sdpa
 
 # Ops that move, copy, index or allocate but do no arithmetic.
 FREE_OPS: frozenset[Any] = frozenset(
@@ -236,6 +257,8 @@ class ExactCounter(TorchDispatchMode):
             op_cost = handle(list(args) + list(kwargs.values()), out)
         elif packet in FREE_OPS:
             return out
+        elif _times_one(packet, args):
+            return out
         elif torch.Tag.pointwise in func.tags:
             op_cost = _pointwise(args, out)
         else:
@@ -246,6 +269,12 @@ class ExactCounter(TorchDispatchMode):
         self.cost = self.cost + op_cost
         self.per_op[name] = self.per_op.get(name, Cost()) + op_cost
         return out
+
+
+def _times_one(packet: Any, args: Sequence[Any]) -> bool:
+    """A multiplication by the number 1 does no arithmetic (PyTorch's math attention path scales q and k by
+    sqrt(scale), which is 1 for attnbench's blocks, and a fused kernel skips it)."""
+    return packet is aten.mul and len(args) == 2 and not isinstance(args[1], torch.Tensor) and args[1] == 1
 
 
 def meta_inputs(shapes: Sequence[Sequence[int]], device: str = "meta", seed: int = 0) -> list[torch.Tensor]:

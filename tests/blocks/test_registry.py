@@ -76,3 +76,18 @@ def test_random_shapes_counted_equals_closed_form(case) -> None:
     assert not result.unhandled
     assert result.cost == spec.cost(shape, **options)
     assert param_count(module) == spec.params(shape, **options)
+
+
+SDPA_CASES = [(spec.name, p.name) for spec in all_blocks() if any(o.name == "impl" for o in spec.options)
+              for p in spec.presets]
+
+
+@pytest.mark.parametrize("name,preset", SDPA_CASES)
+def test_sdpa_counted_equals_the_same_closed_form(name: str, preset: str) -> None:
+    """impl=sdpa changes the kernel, not the arithmetic: the exact counter gives the naive closed form."""
+    spec = get_block(name)
+    p = spec.preset(preset)
+    options = spec.resolve_options({"impl": "sdpa"}, base=p.options)
+    _, result = _counted(spec, p.shape, options)
+    assert not result.unhandled
+    assert result.cost == spec.cost(p.shape, **options) == spec.cost(p.shape, **{**options, "impl": "naive"})

@@ -59,3 +59,22 @@ def test_meta_device_needs_no_memory_for_huge_maps() -> None:
             return torch.bmm(x, y)
 
     assert count(P(), [a, b]).cost.macs == 200704 * 8 * 200704
+
+
+def test_sdpa_counts_as_the_attention_it_fuses() -> None:
+    """Every path to scaled_dot_product_attention is counted as two products and a softmax, the closed form
+    of the naive attention: the op itself (inference mode), and PyTorch's math decomposition (no_grad on
+    meta), whose multiplication of q and k by sqrt(scale) = 1 does no arithmetic."""
+    import torch.nn.functional as F
+
+    from attnbench.flops import cost as C
+    from attnbench.flops.count import ExactCounter
+
+    n, L, M, c = 2, 10, 6, 4
+    expected = C.matmul(n, L, c, M) + C.softmax(n * L * M) + C.matmul(n, L, M, c)
+    q, k, v = (torch.empty(n, 1, s, c, device="meta") for s in (L, M, M))
+    for ctx in (torch.no_grad, torch.inference_mode):
+        counter = ExactCounter()
+        with ctx(), counter:
+            F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        assert counter.cost == expected and not counter.unhandled, ctx.__name__
