@@ -5,9 +5,15 @@
 when CUDA is asked for but absent). :func:`resolve_dtype` does the same for ``--dtype``.
 
 :func:`fingerprint` records what a result depends on: GPU model, memory, driver, CUDA and cuDNN
-versions, current and maximum SM clocks (from NVML, read lazily through ``pynvml``), compute capability,
-TF32 settings, torch and Python versions, CPU model, core and thread counts. It deliberately records no
-host name, user name, IP address or serial number, so results can be shared.
+versions, compute capability, MIG mode, power limit, current and maximum clocks and clock-throttle reasons
+(from NVML, read lazily through ``pynvml``), TF32 and cuDNN settings (``benchmark``, ``deterministic``),
+torch and Python versions, CPU model, core and thread counts, and the load average. It deliberately
+records no host name, user name, IP address or serial number, so results can be shared.
+:func:`device_state` reads the clocks, power, temperature and throttle reasons again; a speed row
+records it after its timed loop, when the GPU is warm (an idle GPU reports its idle clock).
+
+:func:`placement` is where a run's tensors live: the device itself. It is the one seam the fake-CUDA
+test fixture (:mod:`attnbench.testing.fake_cuda`) replaces, to run "cuda" code paths over CPU tensors.
 """
 
 from __future__ import annotations
@@ -59,6 +65,11 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return torch.device("cuda", index)
 
 
+def placement(device: str | torch.device) -> torch.device:
+    """The torch device a run's modules and tensors are put on (see the module docstring)."""
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
 # -- NVML ----------------------------------------------------------------------------------------
 
 
@@ -95,20 +106,69 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# NVML's clock-event ("throttle") reason bits, by value (the constants' names changed across pynvml versions).
+THROTTLE_REASONS = {
+    0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
+    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting",
+}
+
+
+STATE_FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "power_limit_w", "temperature_c", "throttle_reasons",
+                "nvml_error")
+NVML_FIELDS = ("driver_version", "cuda_driver_version", "max_sm_clock_mhz", "max_mem_clock_mhz", "mig_mode",
+               "nvml_error") + tuple(f"{k}_at_start" for k in STATE_FIELDS if k != "nvml_error")
+
+
+def _decode_reasons(mask: int) -> list[str]:
+    return [name for bit, name in THROTTLE_REASONS.items() if mask & bit] + (
+        [f"unknown_0x{mask & ~sum(THROTTLE_REASONS):x}"] if mask & ~sum(THROTTLE_REASONS) else [])
+
+
+def _optional(read: Any) -> Any:
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - a field NVML does not support on this GPU stays None
+        return None
+
+
+def device_state(index: int) -> dict[str, Any]:
+    """Clocks (MHz), power draw and limit (W), temperature (C) and the clock-throttle reasons now, from
+    NVML; fields NVML cannot give are None, and ``nvml_error`` says why when NVML itself failed."""
+    state: dict[str, Any] = dict.fromkeys(STATE_FIELDS)
+    try:
+        nvml, handle = nvml_handle(index)
+    except Exception as exc:  # NVML is optional: record why it failed instead
+        state["nvml_error"] = f"{type(exc).__name__}: {exc}"
+        return state
+    state["sm_clock_mhz"] = _optional(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)))
+    state["mem_clock_mhz"] = _optional(lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM)))
+    state["power_w"] = _optional(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000)
+    state["power_limit_w"] = _optional(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000)
+    state["temperature_c"] = _optional(lambda: int(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)))
+    reader = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+        nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+    mask = _optional(lambda: int(reader(handle))) if reader else None
+    state["throttle_reasons"] = None if mask is None else _decode_reasons(mask)
+    return state
+
+
 def _nvml_facts(index: int) -> dict[str, Any]:
-    facts: dict[str, Any] = {
-        "driver_version": None,
-        "sm_clock_mhz": None,
-        "max_sm_clock_mhz": None,
-        "nvml_error": None,
-    }
+    facts: dict[str, Any] = dict.fromkeys(NVML_FIELDS)
     try:
         nvml, handle = nvml_handle(index)
         facts["driver_version"] = _text(nvml.nvmlSystemGetDriverVersion())
-        facts["sm_clock_mhz"] = int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
-        facts["max_sm_clock_mhz"] = int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM))
     except Exception as exc:  # NVML is optional: record why it failed instead
         facts["nvml_error"] = f"{type(exc).__name__}: {exc}"
+        return facts
+    cuda = _optional(lambda: int(nvml.nvmlSystemGetCudaDriverVersion()))
+    facts["cuda_driver_version"] = None if cuda is None else f"{cuda // 1000}.{cuda % 1000 // 10}"
+    facts["max_sm_clock_mhz"] = _optional(lambda: int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM)))
+    facts["max_mem_clock_mhz"] = _optional(lambda: int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_MEM)))
+    mig = _optional(lambda: nvml.nvmlDeviceGetMigMode(handle))
+    facts["mig_mode"] = None if mig is None else bool(mig[0])
+    state = device_state(index)
+    facts.update({f"{k}_at_start": v for k, v in state.items() if k != "nvml_error"})
     return facts
 
 
@@ -133,12 +193,23 @@ def cpu_model() -> str:
 
 
 def tf32_settings() -> dict[str, Any]:
-    """Whether fp32 matmuls (cuBLAS) and convolutions (cuDNN) may use TF32 tensor cores."""
+    """Whether fp32 matmuls (cuBLAS) and convolutions (cuDNN) may use TF32 tensor cores, and cuDNN's
+    autotuning and determinism switches."""
     return {
         "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
     }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes), or None where the OS has none."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return None
 
 
 def fingerprint(device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -156,6 +227,7 @@ def fingerprint(device: str | torch.device = "cpu") -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "load_avg_1m": load_average(),
         "gpu_name": None,
         "gpu_total_memory_bytes": None,
         "gpu_multiprocessors": None,
@@ -163,10 +235,7 @@ def fingerprint(device: str | torch.device = "cpu") -> dict[str, Any]:
         "compute_capability": None,
         "cuda_version": torch.version.cuda,
         "cudnn_version": None,
-        "driver_version": None,
-        "sm_clock_mhz": None,
-        "max_sm_clock_mhz": None,
-        "nvml_error": None,
+        **dict.fromkeys(NVML_FIELDS),
         **tf32_settings(),
     }
     if dev.type == "cuda":

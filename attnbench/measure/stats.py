@@ -89,7 +89,10 @@ class Measurement:
     ``threads`` is ``torch.get_num_threads()`` during the run. ``timer`` names the clock used
     (``"perf_counter_ns"`` on CPU, ``"cuda_event"`` on CUDA). ``warmup_reps`` is how many untimed calls
     preceded the samples and ``warmup_converged`` whether warm-up stopped because timings stabilised
-    (False: it stopped at its time cap).
+    (False: it stopped at its time cap). ``timing_mode`` says how calls were timed (``per-call`` on CPU;
+    ``pipelined``, ``isolated`` or ``graph`` on CUDA; see :mod:`attnbench.measure.timing`),
+    ``first_call_s`` is the first call's time (with torch.compile: the compile time), and
+    ``graph_pool_bytes`` the memory a CUDA-graph capture allocated (None without graphs).
     """
 
     samples_s: tuple[float, ...]
@@ -103,6 +106,9 @@ class Measurement:
     warmup_converged: bool | None = None
     cuda_graph: bool = False
     flush_l2: bool = False
+    timing_mode: str = ""
+    first_call_s: float | None = None
+    graph_pool_bytes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "samples_s", tuple(_checked(self.samples_s)))
@@ -182,6 +188,9 @@ class Measurement:
             "timer": self.timer,
             "cuda_graph": self.cuda_graph,
             "flush_l2": self.flush_l2,
+            "timing_mode": self.timing_mode,
+            "first_call_ms": None if self.first_call_s is None else self.first_call_s * _MS,
+            "graph_pool_bytes": self.graph_pool_bytes,
             "warmup_reps": self.warmup_reps,
             "warmup_converged": self.warmup_converged,
             "n": self.n,
@@ -218,6 +227,9 @@ class Measurement:
             warmup_converged=data.get("warmup_converged"),
             cuda_graph=bool(data.get("cuda_graph", False)),
             flush_l2=bool(data.get("flush_l2", False)),
+            timing_mode=data.get("timing_mode", ""),
+            first_call_s=None if data.get("first_call_ms") is None else float(data["first_call_ms"]) / _MS,
+            graph_pool_bytes=data.get("graph_pool_bytes"),
         )
 
 

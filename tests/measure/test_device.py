@@ -22,7 +22,8 @@ def test_cpu_fingerprint_fields() -> None:
     assert fp["logical_cores"] >= 1
     assert fp["torch_threads"] == torch.get_num_threads()
     for key in ("gpu_name", "gpu_total_memory_bytes", "driver_version", "cuda_version", "cudnn_version",
-                "sm_clock_mhz", "max_sm_clock_mhz", "compute_capability"):
+                "sm_clock_mhz_at_start", "max_sm_clock_mhz", "throttle_reasons_at_start", "compute_capability",
+                "cudnn_benchmark", "load_avg_1m", "mig_mode"):
         assert key in fp
     assert fp["gpu_name"] is None
 

@@ -26,6 +26,9 @@ class FakeTimer:
         self.calls += 1
         return self.times.pop(0) if len(self.times) > 1 else self.times[0]
 
+    def round(self, calls: int) -> list[float]:
+        return [self.once() for _ in range(calls)]
+
 
 def test_cpu_timing_of_a_tiny_op() -> None:
     x = torch.randn(64, generator=torch.Generator().manual_seed(0))
@@ -58,20 +61,36 @@ def test_inference_mode_flag() -> None:
 
 def test_warm_up_stops_when_round_medians_agree() -> None:
     timer = FakeTimer([10.0, 5.0, 5.0, 5.0, 4.9, 5.0, 5.1])  # first call slow, then stable
-    calls, converged, last = timing._warm_up(timer, warmup_min=3, max_warmup_s=1e9, tol=0.05)
-    assert converged and calls == 7 and last == 5.0
+    calls, converged, last, first = timing._warm_up(timer, warmup_min=3, max_warmup_s=1e9, tol=0.05)
+    assert converged and calls == 7 and last == 5.0 and first == 10.0
 
 
-def test_warm_up_stops_at_its_cap_when_unstable() -> None:
-    timer = FakeTimer([1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.0])
-    calls, converged, _ = timing._warm_up(timer, warmup_min=3, max_warmup_s=0.0, tol=0.05)
-    assert not converged and calls == 4  # first call plus one round
+def test_warm_up_stops_at_its_cap_when_unstable_after_two_rounds() -> None:
+    timer = FakeTimer([1.0, 1.0, 1.0, 2.0, 2.0, 1.0])
+    calls, converged, _, _ = timing._warm_up(timer, warmup_min=3, max_warmup_s=0.0, tol=0.05)
+    # too slow for 2 rounds of 3 within the cap: rounds of 2 calls; the cap ends it only after 2 rounds
+    assert not converged and calls == 1 + 2 + 2
+
+
+def test_slow_calls_can_converge() -> None:
+    """Calls of ~1 s with a 2 s cap: rounds shrink to 2 calls, so two rounds are compared and a stable
+    call is reported as converged (before, one 3-call round filled the cap and it never converged)."""
+    timer = FakeTimer([3.0, 1.0, 1.01, 1.0, 0.99])
+    calls, converged, last, first = timing._warm_up(timer, warmup_min=3, max_warmup_s=2.0, tol=0.05)
+    assert converged and calls == 5 and first == 3.0
+    assert timing._round_size(1.0, 3, 2.0) == 2 and timing._round_size(1e-4, 3, 2.0) == 100
 
 
 def test_sampling_stops_at_target_measured_time() -> None:
     assert len(timing._sample(FakeTimer([1.0]), min_reps=4, target_s=2.5, max_reps=100)) == 4
     assert len(timing._sample(FakeTimer([1.0]), min_reps=2, target_s=5.0, max_reps=100)) == 5
     assert len(timing._sample(FakeTimer([1.0]), min_reps=2, target_s=50.0, max_reps=6)) == 6
+
+
+def test_sampling_in_rounds_sized_from_the_estimate() -> None:
+    timer = FakeTimer([0.001])
+    samples = timing._sample(timer, min_reps=3, target_s=0.2, max_reps=1000, estimate_s=0.001)
+    assert len(samples) == 200  # stops at the target however the rounds fall (50 calls per 0.05 s round)
 
 
 def test_cuda_absent_raises_device_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,13 +154,36 @@ def test_workload_keeps_shapes_without_batch() -> None:
 
 
 def test_workload_bf16_runs_under_autocast() -> None:
+    w = build_workload(_conv(), [(1, 3, 2, 6, 6)], dtype="bf16", precision="autocast")
+    with torch.inference_mode():
+        out = w()
+    assert out.dtype == torch.bfloat16 and w.autocast and w.precision == "autocast"
+    assert next(w.module.parameters()).dtype == torch.float32  # parameters stay fp32
+    assert w.inputs[0].dtype == torch.float32
+    ref = build_workload(_conv(), [(1, 3, 2, 6, 6)])()
+    assert torch.allclose(out.float(), ref, atol=0.1, rtol=0.05)
+
+
+def test_workload_bf16_pure_converts_module_and_inputs() -> None:
     w = build_workload(_conv(), [(1, 3, 2, 6, 6)], dtype="bf16")
+    assert w.precision == "pure" and not w.autocast
+    assert all(p.dtype == torch.bfloat16 for p in w.module.parameters()) and w.inputs[0].dtype == torch.bfloat16
     with torch.inference_mode():
         out = w()
     assert out.dtype == torch.bfloat16
-    assert next(w.module.parameters()).dtype == torch.float32  # parameters stay fp32
     ref = build_workload(_conv(), [(1, 3, 2, 6, 6)])()
     assert torch.allclose(out.float(), ref, atol=0.1, rtol=0.05)
+    with pytest.raises(UsageError, match="valid choices: pure, autocast"):
+        build_workload(_conv(), [(1, 3, 2, 6, 6)], dtype="bf16", precision="mixed")
+
+
+def test_workload_channels_last_converts_2d_and_3d() -> None:
+    """5-D weights and inputs go to channels_last_3d, 4-D ones (2-D convolutions, e.g. TSM's) to channels_last."""
+    torch.manual_seed(0)
+    two_d = nn.Conv2d(3, 4, 3, padding=1)
+    w = build_workload(two_d, [(1, 3, 8, 8)], channels_last=True)
+    assert w.inputs[0].is_contiguous(memory_format=torch.channels_last)
+    assert w.module.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_workload_channels_last_3d() -> None:
@@ -156,13 +198,19 @@ def test_workload_channels_last_3d() -> None:
 def test_workload_compile_wraps_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
     wrapped: list[nn.Module] = []
 
-    def fake_compile(module: nn.Module) -> nn.Module:  # torch.compile itself is too slow to load here
+    resets: list[bool] = []
+
+    def fake_compile(module: nn.Module, dynamic: bool | None = None) -> nn.Module:  # torch.compile is too slow to load here
+        assert dynamic is False  # one static graph per target: no dynamic-shape recompiles measured
         wrapped.append(module)
         return module
 
+    import torch._dynamo
+
     monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(True))
     w = build_workload(_conv(), [(1, 3, 2, 6, 6)], compile=True)
-    assert w.compiled and len(wrapped) == 1 and w.module is wrapped[0]
+    assert w.compiled and len(wrapped) == 1 and w.module is wrapped[0] and resets == [True]  # dynamo reset per target
     assert not build_workload(_conv(), [(1, 3, 2, 6, 6)]).compiled
 
 

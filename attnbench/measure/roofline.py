@@ -1,0 +1,112 @@
+"""The device's measured roofline: how fast it really multiplies matrices and moves memory.
+
+A spec-sheet peak is a ceiling no kernel reaches; what a block achieves is better read against what the
+same device does on the easiest possible work. :func:`calibrate` measures, once per device and dtype:
+
+* **matmul**: an n x n by n x n product in the run's dtype (n = 8192 on CUDA, 1024 on CPU, 512 for
+  fp16/bf16 on CPU; 2 n^3 FLOPs),
+  under torch's current TF32 switches, timed with :func:`attnbench.measure.timing.time_callable`;
+* **copy**: ``dst.copy_(src)`` of a buffer far larger than the caches (1 GiB on CUDA, 128 MiB on CPU),
+  counted as 2 x its bytes moved (read + write), in bytes per second.
+
+The result is cached as JSON (``$ATTNBENCH_CACHE_DIR``, default ``~/.cache/attnbench``) under a key made of
+what the figures depend on (the device's fingerprint identity, the dtype and, on CPU, the thread count), so
+every later run on the same device reuses it; ``refresh=True`` measures again. Every record carries the
+fingerprint it was measured with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnbench.measure import device as dev
+from attnbench.measure.timing import time_callable
+
+CACHE_ENV = "ATTNBENCH_CACHE_DIR"
+MATMUL_N = {"cuda": 8192, "cpu": 1024}
+CPU_LOW_PRECISION_N = 512  # CPUs without bf16 matrix units run a 1024^3 bf16 product for tens of seconds
+COPY_BYTES = {"cuda": 2**30, "cpu": 128 * 2**20}
+IDENTITY = ("device_type", "gpu_name", "gpu_total_memory_bytes", "driver_version", "cuda_version", "torch_version",
+            "cpu_model", "logical_cores", "torch_threads", "matmul_allow_tf32", "float32_matmul_precision")
+
+
+def cache_path() -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "attnbench")
+    return Path(root) / "roofline.json"
+
+
+def cache_key(fp: dict[str, Any], dtype: str) -> str:
+    return "|".join(f"{k}={fp.get(k)}" for k in IDENTITY) + f"|dtype={dtype}"
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs a re-measurement next time
+
+
+def measure_roofline(device: str, dtype: str = "fp32", *, n: int | None = None, copy_bytes: int | None = None,
+                     target_s: float = 0.5) -> dict[str, Any]:
+    """Time the calibration matmul and copy on ``device`` now (see the module docstring)."""
+    d = dev.resolve_device(device)
+    where = dev.placement(d)
+    # sized by where the tensors are (the fake-CUDA fixture keeps them on the CPU)
+    n = n or (CPU_LOW_PRECISION_N if where.type == "cpu" and dtype != "fp32" else MATMUL_N[where.type])
+    copy_bytes = copy_bytes or COPY_BYTES[where.type]
+    torch_dtype = dev.resolve_dtype(dtype)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(where, torch_dtype)
+    b = torch.randn(n, n, generator=gen).to(where, torch_dtype)
+    mm = time_callable(lambda: torch.mm(a, b), device=d, min_reps=5, target_s=target_s, max_warmup_s=1.0,
+                       what=f"calibration matmul {n}^3", dtype=dtype)
+    del a, b
+    elements = copy_bytes // 4
+    src = torch.ones(elements, dtype=torch.float32, device=where)
+    dst = torch.empty_like(src)
+    cp = time_callable(lambda: dst.copy_(src), device=d, min_reps=5, target_s=target_s, max_warmup_s=1.0,
+                       what=f"calibration copy {copy_bytes // 2**20} MiB", dtype="fp32")
+    del src, dst
+    flops = 2 * n**3
+    moved = 2 * elements * 4
+    return {
+        "matmul": {"n": n, "dtype": dtype, "flops": flops, "median_ms": mm.median * 1e3, "n_samples": mm.n,
+                   "flops_per_s": flops / mm.median, "tflops_per_s": flops / mm.median / 1e12},
+        "copy": {"bytes": copy_bytes, "bytes_moved": moved, "median_ms": cp.median * 1e3, "n_samples": cp.n,
+                 "bytes_per_s": moved / cp.median, "gib_per_s": moved / cp.median / 2**30},
+        "units": {"flops": "FLOPs (multiply-add = 2)", "copy": "bytes read + bytes written per second"},
+    }
+
+
+def calibrate(device: str, dtype: str = "fp32", *, refresh: bool = False, fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The device's measured roofline for ``dtype``, from the cache when this device has been calibrated
+    before, else measured now and cached. The record says which (``cached``)."""
+    fp = fingerprint or dev.fingerprint(device)
+    key = cache_key(fp, dtype)
+    path = cache_path()
+    cache = _read_cache(path)
+    if not refresh and isinstance(cache.get(key), dict) and "matmul" in cache[key]:
+        return {**cache[key], "cached": True, "cache": str(path)}
+    record = measure_roofline(device, dtype)
+    record.update(fingerprint=fp, measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    cache = _read_cache(path)  # re-read: another run may have written meanwhile
+    cache[key] = record
+    _write_cache(path, cache)
+    return {**record, "cached": False, "cache": str(path)}
