@@ -59,7 +59,9 @@ def resolve(
     shape = p.shape.replace(**(sizes or {}))
     opts = spec.resolve_options(options, base=p.options)
     spec.validate(shape, opts)
-    custom = shape != p.shape or any(k not in p.options or p.options[k] != v for k, v in (options or {}).items())
+    kernel = {o.name for o in spec.options if o.kernel}
+    custom = shape != p.shape or any(k not in kernel and (k not in p.options or p.options[k] != v)
+                                     for k, v in (options or {}).items())
     return Case(spec, shape, opts, None if custom else p)
 
 

@@ -1,29 +1,35 @@
 """Speed runs: what to time (targets), how (settings), and one result row per target.
 
 A :class:`Target` is a block at a shape or a network at its input; it knows its analytic FLOPs for the
-batch and how to build itself. :func:`measure_target` times it with :mod:`attnbench.measure` and returns
-a JSON-able row; an out-of-memory (or other device fault) becomes a row whose ``status`` says so, and the
-run goes on. Rows are appended to a JSON-lines file one at a time (:mod:`attnbench.report.store`).
+batch (networks: counted lazily, once per shape, on first use), its predicted peak memory and how to build
+itself. :func:`measure_target` times it with :mod:`attnbench.measure` and returns a JSON-able row; an
+out-of-memory, a failed CUDA-graph capture or another device fault becomes a row whose ``status`` says so,
+and the run goes on. Rows are appended to a JSON-lines file one at a time (:mod:`attnbench.report.store`).
+
+A row's ``key`` names everything that changes what is measured: the target and its block options, the
+device identity, dtype and precision, batch, compile, graphs, timing mode, L2 flush, channels-last, torch
+threads and the repetition settings. ``--resume`` reuses only rows with the same key.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from attnbench.api import Case, NetworkCase
-from attnbench.errors import UsageError
+from attnbench.errors import AttnBenchError, UsageError
 from attnbench.flops.count import count, meta_inputs
+from attnbench.flops.memory import Peak, Precision
 from attnbench.measure import device as dev
-from attnbench.measure.memory import is_oom, measure_memory, release_memory
+from attnbench.measure.memory import is_oom, measure_memory, release_memory, tensor_peak_bytes
 from attnbench.measure.peaks import achieved
-from attnbench.measure.timing import build_workload, time_callable
+from attnbench.measure.timing import build_workload, compile_stats, time_callable
 from attnbench.report import store
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
@@ -31,6 +37,10 @@ DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 @dataclass(frozen=True)
 class Settings:
+    """How targets are timed. ``precision`` applies to fp16/bf16 (``pure``: module and inputs converted;
+    ``autocast``); ``timing`` to CUDA (``pipelined`` or ``isolated``, see :mod:`attnbench.measure.timing`);
+    ``threads`` sets torch's CPU threads for the run (None: torch's default)."""
+
     device: str = "cpu"
     dtype: str = "fp32"
     batch: int = 1
@@ -41,27 +51,71 @@ class Settings:
     min_reps: int = 10
     target_s: float = 1.0
     max_warmup_s: float = 2.0
+    precision: str = "pure"
+    timing: str = "pipelined"
+    threads: int | None = None
+
+    @property
+    def precision_label(self) -> str:
+        """``fp32``, or the low-precision dtype with its mode (``bf16 pure``, ``bf16 autocast``)."""
+        return "fp32" if self.dtype == "fp32" else f"{self.dtype} {self.precision}"
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.device.startswith("cuda") else "cpu"
+
+    @property
+    def timing_label(self) -> str:
+        if self.device_type == "cpu":
+            return "per-call"
+        return "graph" if self.graphs else self.timing
 
 
-@dataclass(frozen=True)
+FlopsSource = Callable[[], tuple[int, dict[str, int]]]
+
+
+@dataclass
 class Target:
-    kind: str  # "block" or "network"
+    """Something to time. ``flops_per_item`` is the FLOPs of one clip (an int, or a function returning
+    ``(FLOPs, FLOPs by op category)`` that is called once, when first needed); ``options`` are the block
+    options (part of the row key); ``memory`` predicts the peak working memory of one clip's call at a
+    precision; ``largest`` is the largest intermediate (what, elements per clip)."""
+
+    kind: str  # "block", "network" or "reference"
     name: str
     variant: str  # preset name, or the attention inserted into a network
     input_shapes: tuple[tuple[int, ...], ...]  # at batch 1; the batch replaces the leading size
-    flops_per_item: int  # analytic (blocks) or exact-counted (networks) FLOPs for one clip
+    flops_per_item: int | FlopsSource
     build: Callable[[], nn.Module]
-    largest: tuple[str, int] | None = None  # largest intermediate (what, elements per clip)
+    largest: tuple[str, int] | None = None
     videos_per_item: int = 0  # 1 for networks (VPS = clips per second), 0 for blocks
+    options: Mapping[str, Any] = field(default_factory=dict)
+    memory: Callable[[Precision, int], tuple[Peak | None, str | None]] | None = None
+    by_category: dict[str, int] | None = None
+    _counted: tuple[int, dict[str, int]] | None = field(default=None, repr=False)
 
-    def key(self, s: Settings) -> str:
-        return f"{self.kind}:{self.name}:{self.variant}:{s.device}:{s.dtype}:b{s.batch}:c{int(s.compile)}:g{int(s.graphs)}"
+    def flops(self) -> tuple[int, dict[str, int] | None]:
+        """FLOPs of one clip and their split by op category (counted now if this is the first use)."""
+        if isinstance(self.flops_per_item, int):
+            return self.flops_per_item, self.by_category
+        if self._counted is None:
+            self._counted = self.flops_per_item()
+        return self._counted
+
+    def key(self, s: Settings, fingerprint: Mapping[str, Any] | None = None) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        where = dev.device_slug(fingerprint) if fingerprint else s.device
+        threads = s.threads if s.threads is not None else torch.get_num_threads()
+        return (f"{self.kind}:{self.name}:{self.variant}:[{opts}]:{where}:{s.precision_label}:b{s.batch}"
+                f":compile={int(s.compile)}:timing={s.timing_label}:l2flush={int(s.flush_l2)}"
+                f":channels_last={int(s.channels_last)}:threads={threads}"
+                f":reps={s.min_reps}:target_s={s.target_s:g}:warmup_s={s.max_warmup_s:g}")
 
 
 def block_target(case: Case) -> Target:
     """A block at its case's shape, with batch 1 per item (the run's batch scales it)."""
     one = case.shape.replace(B=1)
-    flops = case.spec.cost(one, **case.options).flops
+    cost = case.spec.cost(one, **case.options)
     largest = case.spec.largest_intermediate(one, **case.options) if case.spec.largest_intermediate else None
     shapes = tuple(tuple(s) for s in case.spec.input_shapes(one, case.options))
 
@@ -69,37 +123,88 @@ def block_target(case: Case) -> Target:
         torch.manual_seed(0)
         return case.spec.build(one, **case.options)
 
-    return Target("block", case.spec.name, case.preset.name if case.preset else str(case.shape), shapes, flops, build, largest)
+    def memory(p: Precision, batch: int) -> tuple[Peak | None, str | None]:
+        return case.spec.peak_memory(case.shape.replace(B=batch), p, case.options)
+
+    return Target("block", case.spec.name, case.preset.name if case.preset else str(case.shape), shapes, cost.flops,
+                  build, largest, options=dict(case.options), memory=memory, by_category=cost.by_category())
+
+
+_NETWORK_FLOPS: dict[tuple[Any, ...], tuple[int, dict[str, int]]] = {}
 
 
 def network_target(case: NetworkCase) -> Target:
-    """A whole network at batch 1 per item; FLOPs from the exact counter (meta device); VPS = clips/s."""
+    """A whole network at batch 1 per item; VPS = clips/s. Its FLOPs come from the exact counter on the meta
+    device, counted the first time a row needs them (not when the target is made) and cached per shape."""
     one = NetworkCase(case.spec, case.attn, case.preset, {**case.kwargs, "batch": 1})
-    flops = count(one.build("meta"), meta_inputs(one.input_shapes())).cost.flops
     shapes = tuple(tuple(s) for s in one.input_shapes())
+    ident = (case.spec.name, case.attn, case.preset, tuple(sorted((k, str(v)) for k, v in one.kwargs.items())))
+
+    def flops() -> tuple[int, dict[str, int]]:
+        if ident not in _NETWORK_FLOPS:
+            cost = count(one.build("meta"), meta_inputs(one.input_shapes())).cost
+            _NETWORK_FLOPS[ident] = (cost.flops, cost.by_category())
+        return _NETWORK_FLOPS[ident]
 
     def build() -> nn.Module:
         torch.manual_seed(0)
         return one.spec.build(one.attn, preset=one.preset, **one.kwargs)
 
     variant = f"{case.attn}@{case.preset or case.spec.default_preset.name}"
-    return Target("network", case.spec.name, variant, shapes, flops, build, None, videos_per_item=1)
+    if case.kwargs.get("frames") is not None or case.kwargs.get("size") is not None:
+        base = case.spec.preset(case.preset)
+        variant = f"{case.attn}@{case.kwargs.get('frames') or base.frames}f-{case.kwargs.get('size') or base.size}px"
+    options = {k: v for k, v in one.kwargs.items() if k != "batch"}
+    return Target("network", case.spec.name, variant, shapes, flops, build, None, videos_per_item=1, options=options)
+
+
+def table_vi_targets(impl: str = "naive", network: str = "eco-lite", preset: str = "16f") -> tuple[list[Target], list[Target]]:
+    """BANet Table VI's targets: the NL and CS blocks at the BANet preset (with the network preset's frames),
+    and the network plain, with one NL and with one CS, all with attention kernel ``impl``."""
+    from attnbench.api import resolve, resolve_network
+    from attnbench.networks.registry import get_network
+
+    frames = get_network(network).preset(preset).frames
+    blocks = [block_target(resolve(m, "banet", {"T": frames}, {"impl": impl})) for m in ("nl", "cs")]
+    nets = [network_target(resolve_network(network, a, preset, options={"impl": impl} if a != "none" else None))
+            for a in ("none", "nl", "cs")]
+    return blocks, nets
 
 
 def _status(err: BaseException) -> str:
     if is_oom(err):
         return "OOM"
     first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if isinstance(err, AttnBenchError):
+        return f"error: {first[:200]}"
     return f"error: {type(err).__name__}: {first[:200]}"
 
 
-def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Time one target; never raises for device faults (OOM and errors become the row's status)."""
+def _memory_prediction(t: Target, s: Settings, measured: int | None, metric: str) -> dict[str, Any] | None:
+    if t.memory is None:
+        return None
+    predicted, why = t.memory(Precision(s.dtype, s.precision, s.device_type), s.batch)
+    out: dict[str, Any] = {"precision": s.precision_label, "measured_bytes": measured, "measured_metric": metric}
+    if predicted is None:
+        return {**out, "bytes": None, "why_not": why}
+    ratio = None if not measured else predicted.bytes / measured
+    return {**out, **predicted.to_dict(), "predicted_over_measured": ratio}
+
+
+def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofline: Mapping[str, Any] | None = None,
+                   tensor_peak: bool = True, clock: str = "wall") -> dict[str, Any]:
+    """Time one target; never raises for device faults (OOM, capture failures and other errors become the
+    row's status). ``tensor_peak``: on CPU also measure the deterministic tensor peak (one more call),
+    which the memory prediction is compared with. ``clock`` is the clock a caller compares (the gate's
+    CPU-time clock sizes the test-only injected slowdown on that clock)."""
+    flops, by_category = t.flops()
     row: dict[str, Any] = {
-        "key": t.key(s), "kind": t.kind, "name": t.name, "variant": t.variant,
+        "key": t.key(s, fingerprint), "kind": t.kind, "name": t.name, "variant": t.variant,
+        "options": dict(t.options), "impl": t.options.get("impl"),
+        "precision": s.precision_label, "timing_mode": s.timing_label,
         "input_shapes": [[s.batch, *shape[1:]] for shape in t.input_shapes],
         "settings": asdict(s), "device_slug": dev.device_slug(fingerprint),
-        "flops": t.flops_per_item * s.batch,
+        "flops": flops * s.batch,
         "flops_unit": "FLOPs (multiply-add = 2), whole batch; " + ("closed form" if t.kind == "block" else "exact counter"),
         "status": "ok",
     }
@@ -108,24 +213,50 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any]) -> dict[
         row["predicted_largest_intermediate"] = {
             "what": what, "elements": elements * s.batch, "bytes": elements * s.batch * DTYPE_BYTES[s.dtype],
         }
+    failure: BaseException | None = None
+    module = work = None
     try:
-        with torch.device(dev.resolve_device(s.device)):
+        with torch.device(dev.placement(dev.resolve_device(s.device))):
             module = t.build()
-        work = build_workload(module, t.input_shapes, device=s.device, dtype=s.dtype, batch=s.batch,
-                              compile=s.compile, channels_last=s.channels_last)
-        work = injected_slowdown(t.name, work, s.device)  # test-only; a no-op unless the variable is set
+        work = build_workload(module, t.input_shapes, device=s.device, dtype=s.dtype, precision=s.precision,
+                              batch=s.batch, compile=s.compile, channels_last=s.channels_last)
+        work = injected_slowdown(t.name, work, s.device, clock)  # test-only; a no-op unless the variable is set
         m = time_callable(work, device=s.device, min_reps=s.min_reps, target_s=s.target_s,
                           max_warmup_s=s.max_warmup_s, cuda_graph=s.graphs, flush_l2=s.flush_l2,
-                          what=f"{t.name}[{t.variant}]", dtype=s.dtype, batch=s.batch)
+                          timing=s.timing, what=f"{t.name}[{t.variant}]", dtype=s.dtype, batch=s.batch)
+        compiled = compile_stats() if s.compile else None
+        state = dev.device_state(dev.resolve_device(s.device).index or 0) if s.device_type == "cuda" else None
         mem = measure_memory(work, device=s.device)
-    except (RuntimeError, MemoryError) as err:
+        peak_bytes = tensor_peak_bytes(work) if (tensor_peak and s.device_type == "cpu") else None
+    except (RuntimeError, MemoryError, AttnBenchError) as err:
+        if isinstance(err, UsageError):
+            raise
         row["status"] = _status(err)
-        module = work = None  # noqa: F841 - drop references before freeing
+        failure = err
+    if failure is not None:
+        # Outside the handler: the traceback (and the tensors its frames hold) is gone, so the memory the
+        # failed call held can actually be released before the next target.
+        del failure
+        module = work = None  # noqa: F841
         release_memory()
         return row
     row["timing"] = m.to_dict(samples=True)
     row["memory"] = mem.to_dict()
-    row["achieved"] = achieved(row["flops"], m.median, fingerprint.get("gpu_name"), s.dtype)
+    if s.device_type == "cuda":
+        measured = m.graph_pool_bytes if s.graphs else mem.peak_allocated_delta_bytes
+        metric = "CUDA-graph pool allocated by the capture" if s.graphs else "cuda peak_allocated_delta_bytes"
+    else:
+        measured, metric = peak_bytes, "cpu tensor peak (tensors created during one call, tracked op by op)"
+    row["memory"]["tensor_peak_bytes"] = peak_bytes
+    row["memory_prediction"] = _memory_prediction(t, s, measured, metric)
+    matmul_rate = ((roofline or {}).get("matmul") or {}).get("flops_per_s")
+    row["achieved"] = achieved(row["flops"], m.median, fingerprint.get("gpu_name"), s.dtype,
+                               by_category=by_category, measured_matmul_flops_per_s=matmul_rate)
+    if compiled is not None:
+        row["compile"] = {**compiled, "compile_and_first_call_ms": row["timing"]["first_call_ms"],
+                          "fell_back_to_eager": compiled["unique_graphs"] == 0}
+    if state is not None:
+        row["device_state_after"] = state
     if t.videos_per_item:
         row["vps"] = t.videos_per_item * s.batch / m.median
         row["vps_unit"] = "videos per second (one clip per video)"
@@ -136,36 +267,66 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any]) -> dict[
 
 def run(
     targets: Iterable[Target], s: Settings, out_path: str | None, resume: bool,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None, roofline: bool = True,
 ) -> list[dict[str, Any]]:
     """Measure each target in turn, appending each finished row to ``out_path`` before the next starts.
-    With ``resume``, targets whose key is already in the file are not run again (their rows are returned)."""
-    fingerprint = dev.fingerprint(s.device)
-    have = {r["key"]: r for r in store.read_rows(out_path)} if (out_path and resume) else {}
-    rows = []
-    for t in targets:
-        key = t.key(s)
-        if key in have:
-            row = have[key]
-        else:
-            row = measure_target(t, s, fingerprint)
-            row["fingerprint"] = fingerprint
-            if out_path:
-                store.append_row(out_path, row)
-        rows.append(row)
-        if on_row:
-            on_row(row)
+    With ``resume``, targets whose key is already in the file are not run again (their rows are returned).
+    ``roofline``: calibrate (or read from the cache) the device's measured matmul rate first, so every row
+    says its fraction of it."""
+    with torch_threads(s.threads):
+        fingerprint = dev.fingerprint(s.device)
+        have = {r["key"]: r for r in store.read_rows(out_path) if isinstance(r, dict) and "key" in r} if (out_path and resume) else {}
+        calibration = None
+        if roofline:
+            from attnbench.measure.roofline import calibrate
+
+            calibration = calibrate(s.device, s.dtype, fingerprint=fingerprint)
+        rows = []
+        for t in targets:
+            key = t.key(s, fingerprint)
+            if key in have:
+                row = have[key]
+            else:
+                row = measure_target(t, s, fingerprint, roofline=calibration)
+                row["fingerprint"] = fingerprint
+                if calibration is not None:
+                    row["roofline"] = {k: calibration[k] for k in ("matmul", "copy", "cached")}
+                if out_path:
+                    store.append_row(out_path, row)
+            rows.append(row)
+            if on_row:
+                on_row(row)
     return rows
 
 
-def latency_ratio(rows: list[dict[str, Any]], slow: str, fast: str) -> dict[str, Any] | None:
-    """Median-latency and FLOP ratios of two measured names (e.g. nl vs cs at the same shape)."""
-    by = {r["name"]: r for r in rows if r.get("status") == "ok"}
+class torch_threads:  # noqa: N801 - used as a context manager
+    """Run with ``n`` torch threads (None: leave as is), restoring the previous count afterwards."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n, self.old = n, None
+
+    def __enter__(self) -> None:
+        if self.n is not None:
+            if self.n < 1:
+                raise UsageError(f"--threads must be >= 1, got {self.n}")
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None:
+            torch.set_num_threads(self.old)
+
+
+def latency_ratio(rows: list[dict[str, Any]], slow: str, fast: str, impl: str | None = None) -> dict[str, Any] | None:
+    """Median-latency and FLOP ratios of two measured names (e.g. nl vs cs at the same shape); with
+    ``impl``, only rows of that attention kernel."""
+    by = {r["name"]: r for r in rows if r.get("status") == "ok" and (impl is None or r.get("impl") == impl)}
     if slow not in by or fast not in by:
         return None
     a, b = by[slow], by[fast]
     return {
         "pair": f"{slow}/{fast}",
+        "impl": impl,
         "latency_ratio": a["timing"]["median_ms"] / b["timing"]["median_ms"],
         "flop_ratio": a["flops"] / b["flops"],
     }
@@ -173,17 +334,10 @@ def latency_ratio(rows: list[dict[str, Any]], slow: str, fast: str) -> dict[str,
 
 # -- test-only: an injected slowdown, for validating the CI performance gate ---------------------------
 INJECT_SLOWDOWN_ENV = "ATTNBENCH_INJECT_SLOWDOWN"
+CLOCKS = ("wall", "cpu")
 
 
-def injected_slowdown(name: str, work: Callable[[], Any], device: str) -> Callable[[], Any]:
-    """TEST ONLY. ``ATTNBENCH_INJECT_SLOWDOWN="cs:0.25"`` (comma list of ``NAME:FRACTION``) makes every
-    call of the workload of target ``NAME`` busy-wait, after the real call, for FRACTION times the time
-    that call took, so the target runs ~25% slower. It exists only so that ``attnbench check`` and
-    ``scripts/validate_gate.py`` can show the gate detects a real slowdown; never set it otherwise.
-    Unset (the normal case), ``work`` is returned unchanged."""
-    spec = os.environ.get(INJECT_SLOWDOWN_ENV, "").strip()
-    if not spec:
-        return work
+def _fractions(spec: str) -> dict[str, float]:
     fractions: dict[str, float] = {}
     for part in spec.split(","):
         key, _, value = part.partition(":")
@@ -191,19 +345,76 @@ def injected_slowdown(name: str, work: Callable[[], Any], device: str) -> Callab
             fractions[key.strip()] = float(value)
         except ValueError:
             raise UsageError(f"{INJECT_SLOWDOWN_ENV} must be NAME:FRACTION[,...], got '{spec}'") from None
-    extra = fractions.get(name, 0.0)
+    return fractions
+
+
+def injected_slowdown(name: str, work: Callable[[], Any], device: str, clock: str = "wall") -> Callable[[], Any]:
+    """TEST ONLY. ``ATTNBENCH_INJECT_SLOWDOWN="cs:0.25"`` (comma list of ``NAME:FRACTION``) makes every
+    call of the workload of target ``NAME`` about 25% slower on the clock that is compared. It exists only
+    so that ``attnbench check`` and ``scripts/validate_gate.py`` can show the gate detects a real slowdown;
+    never set it otherwise. Unset (the normal case), ``work`` is returned unchanged.
+
+    * CPU: after the real call, busy-wait FRACTION times the time that call took, both read on ``clock``
+      (``wall``: ``perf_counter``; ``cpu``: the thread's CPU time, which the gate's CPU clock compares).
+    * CUDA: after the real call, enqueue a GPU spin kernel (``torch.cuda._sleep``) lasting FRACTION times the
+      call's GPU time (measured once with CUDA events when the wrapper is made). Nothing synchronises inside
+      the call, so the slowed workload can still be captured into a CUDA graph.
+    """
+    spec = os.environ.get(INJECT_SLOWDOWN_ENV, "").strip()
+    if not spec:
+        return work
+    extra = _fractions(spec).get(name, 0.0)
     if extra <= 0:
         return work
-    cuda = dev.resolve_device(device).type == "cuda"
+    if clock not in CLOCKS:
+        raise UsageError(f"unknown clock '{clock}'; valid choices: {', '.join(CLOCKS)}")
+    if dev.resolve_device(device).type == "cuda":
+        cycles = max(1, int(extra * _gpu_seconds(work) * _sleep_cycles_per_second()))
+
+        def slowed_gpu() -> Any:
+            result = work()
+            torch.cuda._sleep(cycles)
+            return result
+
+        return slowed_gpu
+    now = time.thread_time if clock == "cpu" else time.perf_counter
 
     def slowed() -> Any:
-        start = time.perf_counter()
+        start = now()
         result = work()
-        if cuda:
-            torch.cuda.synchronize()
-        until = time.perf_counter() + extra * (time.perf_counter() - start)
-        while time.perf_counter() < until:  # busy: the core stays occupied, like real extra work
+        until = now() + extra * (now() - start)
+        while now() < until:  # busy: the core stays occupied, like real extra work
             pass
         return result
 
     return slowed
+
+
+def _gpu_seconds(work: Callable[[], Any], calls: int = 5) -> float:
+    """Median GPU time of ``work`` over a few calls (after one warm-up call), by CUDA events."""
+    from attnbench.measure.stats import median
+
+    with torch.inference_mode():
+        work()
+        times = []
+        for _ in range(calls):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            work()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e-3)
+    return median(times)
+
+
+def _sleep_cycles_per_second(cycles: int = 1_000_000) -> float:
+    """How many ``torch.cuda._sleep`` cycles the GPU spins per second, timed once by CUDA events."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(cycles)  # warm-up
+    start.record()
+    torch.cuda._sleep(cycles)
+    end.record()
+    end.synchronize()
+    seconds = start.elapsed_time(end) * 1e-3
+    return cycles / seconds if seconds > 0 else 1e9
+

@@ -190,29 +190,6 @@ def _print_terms(record: dict[str, Any]) -> None:
         out.print(f"largest intermediate: {li['what']} = {li['elements']:,} elements ({tables.human(li['bytes_fp32'], 'B')} in fp32)")
 
 
-def _speed_frame(rows: list[dict[str, Any]]):
-    import pandas as pd
-
-    out_rows = []
-    for r in rows:
-        t, m, a = r.get("timing") or {}, r.get("memory") or {}, r.get("achieved") or {}
-        peak = m.get("peak_allocated_bytes")
-        out_rows.append({
-            "name": r["name"], "variant": r["variant"],
-            "input": "x".join(str(v) for v in r["input_shapes"][0]),
-            "dtype": r["settings"]["dtype"], "status": r["status"],
-            "n": t.get("n"), "median ms": t.get("median_ms"), "IQR ms": t.get("iqr_ms"),
-            "p10 ms": t.get("p10_ms"), "p90 ms": t.get("p90_ms"), "noisy": t.get("noisy"),
-            "FLOPs": r["flops"], "achieved TFLOP/s": a.get("achieved_tflops_per_s"),
-            "% of peak": None if a.get("fraction_of_peak") is None else 100 * a["fraction_of_peak"],
-            "peak alloc MiB": None if peak is None else peak / 2**20,
-            "RSS peak delta MiB": None if m.get("rss_peak_delta_bytes") is None else m["rss_peak_delta_bytes"] / 2**20,
-            "pred. largest MiB": (r.get("predicted_largest_intermediate") or {}).get("bytes", 0) / 2**20 or None,
-            "VPS": r.get("vps"),
-        })
-    return pd.DataFrame(out_rows)
-
-
 @app.command("speed")
 @guarded
 def speed_cmd(
@@ -223,7 +200,11 @@ def speed_cmd(
     option: BlockOpt = [],  # noqa: B006
     network: Annotated[list[str], typer.Option("--network", "-n", help="paper network (repeatable); on CUDA the default adds every network")] = [],  # noqa: B006
     attn: Annotated[list[str], typer.Option("--attn", "-a", help="attention in the networks (repeatable; default: every choice)")] = [],  # noqa: B006
-    dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (autocast)")] = "fp32",
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="fp16/bf16: pure (module and inputs converted) or autocast (fp32 weights, torch.autocast per call)")] = "pure",
+    timing: Annotated[str, typer.Option("--timing", help="CUDA: pipelined (calls back to back, one sync per round) or isolated (sync before every call)")] = "pipelined",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's)")] = None,
+    roofline: Annotated[bool, typer.Option("--roofline/--no-roofline", help="calibrate the device's matmul rate (cached) and rate every row against it")] = True,
     batch: Annotated[list[int], typer.Option("--batch", help="batch size (repeatable: a sweep)")] = [1],  # noqa: B006
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the module")] = False,
     graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay (CUDA only)")] = False,
@@ -244,6 +225,7 @@ def speed_cmd(
 
     from attnbench import bench
     from attnbench.measure import device as dev
+    from attnbench.measure.timing import TIMING_MODES, resolve_precision
 
     if device == "auto":
         import torch
@@ -251,8 +233,11 @@ def speed_cmd(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev.resolve_device(device)
     dev.resolve_dtype(dtype)
-    if reps < 1 or target_s <= 0 or warmup_s < 0 or any(b < 1 for b in batch):
-        raise api.UsageError("--reps and --batch must be >= 1, --target-s > 0 and --warmup-s >= 0")
+    resolve_precision(precision)
+    if timing not in TIMING_MODES:
+        raise api.UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
+    if reps < 1 or target_s <= 0 or warmup_s < 0 or any(b < 1 for b in batch) or (threads is not None and threads < 1):
+        raise api.UsageError("--reps, --batch and --threads must be >= 1, --target-s > 0 and --warmup-s >= 0")
     sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
     targets = _speed_targets(module, network, attn, preset, device, sizes, api.parse_options(option))
     fp = dev.fingerprint(device)
@@ -270,22 +255,28 @@ def speed_cmd(
             for b in batch:
                 settings = bench.Settings(device=device, dtype=dtype, batch=b, compile=compile_, graphs=graphs,
                                           flush_l2=flush_l2, channels_last=channels_last, min_reps=reps,
-                                          target_s=target_s, max_warmup_s=warmup_s)
-                bench.run(targets, settings, path, resume, on_row=finished)
+                                          target_s=target_s, max_warmup_s=warmup_s, precision=precision,
+                                          timing=timing, threads=threads)
+                bench.run(targets, settings, path, resume, on_row=finished, roofline=roofline)
     except KeyboardInterrupt:
         where = f" in {path}" if path else " (not saved: --no-save)"
         err.print(f"interrupted: kept {len(rows)} finished rows{where}; rerun with --resume to finish", soft_wrap=True)
         raise typer.Exit(130) from None
-    df = _speed_frame(rows)
+    df = tables.speed_frame(rows)
     tables.write_table(df, csv, md)
     if json_out:
         print(tables.json_lines(rows))
         return
     where = fp.get("gpu_name") or fp.get("cpu_model")
-    out.print(tables.to_rich(df, f"Speed on {device} ({where}), {dtype}", {"FLOPs": "analytic, multiply-add = 2, whole batch", "times": "median over n calls"}))
-    ratio = bench.latency_ratio(rows, "nl", "cs")
-    if ratio:
-        out.print(f"NL/CS: latency ratio {ratio['latency_ratio']:.2f}x, FLOP ratio {ratio['flop_ratio']:.2f}x (same input shape)")
+    label = dtype if dtype == "fp32" else f"{dtype} {precision}"
+    out.print(tables.to_rich(df, f"Speed on {device} ({where}), {label}", {
+        "FLOPs": "analytic, multiply-add = 2, whole batch", "times": "median over n calls",
+        "peak MiB": "working memory of one call: predicted (closed form) vs measured (CPU: tensor peak; CUDA: allocator)"}))
+    for impl in sorted({r.get("impl") for r in rows if r.get("impl")}) or [None]:
+        ratio = bench.latency_ratio(rows, "nl", "cs", impl)
+        if ratio:
+            kernel = f" with impl={impl}" if impl else ""
+            out.print(f"NL/CS{kernel}: latency ratio {ratio['latency_ratio']:.2f}x, FLOP ratio {ratio['flop_ratio']:.2f}x (same input shape)")
     statuses = [r["status"] for r in rows]
     oom = statuses.count("OOM")
     failed = sum(1 for st in statuses if st.startswith("error"))

@@ -55,7 +55,6 @@ import gc
 import json
 import math
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -64,7 +63,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import attnbench
 from attnbench import api, bench
@@ -82,7 +80,8 @@ REFERENCE_KEY = "reference"
 CLOCKS = ("wall", "cpu")
 MALLOC_MODES = ("cached", "system")
 CPU_IDENTITY = ("device_type", "machine", "cpu_model", "logical_cores", "torch_threads")
-CUDA_IDENTITY = ("device_type", "gpu_name", "gpu_total_memory_bytes", "compute_capability")
+CUDA_IDENTITY = ("device_type", "gpu_name", "gpu_total_memory_bytes", "compute_capability", "driver_version",
+                 "cuda_version", "torch_version")
 INJECT_SLOWDOWN_ENV = bench.INJECT_SLOWDOWN_ENV
 
 Progress = Callable[[str], None]
@@ -385,52 +384,15 @@ def reference_target() -> bench.Target:
     return bench.Target("reference", REFERENCE_KEY, "conv3d+matmul", ((1, 32, 8, 32, 32),), REFERENCE_FLOPS, build)
 
 
-class _LiveTensorPeak(TorchDispatchMode):
-    """Peak bytes of tensor storages created by the ATen ops run under it and still alive. A storage is
-    counted when an op returns it and it is not one of the op's inputs (views and in-place results are
-    not new memory), and uncounted when it is freed. Kernel-internal scratch buffers are not seen."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, int] = {}
-        self.current = 0
-        self.peak = 0
-
-    def _freed(self, ptr: int) -> None:
-        self.current -= self.live.pop(ptr, 0)
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        from torch.utils._pytree import tree_leaves
-
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        given = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()
-            ptr, size = storage.data_ptr(), storage.nbytes()
-            if size and ptr not in given and ptr not in self.live:
-                self.live[ptr] = size
-                self.current += size
-                self.peak = max(self.peak, self.current)
-                weakref.finalize(storage, self._freed, ptr)
-        return out
-
-
 def cpu_peak_bytes(t: bench.Target, plan: TimingPlan, batch: int) -> int:
-    """Peak working memory of one call on the CPU (see :class:`_LiveTensorPeak`); deterministic."""
+    """Peak working memory of one call on the CPU (:func:`~attnbench.measure.memory.tensor_peak_bytes`);
+    deterministic."""
+    from attnbench.measure.memory import tensor_peak_bytes
     from attnbench.measure.timing import build_workload
 
     module = t.build()
     work = build_workload(module, t.input_shapes, device="cpu", dtype=plan.dtype, batch=batch)
-    with torch.inference_mode():
-        work()  # lazy initialisation outside the tracked call
-        tracker = _LiveTensorPeak()
-        with tracker:
-            out = work()
-        del out
-    return tracker.peak
+    return tensor_peak_bytes(work)
 
 
 def _stamped(t: bench.Target, stamps: list[int]) -> bench.Target:
@@ -440,7 +402,7 @@ def _stamped(t: bench.Target, stamps: list[int]) -> bench.Target:
         module.register_forward_pre_hook(lambda _m, _a: stamps.append(time.thread_time_ns()))
         return module
 
-    return bench.Target(t.kind, t.name, t.variant, t.input_shapes, t.flops_per_item, build, t.largest, t.videos_per_item)
+    return replace(t, build=build)
 
 
 def _cpu_samples(stamps: Sequence[int], timing: Mapping[str, Any]) -> list[float] | None:
@@ -448,7 +410,7 @@ def _cpu_samples(stamps: Sequence[int], timing: Mapping[str, Any]) -> list[float
     between the starts of consecutive timed calls (warm-up calls come first, one memory call last; the
     last timed call has no timed successor, so a round of n timed calls gives n - 1 samples)."""
     w, n = int(timing["warmup_reps"]), int(timing["n"])
-    if len(stamps) != w + n + 1 or n < 2:
+    if len(stamps) < w + n + 1 or n < 2:
         return None
     return [(stamps[i + 1] - stamps[i]) / 1e6 for i in range(w, w + n - 1)]
 
@@ -548,7 +510,8 @@ def _rounds_of(results: dict[str, Timed], order: list[tuple[str, bench.Target, i
             s = bench.Settings(device=plan.device, dtype=plan.dtype, batch=batch, min_reps=plan.min_reps,
                                target_s=plan.round_s, max_warmup_s=plan.max_warmup_s)
             stamps: list[int] = []
-            row = bench.measure_target(_stamped(t, stamps) if plan.clock == "cpu" else t, s, fingerprint)
+            row = bench.measure_target(_stamped(t, stamps) if plan.clock == "cpu" else t, s, fingerprint,
+                                       tensor_peak=False, clock=plan.clock)
             if row["status"] != "ok":
                 res.status = row["status"]
                 continue

@@ -121,9 +121,12 @@ def plan(
     return [Point(m, axis, int(v), preset, dict(options or {})) for m in modules for axis, vs in values.items() for v in vs]
 
 
-def where_label(device: str | None, dtype: str = "fp32") -> str:
-    """The part of a row's key that says how it was produced: ``analytic`` or ``<device>:<dtype>``."""
-    return "analytic" if device is None else f"{device}:{dtype}"
+def where_label(device: str | None, dtype: str = "fp32", precision: str = "pure") -> str:
+    """The part of a row's key that says how it was produced: ``analytic`` or ``<device>:<dtype>`` (with
+    ``/<precision>`` for fp16/bf16)."""
+    if device is None:
+        return "analytic"
+    return f"{device}:{dtype}" + ("" if dtype == "fp32" else f"/{precision}")
 
 
 def analytic_row(p: Point, dtype: str = "fp32") -> tuple[dict[str, Any], api.Case | None]:
@@ -230,7 +233,7 @@ class SweepResult:
 
 
 def run_sweep(
-    points: Iterable[Point], *, device: str | None = None, dtype: str = "fp32", min_reps: int = 5,
+    points: Iterable[Point], *, device: str | None = None, dtype: str = "fp32", precision: str = "pure", min_reps: int = 5,
     target_s: float = 0.5, out_path: str | None = None, resume: bool = False,
     on_row: Callable[[dict[str, Any]], None] | None = None, measure: Measure | None = None,
     max_flops: int | None = None,
@@ -244,7 +247,7 @@ def run_sweep(
     from attnbench.measure import device as dev
 
     points = list(points)
-    where = where_label(device, dtype)
+    where = where_label(device, dtype, precision)
     fingerprint = dev.fingerprint(device) if device is not None else None
     have = {r["key"]: r for r in store.read_rows(out_path) if "key" in r} if (out_path and resume) else {}
     result = SweepResult(rows=[], out_path=out_path)
@@ -268,7 +271,7 @@ def run_sweep(
                         row.update(status="skipped", reason=reason)
                     else:
                         settings = bench.Settings(device=device, dtype=dtype, batch=case.shape.B, min_reps=min_reps,
-                                                  target_s=target_s, max_warmup_s=max(0.2, target_s))
+                                                  target_s=target_s, max_warmup_s=max(0.2, target_s), precision=precision)
                         row.update(measured_fields(measure(case, settings, fingerprint or {})))
                         row["settings"] = asdict(settings)
                     row["device_slug"] = dev.device_slug(fingerprint or {})
@@ -519,7 +522,7 @@ def crossover_text(rec: dict[str, Any], slow: str, fast: str, factor: float = 2.
 Probe = Callable[[api.Case], tuple[str, int | None]]
 
 
-def device_probe(device: str, dtype: str = "fp32") -> Probe:
+def device_probe(device: str, dtype: str = "fp32", precision: str = "pure") -> Probe:
     """One forward call of a case on ``device``: ("ok", peak bytes) or ("OOM", None) or ("error: ...", None)."""
 
     def probe(case: api.Case) -> tuple[str, int | None]:
@@ -533,18 +536,21 @@ def device_probe(device: str, dtype: str = "fp32") -> Probe:
         target = bench.block_target(case)
 
         def once() -> Any:
-            with torch.device(dev.resolve_device(device)):
+            with torch.device(dev.placement(dev.resolve_device(device))):
                 module = target.build()
-            work = build_workload(module, target.input_shapes, device=device, dtype=dtype, batch=case.shape.B)
+            work = build_workload(module, target.input_shapes, device=device, dtype=dtype, precision=precision,
+                                  batch=case.shape.B)
             return measure_memory(work, device=device)
 
+        failed = None
         try:
             report, status = run_guarded(once)
         except (RuntimeError, MemoryError) as e:
-            release_memory()
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            return f"error: {type(e).__name__}: {first[:160]}", None
-        release_memory()
+            failed = f"error: {type(e).__name__}: {first[:160]}"
+        release_memory()  # outside the handler, so the failed call's tensors are no longer referenced
+        if failed:
+            return failed, None
         if status:
             return status, None
         return "ok", report.peak_allocated_bytes if report.peak_allocated_bytes is not None else report.rss_peak_delta_bytes
@@ -553,7 +559,8 @@ def device_probe(device: str, dtype: str = "fp32") -> Probe:
 
 
 def max_fit(module: str, axis: str = "T", *, probe: Probe, start: int | None = None, limit: int = 4096,
-            preset: str | None = None, on_probe: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+            preset: str | None = None, options: Mapping[str, Any] | None = None,
+            on_probe: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The largest size of ``axis`` at which ``module`` runs (others at the preset): double from ``start``
     (default: the preset's size) until a probe fails or ``limit`` is reached, then bisect between the last
     size that ran and the first that did not. Every probe is kept in the result."""
@@ -569,7 +576,7 @@ def max_fit(module: str, axis: str = "T", *, probe: Probe, start: int | None = N
         if v in cache:
             return cache[v]
         try:
-            case = api.resolve(module, preset, sizes_for(axis, v))
+            case = api.resolve(module, preset, sizes_for(axis, v), options)
         except AttnBenchError as e:
             status, peak = f"rejected: {e}", None
         else:
@@ -599,7 +606,8 @@ def max_fit(module: str, axis: str = "T", *, probe: Probe, start: int | None = N
             hi = mid
     failure = next((q["status"] for q in probes if q["value"] == hi), None) if hi is not None else None
     return {
-        "kind": "max-fit", "module": module, "axis": axis, "preset": p.name, "largest_fit": lo or None,
+        "kind": "max-fit", "module": module, "axis": axis, "preset": p.name, "options": dict(options or {}),
+        "impl": (options or {}).get("impl"), "largest_fit": lo or None,
         "smallest_failing": hi, "failure": failure, "limit": limit, "reached_limit": hi is None,
         "probes": probes,
     }

@@ -437,3 +437,37 @@ def test_committed_cpu_flops_baseline_holds() -> None:
     If a change is intended: attnbench snapshot --out results/baseline/cpu-flops.json"""
     result = run("check", "--baseline", str(ROOT / "results" / "baseline" / "cpu-flops.json"))
     assert result.exit_code == 0, result.output
+
+
+def test_injected_slowdown_is_sized_on_the_compared_clock(monkeypatch) -> None:
+    """With the CPU-time clock the busy-wait is sized on thread CPU time and measured on it: 25% asked is
+    25% seen (before, it was sized on wall time and a 25% injection measured x1.405). Interleaved calls,
+    median of per-call ratios; only the calling thread's CPU time counts, so load cannot move it much."""
+    import time as _time
+
+    import torch
+
+    x = torch.randn(256, 256, generator=torch.Generator().manual_seed(0))
+
+    def work() -> torch.Tensor:
+        return torch.tanh(x @ x)
+
+    monkeypatch.setenv(bench.INJECT_SLOWDOWN_ENV, "cs:0.25")
+    slowed = bench.injected_slowdown("cs", work, "cpu", clock="cpu")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ratios = []
+        for _ in range(40):
+            a = _time.thread_time_ns()
+            work()
+            b = _time.thread_time_ns()
+            slowed()
+            c = _time.thread_time_ns()
+            ratios.append((c - b) / (b - a))
+    finally:
+        torch.set_num_threads(old)
+    ratios.sort()
+    assert 1.15 < ratios[len(ratios) // 2] < 1.40
+    with pytest.raises(UsageError):
+        bench.injected_slowdown("cs", work, "cpu", clock="sundial")

@@ -25,6 +25,7 @@ def sweep_cmd(
     option: Annotated[list[str], typer.Option("--option", "-o", help="block option KEY=VALUE for every block (repeatable)")] = [],  # noqa: B006
     device: Annotated[Optional[str], typer.Option("--device", help="also measure latency and peak memory on cpu, cuda or cuda:N")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (measured rows; sizes the predicted intermediate)")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="fp16/bf16: pure or autocast")] = "pure",
     reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions per point")] = 5,
     target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per point")] = 0.5,
     max_gflops: Annotated[Optional[float], typer.Option("--max-gflops", help="with --device: do not time points above this many GFLOPs (rows kept as skipped)")] = None,
@@ -57,6 +58,9 @@ def sweep_cmd(
     if max_fit_axis not in sw.AXES:
         raise api.UsageError(f"--max-fit-axis must be one of {', '.join(sw.AXES)}, got '{max_fit_axis}'")
     dev.resolve_dtype(dtype)
+    from attnbench.measure.timing import resolve_precision
+
+    resolve_precision(precision)
     if device is not None:
         if device == "auto":
             import torch
@@ -75,7 +79,7 @@ def sweep_cmd(
 
     with Progress(console=err, transient=True, disable=json_out) as progress:
         task = progress.add_task("sweeping" + (f" on {device}" if device else " (closed forms)"), total=len(points))
-        result = sw.run_sweep(points, device=device, dtype=dtype, min_reps=reps, target_s=target_s, out_path=path,
+        result = sw.run_sweep(points, device=device, dtype=dtype, precision=precision, min_reps=reps, target_s=target_s, out_path=path,
                               resume=resume, on_row=lambda r: progress.advance(task),
                               max_flops=None if max_gflops is None else int(max_gflops * 1e9))
     if result.interrupted:
@@ -84,7 +88,7 @@ def sweep_cmd(
 
     fits: list[dict[str, Any]] = []
     if max_fit:
-        fits = _max_fits(names, max_fit_axis, device, dtype, preset, max_fit_limit, path, resume, result)
+        fits = _max_fits(names, max_fit_axis, device, dtype, precision, preset, opts, max_fit_limit, path, resume, result)
     rows = result.rows
     exps = sw.fit_exponents(rows)
     cross = sw.crossovers(rows, factor=factor) if {"nl", "cs"} <= set(names) else []
@@ -110,26 +114,28 @@ def sweep_cmd(
         out.print(result.summary_line(), markup=False, highlight=False)
 
 
-def _max_fits(names: list[str], axis: str, device: str, dtype: str, preset: str | None, limit: int,
-              path: str | None, resume: bool, result: sw.SweepResult) -> list[dict[str, Any]]:
+def _max_fits(names: list[str], axis: str, device: str, dtype: str, precision: str, preset: str | None,
+              options: dict[str, str], limit: int, path: str | None, resume: bool,
+              result: sw.SweepResult) -> list[dict[str, Any]]:
     from attnbench.report import store
 
-    probe = sw.device_probe(device, dtype)
+    probe = sw.device_probe(device, dtype, precision)
     have = {r["key"]: r for r in store.read_rows(path) if "key" in r} if (path and resume) else {}
     fits = []
     for m in names:
-        key = f"max-fit:{m}@{preset or 'default'}:{axis}:{device}:{dtype}:limit={limit}"
+        opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+        key = f"max-fit:{m}@{preset or 'default'}[{opts}]:{axis}:{sw.where_label(device, dtype, precision)}:limit={limit}"
         if key in have:
             fits.append(have[key])
             continue
         err.print(f"max-fit: {m} over {axis} on {device} ...", markup=False, highlight=False)
         try:
-            r = sw.max_fit(m, axis, probe=probe, limit=limit, preset=preset)
+            r = sw.max_fit(m, axis, probe=probe, limit=limit, preset=preset, options=options)
         except KeyboardInterrupt:
             err.print(result.summary_line() + f"; max-fit of {m} interrupted", markup=False, highlight=False)
             raise typer.Exit(130) from None
         r["key"] = key
-        r["device"], r["dtype"] = device, dtype
+        r["device"], r["dtype"], r["precision"] = device, dtype, precision
         if path:
             store.append_row(path, r)
         fits.append(r)

@@ -20,10 +20,15 @@ from attnbench.report import tables
 def table_vi_cmd(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="fp16/bf16: pure or autocast")] = "pure",
+    impl: Annotated[str, typer.Option("--impl", help="attention kernel of NL and CS: naive or sdpa")] = "naive",
+    timing: Annotated[str, typer.Option("--timing", help="CUDA: pipelined or isolated")] = "pipelined",
     batch: Annotated[int, typer.Option("--batch", help="clips per call (VPS = clips / median latency)")] = 1,
+    preset: Annotated[str, typer.Option("--preset", help="frames of the ECO-Lite input: 16f (Table VI), 8f or 4f")] = "16f",
     graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay (CUDA only)")] = False,
     reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions")] = 10,
     target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per row")] = 2.0,
+    warmup_s: Annotated[float, typer.Option("--warmup-s", help="longest warm-up per row, in seconds")] = 2.0,
     out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file for the rows (default results/<device>/table-vi.jsonl)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the comparison as one JSON object")] = False,
@@ -37,27 +42,39 @@ def table_vi_cmd(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev.resolve_device(device)
     dev.resolve_dtype(dtype)
-    if batch < 1 or reps < 1 or target_s <= 0:
+    from attnbench.blocks.nonlocal_block import IMPLS
+    from attnbench.measure.timing import TIMING_MODES, resolve_precision
+
+    resolve_precision(precision)
+    if impl not in IMPLS:
+        raise api.UsageError(f"unknown impl '{impl}'; valid choices: {', '.join(IMPLS)}")
+    if timing not in TIMING_MODES:
+        raise api.UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
+    if batch < 1 or reps < 1 or target_s <= 0 or warmup_s < 0:
         raise api.UsageError("--batch and --reps must be >= 1 and --target-s > 0")
     fp = dev.fingerprint(device)
     path = out_file or f"results/{dev.device_slug(fp)}/table-vi.jsonl"
     tables.ensure_writable(path, md)
-    settings = bench.Settings(device=device, dtype=dtype, batch=batch, graphs=graphs, min_reps=reps, target_s=target_s)
-    block_targets = [bench.block_target(api.resolve(m, "banet")) for m in ("nl", "cs")]
-    net_targets = [bench.network_target(api.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs")]
-    err.print(f"timing 2 blocks and 3 networks on {device} ({fp.get('gpu_name') or fp.get('cpu_model')}), {dtype}")
+    settings = bench.Settings(device=device, dtype=dtype, batch=batch, graphs=graphs, min_reps=reps, target_s=target_s,
+                              max_warmup_s=warmup_s, precision=precision, timing=timing)
+    if preset not in ("16f", "8f", "4f"):
+        raise api.UsageError(f"unknown preset '{preset}'; valid choices: 16f, 8f, 4f")
+    block_targets, net_targets = bench.table_vi_targets(impl, preset=preset)
+    err.print(f"timing 2 blocks and 3 networks on {device} ({fp.get('gpu_name') or fp.get('cpu_model')}), "
+              f"{settings.precision_label}, impl={impl}")
     block_rows = bench.run(block_targets, settings, path, resume)
     net_rows = bench.run(net_targets, settings, path, resume)
     result = table_vi(net_rows, block_rows)
     result["device"] = fp
-    result["settings"] = {"dtype": dtype, "batch": batch, "graphs": graphs}
+    result["settings"] = {"dtype": dtype, "precision": settings.precision_label, "impl": impl, "batch": batch,
+                          "graphs": graphs, "timing": settings.timing_label}
     df = pd.DataFrame(result["methods"])
     if md:
         tables.write_table(df, md=md)
     if json_out:
         print(json.dumps(result, default=str))
         return
-    out.print(tables.to_rich(df, f"BANet Table VI on {fp.get('gpu_name') or fp.get('cpu_model')} ({dtype}, batch {batch}) vs paper ({result['paper_device']})",
+    out.print(tables.to_rich(df, f"BANet Table VI on {fp.get('gpu_name') or fp.get('cpu_model')} ({settings.precision_label}, impl={impl}, batch {batch}) vs paper ({result['paper_device']})",
                              {"VPS": "videos (16-frame clips) per second", "network FLOPs": "exact counter, multiply-add = 2"}))
     s = result["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731

@@ -369,7 +369,6 @@ def speed_settings(ctx: Context, batch: int = 1) -> Any:
 def section_speed(ctx: Context, on_step: Callable[[str], None] | None = None) -> SectionResult:
     from attnbench import bench
     from attnbench.blocks.registry import all_blocks
-    from attnbench.cli import _speed_frame
     from attnbench.networks.registry import all_networks
     from attnbench.report import plots
 
@@ -386,7 +385,7 @@ def section_speed(ctx: Context, on_step: Callable[[str], None] | None = None) ->
             on_step(f"speed {done[0]}/{len(targets)}: {row['name']}")
 
     rows = bench.run(targets, speed_settings(ctx), str(store_path), ctx.opts.resume, on_row=step)
-    df = _speed_frame(rows)
+    df = tables.speed_frame(rows)
     extra = ["speed.jsonl"]
     if plots.vps_bars(rows, ctx.path("vps.png"), f"VPS on {_where(ctx)} ({ctx.opts.dtype}, batch 1)"):
         extra.append("vps.png")

@@ -173,3 +173,34 @@ def _markdown(df: pd.DataFrame) -> str:
 
 def json_lines(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join(json.dumps(r, default=str) for r in records)
+
+
+def _mib(value: Any) -> float | None:
+    return None if value is None else value / 2**20
+
+
+def speed_frame(rows: list[dict[str, Any]]) -> Any:
+    """One line per speed row (blocks and networks); every number names its unit."""
+    import pandas as pd
+
+    out_rows = []
+    for r in rows:
+        t, m, a = r.get("timing") or {}, r.get("memory") or {}, r.get("achieved") or {}
+        pred = r.get("memory_prediction") or {}
+        out_rows.append({
+            "name": r["name"], "variant": r["variant"], "impl": r.get("impl") or "-",
+            "input": "x".join(str(v) for v in r["input_shapes"][0]),
+            "precision": r.get("precision") or r["settings"]["dtype"], "timing": r.get("timing_mode") or "-",
+            "status": r["status"],
+            "n": t.get("n"), "median ms": t.get("median_ms"), "IQR ms": t.get("iqr_ms"),
+            "p10 ms": t.get("p10_ms"), "p90 ms": t.get("p90_ms"), "noisy": t.get("noisy"),
+            "FLOPs": r["flops"], "achieved TFLOP/s": a.get("achieved_tflops_per_s"),
+            "% of spec peak": None if a.get("fraction_of_peak") is None else 100 * a["fraction_of_peak"],
+            "% of measured matmul": None if a.get("fraction_of_measured_matmul") is None else 100 * a["fraction_of_measured_matmul"],
+            "pred. peak MiB": _mib(pred.get("bytes")),
+            "meas. peak MiB": _mib(pred.get("measured_bytes", m.get("peak_allocated_delta_bytes"))),
+            "pred/meas": pred.get("predicted_over_measured"),
+            "RSS peak delta MiB": _mib(m.get("rss_peak_delta_bytes")),
+            "VPS": r.get("vps"),
+        })
+    return pd.DataFrame(out_rows)
