@@ -288,22 +288,25 @@ def speed_cmd(
 def _speed_targets(modules: list[str], networks: list[str], attns: list[str], preset: str | None, device: str,
                    sizes: Sizes, opts: dict[str, str]) -> list:
     """Blocks and networks to time. Default: every block at its first preset, plus (on CUDA) every network
-    with every attention choice; on CPU networks run only when asked for (each takes seconds per call)."""
+    with every attention choice; on CPU networks run only when asked for (each takes seconds per call).
+    Sizes apply to the blocks; block options (e.g. ``impl=sdpa``) to the blocks and to the attention blocks
+    inside the networks."""
     from attnbench import bench
     from attnbench.blocks.registry import all_blocks
     from attnbench.networks.registry import all_networks, get_network
 
     if attns and not networks and (modules or device == "cpu"):
         raise api.UsageError("--attn applies to --network only")
-    custom = any(v is not None for v in sizes.values()) or bool(opts)
-    if custom and (networks or not modules):
-        raise api.UsageError("sizes and --option apply to the blocks given with --module")
+    if any(v is not None for v in sizes.values()) and (networks or not modules):
+        raise api.UsageError("sizes apply to the blocks given with --module")
+    if opts and not modules and not networks:
+        raise api.UsageError("--option applies to the blocks given with --module or the attention of --network")
     blocks = [api.resolve(m, preset if len(modules) == 1 or not networks else None, sizes, opts) for m in modules]
     if not modules and not networks:
         blocks = [api.resolve(s.name) for s in all_blocks()]
         if device != "cpu":
             networks = [n.name for n in all_networks()]
-    nets = [api.resolve_network(name, a, preset if not modules else None)
+    nets = [api.resolve_network(name, a, preset if not modules else None, options=opts if a != "none" else None)
             for name in networks for a in (attns or get_network(name).attn_choices)]
     return [bench.block_target(c) for c in blocks] + [bench.network_target(c) for c in nets]
 

@@ -395,8 +395,10 @@ def build_workload(
     called: Any = module
     if compile:
         import torch._dynamo as dynamo
+        from torch._dynamo.utils import counters
 
         dynamo.reset()
+        counters.clear()  # compile_stats() then describes this target alone
         called = torch.compile(module, dynamic=False)
     return Workload(
         module=called,

@@ -206,11 +206,16 @@ def test_workload_compile_wraps_the_module(monkeypatch: pytest.MonkeyPatch) -> N
         return module
 
     import torch._dynamo
+    from torch._dynamo.utils import counters
 
+    counters["stats"]["unique_graphs"] += 5  # an earlier target's compile
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(True))
     w = build_workload(_conv(), [(1, 3, 2, 6, 6)], compile=True)
     assert w.compiled and len(wrapped) == 1 and w.module is wrapped[0] and resets == [True]  # dynamo reset per target
+    from attnbench.measure.timing import compile_stats
+
+    assert compile_stats() == {"unique_graphs": 0, "graph_breaks": 0}  # counted afresh for this target
     assert not build_workload(_conv(), [(1, 3, 2, 6, 6)]).compiled
 
 
