@@ -135,10 +135,16 @@ class LiveTensorPeak(TorchDispatchMode):
         self.current -= self.live.pop(ptr, 0)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        from torch.utils._pytree import tree_leaves
-
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.track(func, args, kwargs, out)
+        return out
+
+    def track(self, func: Any, args: Any, kwargs: Any, out: Any) -> int:
+        """Count the new storages among ``out`` (not inputs, views or already counted); returns their bytes."""
+        from torch.utils._pytree import tree_leaves
+
+        added = 0
         given = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
             if not isinstance(t, torch.Tensor) or t.device.type == "meta":
@@ -148,12 +154,13 @@ class LiveTensorPeak(TorchDispatchMode):
             if size and ptr not in given and ptr not in self.live:
                 self.live[ptr] = size
                 self.current += size
+                added += size
                 self.peak = max(self.peak, self.current)
                 weakref.finalize(storage, self._freed, ptr)
                 if self.record:
                     name = str(func.overloadpacket).replace("aten.", "")
                     self.timeline.append((name, str(t.dtype).replace("torch.", ""), tuple(t.shape), size, self.current))
-        return out
+        return added
 
 
 def tensor_peak_bytes(fn: Callable[[], Any], *, inference_mode: bool = True) -> int:

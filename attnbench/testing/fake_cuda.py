@@ -31,33 +31,27 @@ from __future__ import annotations
 import sys
 import time
 import types
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
+
+from attnbench.measure.memory import LiveTensorPeak
 
 H100 = "NVIDIA H100 80GB HBM3"
 CAPTURE_ERROR = "CUDA error: operation not permitted when stream is capturing"
 
 
-class _Allocator(TorchDispatchMode):
-    """Tracks the bytes of CPU tensor storages created while installed, and refuses (out of memory) an op
-    whose new outputs would not fit in ``total`` bytes."""
+class _Allocator(LiveTensorPeak):
+    """The fake device memory: the live bytes of CPU tensor storages created while installed (the tensor
+    tracker of :mod:`attnbench.measure.memory`), refusing (out of memory) an op whose new outputs would not
+    fit in ``total`` bytes."""
 
     def __init__(self, total: int) -> None:
         super().__init__()
         self.total = total
-        self.live: dict[int, int] = {}
-        self.current = 0
-        self.peak = 0
-        self.reserved_peak = 0
-
-    def _freed(self, ptr: int) -> None:
-        self.current -= self.live.pop(ptr, 0)
 
     @staticmethod
     def _needed(func: Any, args: Any, kwargs: Any) -> int:
@@ -72,39 +66,27 @@ class _Allocator(TorchDispatchMode):
         return sum(t.untyped_storage().nbytes() for t in tree_leaves(out)
                    if isinstance(t, torch.Tensor) and id(t) not in given)
 
+    def _oom(self, need: int) -> torch.cuda.OutOfMemoryError:
+        return torch.cuda.OutOfMemoryError(
+            f"CUDA out of memory. Tried to allocate {need / 2**20:.2f} MiB (fake GPU: "
+            f"{self.current / 2**20:.2f} MiB in use of {self.total / 2**20:.2f} MiB)")
+
     def __torch_dispatch__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         cpu = any(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tree_leaves((args, kwargs)))
         # Ops that can make outputs much larger than their inputs (products, convolutions, factories) are
         # sized on the meta device first, so they fail before allocating; element-wise ops and views are
         # checked after they ran (their outputs are no larger than their broadcast inputs).
-        precheck = func.overloadpacket not in _VIEW_OPS and torch.Tag.pointwise not in func.tags
-        if cpu and precheck:
+        precheck = cpu and func.overloadpacket not in _VIEW_OPS and torch.Tag.pointwise not in func.tags
+        if precheck:
             need = self._needed(func, args, kwargs)
             if need and self.current + need > self.total:
-                raise torch.cuda.OutOfMemoryError(
-                    f"CUDA out of memory. Tried to allocate {need / 2**20:.2f} MiB (fake GPU: "
-                    f"{self.current / 2**20:.2f} MiB in use of {self.total / 2**20:.2f} MiB)")
+                raise self._oom(need)
         out = func(*args, **kwargs)
-        given = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)
-                 and t.device.type == "cpu"}
-        if cpu and not precheck:
-            new = sum(t.untyped_storage().nbytes() for t in tree_leaves(out) if isinstance(t, torch.Tensor)
-                      and t.device.type == "cpu" and t.untyped_storage().data_ptr() not in given)
-            if new and self.current + new > self.total:
-                del out
-                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {new / 2**20:.2f} MiB (fake GPU)")
-        for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
-                continue
-            storage = t.untyped_storage()
-            ptr, size = storage.data_ptr(), storage.nbytes()
-            if size and ptr not in given and ptr not in self.live:
-                self.live[ptr] = size
-                self.current += size
-                self.peak = max(self.peak, self.current)
-                self.reserved_peak = max(self.reserved_peak, self.current)
-                weakref.finalize(storage, self._freed, ptr)
+        added = self.track(func, args, kwargs, out)
+        if added and self.current > self.total:
+            del out  # freed (and uncounted) as the error propagates
+            raise self._oom(added)
         return out
 
 
@@ -216,8 +198,7 @@ class FakeCuda:
         def reset_peak(device: Any = None) -> None:
             assert fake._allocator is not None
             fake._allocator.peak = fake._allocator.current
-            fake._allocator.reserved_peak = fake._allocator.current
-
+            
         alloc = lambda *_a, **_k: fake._allocator.current  # noqa: E731
         for attr, value in {
             "is_available": lambda: True, "device_count": lambda: 1, "current_device": lambda: 0,
@@ -230,7 +211,7 @@ class FakeCuda:
             "_sleep": sleep, "empty_cache": lambda: None, "reset_peak_memory_stats": reset_peak,
             "memory_allocated": alloc, "memory_reserved": alloc,
             "max_memory_allocated": lambda *_a, **_k: fake._allocator.peak,
-            "max_memory_reserved": lambda *_a, **_k: fake._allocator.reserved_peak,
+            "max_memory_reserved": lambda *_a, **_k: fake._allocator.peak,
             "mem_get_info": lambda *_: (fake.total_memory - fake._allocator.current, fake.total_memory),
         }.items():
             self._set(cuda, attr, value)
