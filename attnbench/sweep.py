@@ -38,7 +38,9 @@ UNITS = {
     "params": "learnable parameters (count)",
     "predicted_largest_intermediate.bytes": "bytes of the largest intermediate tensor at the run's dtype (closed form)",
     "latency_ms": "median wall time of one forward call, milliseconds",
-    "peak_bytes": "CUDA: peak allocated bytes during the call; CPU: peak process RSS minus RSS before the call",
+    "peak_bytes": "working memory of one call: CUDA: allocator peak minus what was allocated before it; CPU: the "
+                  "tensor peak (tensors created during the call, tracked op by op)",
+    "predicted_peak_memory.bytes": "closed-form peak working memory of one call at the run's dtype and precision",
 }
 # On CPU a point is not run when (this factor x its predicted largest intermediate) exceeds the memory the
 # OS says is available: the Linux OOM killer ends the process instead of letting torch raise.
@@ -129,9 +131,10 @@ def where_label(device: str | None, dtype: str = "fp32", precision: str = "pure"
     return f"{device}:{dtype}" + ("" if dtype == "fp32" else f"/{precision}")
 
 
-def analytic_row(p: Point, dtype: str = "fp32") -> tuple[dict[str, Any], api.Case | None]:
-    """Closed-form FLOPs, parameters and largest intermediate at one point; a rejected shape is a row with
-    ``status == "skipped"`` and the block's reason (the case is then None)."""
+def analytic_row(p: Point, dtype: str = "fp32", precision: str = "pure", device_type: str = "cpu") -> tuple[dict[str, Any], api.Case | None]:
+    """Closed-form FLOPs, parameters, largest intermediate and predicted peak working memory (at ``dtype``,
+    ``precision``, on ``device_type``) at one point; a rejected shape is a row with ``status == "skipped"``
+    and the block's reason (the case is then None)."""
     spec_preset = api.get_block(p.module).preset(p.preset)  # unknown block / preset: a usage error, raised
     row: dict[str, Any] = {
         "kind": "sweep", "module": p.module, "axis": p.axis, "value": p.value, "preset": spec_preset.name,
@@ -163,6 +166,11 @@ def analytic_row(p: Point, dtype: str = "fp32") -> tuple[dict[str, Any], api.Cas
         row["predicted_largest_intermediate"] = {
             "what": what, "elements": elements, "bytes": elements * DTYPE_BYTES[dtype], "dtype": dtype,
         }
+    from attnbench.flops.memory import Precision
+
+    peak, why = spec.peak_memory(shape, Precision(dtype, precision, device_type), opts)
+    row["predicted_peak_memory"] = ({"bytes": peak.bytes, "phase": peak.phase, "precision": precision, "dtype": dtype}
+                                    if peak else {"bytes": None, "why_not": why})
     return row, case
 
 
@@ -179,15 +187,24 @@ def available_cpu_bytes() -> int | None:
 
 
 def memory_guard(row: dict[str, Any], device: str) -> str | None:
-    """Why a CPU point must not run (its predicted working memory exceeds what is available), or None."""
+    """Why a CPU point must not run (its predicted working memory exceeds what is available), or None. The
+    closed-form peak is used where the block declares one (with a 1.5x margin for the allocator and the
+    untracked call that precedes a measurement), else 3 x the largest intermediate."""
     if device != "cpu":
         return None
-    pred = (row.get("predicted_largest_intermediate") or {}).get("bytes")
-    avail = available_cpu_bytes()
-    if pred is None or avail is None or CPU_MEMORY_FACTOR * pred <= avail:
+    peak = (row.get("predicted_peak_memory") or {}).get("bytes")
+    largest = (row.get("predicted_largest_intermediate") or {}).get("bytes")
+    if peak is not None:
+        need, what = 1.5 * peak, f"1.5 x the predicted peak working memory ({peak / 2**30:.1f} GiB)"
+    elif largest is not None:
+        need, what = CPU_MEMORY_FACTOR * largest, f"{CPU_MEMORY_FACTOR} x the predicted largest intermediate ({largest / 2**30:.1f} GiB)"
+    else:
         return None
-    return (f"not run on CPU: {CPU_MEMORY_FACTOR} x the predicted largest intermediate ({pred / 2**30:.1f} GiB) exceeds "
-            f"the {avail / 2**30:.1f} GiB available (the OS would kill the process rather than raise)")
+    avail = available_cpu_bytes()
+    if avail is None or need <= avail:
+        return None
+    return (f"not run on CPU: {what} exceeds the {avail / 2**30:.1f} GiB available (the OS would kill the process "
+            "rather than raise)")
 
 
 Measure = Callable[[api.Case, Any, dict[str, Any]], dict[str, Any]]
@@ -203,7 +220,9 @@ def bench_measure(case: api.Case, settings: Any, fingerprint: dict[str, Any]) ->
 def measured_fields(measured: dict[str, Any]) -> dict[str, Any]:
     """What a sweep row takes from a speed row: status, timing, memory, and the two headline numbers."""
     timing, memory = measured.get("timing") or {}, measured.get("memory") or {}
-    peak = memory.get("peak_allocated_bytes")
+    peak = (measured.get("memory_prediction") or {}).get("measured_bytes")
+    if peak is None:
+        peak = memory.get("peak_allocated_bytes")
     if peak is None:
         peak = memory.get("rss_peak_delta_bytes")
     return {
@@ -213,6 +232,7 @@ def measured_fields(measured: dict[str, Any]) -> dict[str, Any]:
         "timing": timing or None,
         "memory": memory or None,
         "achieved": measured.get("achieved"),
+        "memory_prediction": measured.get("memory_prediction"),
     }
 
 
@@ -259,7 +279,7 @@ def run_sweep(
                 row = have[key]
                 result.reused += 1
             else:
-                row, case = analytic_row(p, dtype)
+                row, case = analytic_row(p, dtype, precision, "cuda" if (device or "").startswith("cuda") else "cpu")
                 row["key"] = key
                 row["device"] = device
                 if device is not None and case is not None:
@@ -640,6 +660,8 @@ def rows_frame(rows: Sequence[dict[str, Any]]) -> Any:
             "input [B,C,T,H,W]": "x".join(str(v) for v in r["input_shape"]) if r.get("input_shape") else "-",
             "status": r["status"], "FLOPs": r.get("flops"), "params": r.get("params"),
             "pred. largest MiB": li["bytes"] / 2**20 if li.get("bytes") is not None else None,
+            "pred. peak MiB": (r.get("predicted_peak_memory") or {}).get("bytes", None) / 2**20
+            if (r.get("predicted_peak_memory") or {}).get("bytes") is not None else None,
         }
         if has_ratio:
             line["R = F_CS/F_3D ratio"] = r.get("ratio")
@@ -648,7 +670,8 @@ def rows_frame(rows: Sequence[dict[str, Any]]) -> Any:
             line["peak MiB"] = r["peak_bytes"] / 2**20 if r.get("peak_bytes") is not None else None
         line["reason"] = r.get("reason") or ""
         out.append(line)
-    return integer_columns(out, ("value", "FLOPs", "params", "pred. largest MiB", "R = F_CS/F_3D ratio", "median ms", "peak MiB"))
+    return integer_columns(out, ("value", "FLOPs", "params", "pred. largest MiB", "pred. peak MiB", "R = F_CS/F_3D ratio",
+                                 "median ms", "peak MiB"))
 
 
 def integer_columns(records: Sequence[dict[str, Any]], cols: Sequence[str]) -> Any:
