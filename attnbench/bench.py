@@ -38,7 +38,9 @@ DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 @dataclass(frozen=True)
 class Settings:
     """How targets are timed. ``precision`` applies to fp16/bf16 (``pure``: module and inputs converted;
-    ``autocast``); ``timing`` to CUDA (``pipelined`` or ``isolated``, see :mod:`attnbench.measure.timing`);
+    ``autocast``); ``timing`` to CUDA (``auto``: CUDA-graph replay where the capture works, else
+    ``pipelined``; or ``graph``, ``pipelined``, ``isolated``; see :mod:`attnbench.measure.timing`;
+    ``graphs=True`` is ``timing="graph"``, a failed capture being an error row);
     ``threads`` sets torch's CPU threads for the run (None: torch's default)."""
 
     device: str = "cpu"
@@ -52,7 +54,7 @@ class Settings:
     target_s: float = 1.0
     max_warmup_s: float = 2.0
     precision: str = "pure"
-    timing: str = "pipelined"
+    timing: str = "auto"
     threads: int | None = None
 
     @property
@@ -104,12 +106,21 @@ class Target:
 
     def key(self, s: Settings, fingerprint: Mapping[str, Any] | None = None) -> str:
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
-        where = dev.device_slug(fingerprint) if fingerprint else s.device
+        where = identity(fingerprint) if fingerprint else s.device
         threads = s.threads if s.threads is not None else torch.get_num_threads()
         return (f"{self.kind}:{self.name}:{self.variant}:[{opts}]:{where}:{s.precision_label}:b{s.batch}"
                 f":compile={int(s.compile)}:timing={s.timing_label}:l2flush={int(s.flush_l2)}"
                 f":channels_last={int(s.channels_last)}:threads={threads}"
                 f":reps={s.min_reps}:target_s={s.target_s:g}:warmup_s={s.max_warmup_s:g}")
+
+
+def identity(fp: Mapping[str, Any]) -> str:
+    """The device part of a row key: the device slug, and on CUDA the torch, CUDA and driver versions (rows
+    measured under another stack are not reused)."""
+    slug = dev.device_slug(fp)
+    if fp.get("device_type") == "cuda":
+        slug += f"/torch-{fp.get('torch_version')}/cuda-{fp.get('cuda_version')}/driver-{fp.get('driver_version')}"
+    return slug
 
 
 def block_target(case: Case) -> Target:
@@ -151,14 +162,22 @@ def network_target(case: NetworkCase) -> Target:
         return one.spec.build(one.attn, preset=one.preset, **one.kwargs)
 
     variant = f"{case.attn}@{case.preset or case.spec.default_preset.name}"
+    attention_options = {}
+    if case.attn != "none":  # the attention's options in full (its kernel, impl=naive, included)
+        from attnbench.blocks.registry import get_block
+
+        block = get_block(case.attn)
+        given = {k: v for k, v in one.kwargs.items() if k in {o.name for o in block.options}}
+        attention_options = block.resolve_options(given)
     if case.kwargs.get("frames") is not None or case.kwargs.get("size") is not None:
         base = case.spec.preset(case.preset)
         variant = f"{case.attn}@{case.kwargs.get('frames') or base.frames}f-{case.kwargs.get('size') or base.size}px"
-    options = {k: v for k, v in one.kwargs.items() if k != "batch"}
+    options = {**{k: v for k, v in one.kwargs.items() if k != "batch"}, **attention_options}
     return Target("network", case.spec.name, variant, shapes, flops, build, None, videos_per_item=1, options=options)
 
 
-def table_vi_targets(impl: str = "naive", network: str = "eco-lite", preset: str = "16f") -> tuple[list[Target], list[Target]]:
+def table_vi_targets(impl: str = "naive", network: str = "eco-lite", preset: str = "16f",
+                     size: int | None = None) -> tuple[list[Target], list[Target]]:
     """BANet Table VI's targets: the NL and CS blocks at the BANet preset (with the network preset's frames),
     and the network plain, with one NL and with one CS, all with attention kernel ``impl``."""
     from attnbench.api import resolve, resolve_network
@@ -166,7 +185,7 @@ def table_vi_targets(impl: str = "naive", network: str = "eco-lite", preset: str
 
     frames = get_network(network).preset(preset).frames
     blocks = [block_target(resolve(m, "banet", {"T": frames}, {"impl": impl})) for m in ("nl", "cs")]
-    nets = [network_target(resolve_network(network, a, preset, options={"impl": impl} if a != "none" else None))
+    nets = [network_target(resolve_network(network, a, preset, size=size, options={"impl": impl} if a != "none" else None))
             for a in ("none", "nl", "cs")]
     return blocks, nets
 
@@ -208,10 +227,13 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
         "flops_unit": "FLOPs (multiply-add = 2), whole batch; " + ("closed form" if t.kind == "block" else "exact counter"),
         "status": "ok",
     }
+    precision = Precision(s.dtype, s.precision, s.device_type)
     if t.largest:
         what, elements = t.largest
+        per = max(precision.low, precision.softmax, precision.act)  # under autocast an fp32 map or activation
         row["predicted_largest_intermediate"] = {
-            "what": what, "elements": elements * s.batch, "bytes": elements * s.batch * DTYPE_BYTES[s.dtype],
+            "what": what, "elements": elements * s.batch, "bytes": elements * s.batch * per,
+            "bytes_per_element": per,
         }
     failure: BaseException | None = None
     module = work = None
@@ -220,10 +242,11 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
             module = t.build()
         work = build_workload(module, t.input_shapes, device=s.device, dtype=s.dtype, precision=s.precision,
                               batch=s.batch, compile=s.compile, channels_last=s.channels_last)
-        work = injected_slowdown(t.name, work, s.device, clock)  # test-only; a no-op unless the variable is set
+        timing = "graph" if s.graphs else s.timing
+        work = injected_slowdown(t.name, work, s.device, clock, timing)  # test-only; a no-op unless the variable is set
         m = time_callable(work, device=s.device, min_reps=s.min_reps, target_s=s.target_s,
-                          max_warmup_s=s.max_warmup_s, cuda_graph=s.graphs, flush_l2=s.flush_l2,
-                          timing=s.timing, what=f"{t.name}[{t.variant}]", dtype=s.dtype, batch=s.batch)
+                          max_warmup_s=s.max_warmup_s, flush_l2=s.flush_l2,
+                          timing=timing, what=f"{t.name}[{t.variant}]", dtype=s.dtype, batch=s.batch)
         compiled = compile_stats() if s.compile else None
         state = dev.device_state(dev.resolve_device(s.device).index or 0) if s.device_type == "cuda" else None
         mem = measure_memory(work, device=s.device)
@@ -241,17 +264,19 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
         release_memory()
         return row
     row["timing"] = m.to_dict(samples=True)
+    row["timing_mode"], row["launch_bound"] = m.timing_mode, m.launch_bound
     row["memory"] = mem.to_dict()
+    row["memory"]["graph_pool_bytes"] = m.graph_pool_bytes
     if s.device_type == "cuda":
-        measured = m.graph_pool_bytes if s.graphs else mem.peak_allocated_delta_bytes
-        metric = "CUDA-graph pool allocated by the capture" if s.graphs else "cuda peak_allocated_delta_bytes"
+        graph = m.timing_mode == "graph"
+        measured = m.graph_pool_bytes if graph else mem.peak_allocated_delta_bytes
+        metric = "CUDA-graph pool allocated by the capture" if graph else "cuda peak_allocated_delta_bytes"
     else:
         measured, metric = peak_bytes, "cpu tensor peak (tensors created during one call, tracked op by op)"
     row["memory"]["tensor_peak_bytes"] = peak_bytes
+    row["memory"]["working_bytes"], row["memory"]["working_metric"] = measured, metric
     row["memory_prediction"] = _memory_prediction(t, s, measured, metric)
-    matmul_rate = ((roofline or {}).get("matmul") or {}).get("flops_per_s")
-    row["achieved"] = achieved(row["flops"], m.median, fingerprint.get("gpu_name"), s.dtype,
-                               by_category=by_category, measured_matmul_flops_per_s=matmul_rate)
+    row["achieved"] = _achieved(row["flops"], m.median, fingerprint, s, by_category, t.options, roofline)
     if compiled is not None:
         row["compile"] = {**compiled, "compile_and_first_call_ms": row["timing"]["first_call_ms"],
                           "fell_back_to_eager": compiled["unique_graphs"] == 0}
@@ -263,6 +288,35 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
     del module, work
     release_memory()
     return row
+
+
+def _achieved(flops: int, median_s: float, fingerprint: Mapping[str, Any], s: Settings,
+              by_category: dict[str, int] | None, options: Mapping[str, Any],
+              roofline: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """:func:`~attnbench.measure.peaks.achieved` with the row's math modes: an fp32 run whose attention is a
+    fused sdpa kernel has its matrix work rated at TF32 (PyTorch's memory-efficient kernel uses tensor cores
+    for fp32; the higher peak, so the fraction is not overstated); the measured matmul rate is the TF32
+    one when the run's dominant matrix work may use TF32."""
+    from attnbench.measure.peaks import tf32_flags
+
+    if median_s <= 0:
+        return None
+    tf32 = tf32_flags()
+    note = None
+    if s.dtype == "fp32" and options.get("impl") == "sdpa" and s.device_type == "cuda":
+        tf32 = {**tf32, "cublas": True}
+        note = "fp32 sdpa: matrix work rated at the TF32 peak (the fused kernel's tensor-core math)"
+    cats = by_category or {}
+    conv, mat = cats.get("convolution", 0), cats.get("matmul", 0) + cats.get("linear", 0)
+    uses_tf32 = s.dtype == "fp32" and (tf32["cudnn"] if conv >= mat else tf32["cublas"])
+    record = (roofline or {}).get("matmul_tf32") if uses_tf32 else None
+    record = record or (roofline or {}).get("matmul") or {}
+    out = achieved(flops, median_s, fingerprint.get("gpu_name"), s.dtype, by_category=by_category, tf32=tf32,
+                   measured_matmul_flops_per_s=record.get("flops_per_s"))
+    out["measured_matmul_basis"] = record.get("dtype")
+    if note:
+        out["note"] = note if not out.get("note") else f"{out['note']}; {note}"
+    return out
 
 
 def run(
@@ -290,7 +344,7 @@ def run(
                 row = measure_target(t, s, fingerprint, roofline=calibration)
                 row["fingerprint"] = fingerprint
                 if calibration is not None:
-                    row["roofline"] = {k: calibration[k] for k in ("matmul", "copy", "cached")}
+                    row["roofline"] = {k: calibration.get(k) for k in ("matmul", "matmul_tf32", "copy", "cached")}
                 if out_path:
                     store.append_row(out_path, row)
             rows.append(row)
@@ -348,7 +402,8 @@ def _fractions(spec: str) -> dict[str, float]:
     return fractions
 
 
-def injected_slowdown(name: str, work: Callable[[], Any], device: str, clock: str = "wall") -> Callable[[], Any]:
+def injected_slowdown(name: str, work: Callable[[], Any], device: str, clock: str = "wall",
+                      timing: str = "auto") -> Callable[[], Any]:
     """TEST ONLY. ``ATTNBENCH_INJECT_SLOWDOWN="cs:0.25"`` (comma list of ``NAME:FRACTION``) makes every
     call of the workload of target ``NAME`` about 25% slower on the clock that is compared. It exists only
     so that ``attnbench check`` and ``scripts/validate_gate.py`` can show the gate detects a real slowdown;
@@ -356,9 +411,13 @@ def injected_slowdown(name: str, work: Callable[[], Any], device: str, clock: st
 
     * CPU: after the real call, busy-wait FRACTION times the time that call took, both read on ``clock``
       (``wall``: ``perf_counter``; ``cpu``: the thread's CPU time, which the gate's CPU clock compares).
-    * CUDA: after the real call, enqueue a GPU spin kernel (``torch.cuda._sleep``) lasting FRACTION times the
-      call's GPU time (measured once with CUDA events when the wrapper is made). Nothing synchronises inside
-      the call, so the slowed workload can still be captured into a CUDA graph.
+    * CUDA: the call's time T is measured once, the way it will be compared (:func:`time_callable` with the
+      same ``timing``). After each real call a GPU spin kernel (``torch.cuda._sleep``) of FRACTION x T is
+      enqueued and the host busy-waits FRACTION x T: a GPU-bound call is slowed by the spin, a launch-bound
+      one (the GPU idling between launches) by the host wait. Nothing synchronises inside the call, so it
+      can be captured into a CUDA graph, whose replays then carry the spin (the host wait is not replayed,
+      and replays are not launch-bound). Sizing it calls the workload, so with ``--compile`` the compile
+      happens there and ``first_call_ms`` is no longer the compile time.
     """
     spec = os.environ.get(INJECT_SLOWDOWN_ENV, "").strip()
     if not spec:
@@ -369,11 +428,16 @@ def injected_slowdown(name: str, work: Callable[[], Any], device: str, clock: st
     if clock not in CLOCKS:
         raise UsageError(f"unknown clock '{clock}'; valid choices: {', '.join(CLOCKS)}")
     if dev.resolve_device(device).type == "cuda":
-        cycles = max(1, int(extra * _gpu_seconds(work) * _sleep_cycles_per_second()))
+        seconds = extra * time_callable(work, device=device, timing=timing, min_reps=5, target_s=0.05,
+                                        max_warmup_s=0.2).median
+        cycles = max(1, int(seconds * _sleep_cycles_per_second()))
 
         def slowed_gpu() -> Any:
             result = work()
             torch.cuda._sleep(cycles)
+            until = time.perf_counter() + seconds
+            while time.perf_counter() < until:
+                pass
             return result
 
         return slowed_gpu
@@ -388,23 +452,6 @@ def injected_slowdown(name: str, work: Callable[[], Any], device: str, clock: st
         return result
 
     return slowed
-
-
-def _gpu_seconds(work: Callable[[], Any], calls: int = 5) -> float:
-    """Median GPU time of ``work`` over a few calls (after one warm-up call), by CUDA events."""
-    from attnbench.measure.stats import median
-
-    with torch.inference_mode():
-        work()
-        times = []
-        for _ in range(calls):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            work()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e-3)
-    return median(times)
 
 
 def _sleep_cycles_per_second(cycles: int = 1_000_000) -> float:

@@ -202,12 +202,12 @@ def speed_cmd(
     attn: Annotated[list[str], typer.Option("--attn", "-a", help="attention in the networks (repeatable; default: every choice)")] = [],  # noqa: B006
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16")] = "fp32",
     precision: Annotated[str, typer.Option("--precision", help="fp16/bf16: pure (module and inputs converted) or autocast (fp32 weights, torch.autocast per call)")] = "pure",
-    timing: Annotated[str, typer.Option("--timing", help="CUDA: pipelined (calls back to back, one sync per round) or isolated (sync before every call)")] = "pipelined",
+    timing: Annotated[str, typer.Option("--timing", help="CUDA: auto (graph replay where capture works, else pipelined), graph, pipelined (calls back to back, one sync per round) or isolated (sync before every call)")] = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's)")] = None,
     roofline: Annotated[bool, typer.Option("--roofline/--no-roofline", help="calibrate the device's matmul rate (cached) and rate every row against it")] = True,
     batch: Annotated[list[int], typer.Option("--batch", help="batch size (repeatable: a sweep)")] = [1],  # noqa: B006
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the module")] = False,
-    graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay (CUDA only)")] = False,
+    graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay, a failed capture being an error row (CUDA only; --timing auto already replays graphs where it can)")] = False,
     flush_l2: Annotated[bool, typer.Option("--flush-l2", help="flush the L2 cache between repetitions (CUDA only)")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="channels_last_3d memory format")] = False,
     reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions")] = 10,

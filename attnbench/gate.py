@@ -71,7 +71,7 @@ from attnbench.errors import UsageError
 from attnbench.flops.cost import CATEGORIES, KINDS
 from attnbench.measure import device as dev
 from attnbench.measure.stats import Measurement, mann_whitney_u, median
-from attnbench.report.tables import human
+from attnbench.units import human
 
 SCHEMA = "attnbench.snapshot/1"
 REPORT_SCHEMA = "attnbench.check/1"
@@ -113,6 +113,7 @@ class TimingPlan:
     max_warmup_s: float = 0.3
     clock: str = "wall"
     malloc: str = "system"
+    timing: str = "auto"  # CUDA: graph replay where the capture works (see attnbench.measure.timing)
 
     def check(self) -> "TimingPlan":
         device = dev.resolve_device(self.device)
@@ -508,7 +509,7 @@ def _rounds_of(results: dict[str, Timed], order: list[tuple[str, bench.Target, i
             if progress:
                 progress(f"round {r + 1}/{plan.rounds}: {key}")
             s = bench.Settings(device=plan.device, dtype=plan.dtype, batch=batch, min_reps=plan.min_reps,
-                               target_s=plan.round_s, max_warmup_s=plan.max_warmup_s)
+                               target_s=plan.round_s, max_warmup_s=plan.max_warmup_s, timing=plan.timing)
             stamps: list[int] = []
             row = bench.measure_target(_stamped(t, stamps) if plan.clock == "cpu" else t, s, fingerprint,
                                        tensor_peak=False, clock=plan.clock)
@@ -904,7 +905,7 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], op
     plan = TimingPlan(device=opts.device or s["device"], dtype=s["dtype"], threads=s.get("threads"),
                       rounds=opts.rounds or s["rounds"], round_s=opts.round_s or s["round_s"],
                       clock=s.get("clock", "wall"), malloc=s.get("malloc", "system"),
-                      min_reps=s.get("min_reps", TimingPlan.min_reps),
+                      min_reps=s.get("min_reps", TimingPlan.min_reps), timing=s.get("timing", "auto"),
                       max_warmup_s=s.get("max_warmup_s", TimingPlan.max_warmup_s)).check()
     old_fp = baseline["fingerprint"]
     with torch_threads(plan.threads):

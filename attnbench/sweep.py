@@ -543,7 +543,8 @@ Probe = Callable[[api.Case], tuple[str, int | None]]
 
 
 def device_probe(device: str, dtype: str = "fp32", precision: str = "pure") -> Probe:
-    """One forward call of a case on ``device``: ("ok", peak bytes) or ("OOM", None) or ("error: ...", None)."""
+    """One forward call of a case on ``device``: ("ok", working-memory bytes of the call) or ("OOM", None) or
+    ("error: ...", None)."""
 
     def probe(case: api.Case) -> tuple[str, int | None]:
         import torch
@@ -573,7 +574,8 @@ def device_probe(device: str, dtype: str = "fp32", precision: str = "pure") -> P
             return failed, None
         if status:
             return status, None
-        return "ok", report.peak_allocated_bytes if report.peak_allocated_bytes is not None else report.rss_peak_delta_bytes
+        # the call's working memory (allocator peak minus what was allocated before it), as sweep rows report
+        return "ok", report.peak_allocated_delta_bytes if report.peak_allocated_delta_bytes is not None else report.rss_peak_delta_bytes
 
     return probe
 
@@ -704,6 +706,6 @@ def max_fit_frame(results: Sequence[dict[str, Any]]) -> Any:
         "module": r["module"], "axis": r["axis"], "largest that runs": r["largest_fit"],
         "smallest that fails": r["smallest_failing"], "failure": r["failure"] or "", "limit": r["limit"],
         "probes": len(r["probes"]),
-        "peak MiB at largest": next((q["peak_bytes"] / 2**20 for q in r["probes"]
+        "working MiB at largest": next((q["peak_bytes"] / 2**20 for q in r["probes"]
                                      if q["value"] == r["largest_fit"] and q["peak_bytes"] is not None), None),
     } for r in results])

@@ -92,7 +92,12 @@ def test_row_key_names_every_setting_that_changes_a_measurement() -> None:
     assert "impl=naive" in base.key(s, fp) and "cpu-amd-epyc" in base.key(s, fp) and "fp32" in base.key(s, fp)
     cuda = bench.Settings(device="cuda", flush_l2=True)
     assert base.key(cuda, fp) != base.key(bench.Settings(device="cuda"), fp)
-    assert "timing=pipelined" in base.key(bench.Settings(device="cuda"), fp)
+    assert "timing=auto" in base.key(bench.Settings(device="cuda"), fp)
+    assert "timing=graph" in base.key(bench.Settings(device="cuda", graphs=True), fp)
+    assert "timing=isolated" in base.key(bench.Settings(device="cuda", timing="isolated"), fp)
+    h100 = {"device_type": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "torch_version": "2.11", "cuda_version": "13.0",
+            "driver_version": "580"}
+    assert base.key(s, h100) != base.key(s, {**h100, "driver_version": "575"})  # another driver: not reused
 
 
 def test_a_failure_is_released_after_the_handler(monkeypatch) -> None:

@@ -48,17 +48,36 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str = "naive
     return torch.bmm(weights, v.transpose(1, 2)).transpose(1, 2)  # [n, c, L]
 
 
+def _fused_only() -> Any:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION])
+
+
 def _attend_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     qq, kk, vv = (t.transpose(1, 2).unsqueeze(1).contiguous() for t in (q, k, v))  # [n, 1, L, c]
     if qq.is_cuda:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
-        with sdpa_kernel(fused):
+        with _fused_only():
             out = F.scaled_dot_product_attention(qq, kk, vv, scale=1.0)
     else:
         out = F.scaled_dot_product_attention(qq, kk, vv, scale=1.0)
     return out.squeeze(1).transpose(1, 2)  # [n, c, L]
+
+
+def sdpa_backend(n: int, L: int, M: int, c: int, dtype: torch.dtype, device: torch.device | str) -> str:
+    """The kernel ``F.scaled_dot_product_attention`` picks for :func:`attend`'s layout ([n, 1, L, c] queries,
+    [n, 1, M, c] keys and values, scale 1) on ``device``: ``FLASH_ATTENTION``, ``EFFICIENT_ATTENTION``,
+    ``CUDNN_ATTENTION``, ``MATH``, or ``ERROR`` when (on CUDA, fused kernels only) none can run it."""
+    from torch.nn.attention import SDPBackend
+
+    q = torch.empty(n, 1, L, c, dtype=dtype, device=device)
+    kv = torch.empty(n, 1, M, c, dtype=dtype, device=device)
+    if q.is_cuda:
+        with _fused_only():
+            choice = torch._fused_sdp_choice(q, kv, kv, scale=1.0)
+    else:
+        choice = torch._fused_sdp_choice(q, kv, kv, scale=1.0)
+    return SDPBackend(int(choice)).name
 
 
 def attend_cost(n: int, c: int, L: int, M: int) -> Cost:

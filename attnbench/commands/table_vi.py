@@ -22,7 +22,7 @@ def table_vi_cmd(
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16")] = "fp32",
     precision: Annotated[str, typer.Option("--precision", help="fp16/bf16: pure or autocast")] = "pure",
     impl: Annotated[str, typer.Option("--impl", help="attention kernel of NL and CS: naive or sdpa")] = "naive",
-    timing: Annotated[str, typer.Option("--timing", help="CUDA: pipelined or isolated")] = "pipelined",
+    timing: Annotated[str, typer.Option("--timing", help="CUDA: auto (graph replay where capture works), graph, pipelined or isolated")] = "auto",
     batch: Annotated[int, typer.Option("--batch", help="clips per call (VPS = clips / median latency)")] = 1,
     preset: Annotated[str, typer.Option("--preset", help="frames of the ECO-Lite input: 16f (Table VI), 8f or 4f")] = "16f",
     graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay (CUDA only)")] = False,

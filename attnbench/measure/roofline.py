@@ -6,6 +6,8 @@ same device does on the easiest possible work. :func:`calibrate` measures, once 
 * **matmul**: an n x n by n x n product in the run's dtype (n = 8192 on CUDA, 1024 on CPU, 512 for
   fp16/bf16 on CPU; 2 n^3 FLOPs),
   under torch's current TF32 switches, timed with :func:`attnbench.measure.timing.time_callable`;
+* **matmul_tf32** (fp32 on CUDA): the same product with TF32 allowed, the rate fp32 matrix work reaches
+  where cuDNN (on by default) or cuBLAS may use TF32;
 * **copy**: ``dst.copy_(src)`` of a buffer far larger than the caches (1 GiB on CUDA, 128 MiB on CPU),
   counted as 2 x its bytes moved (read + write), in bytes per second.
 
@@ -76,19 +78,31 @@ def measure_roofline(device: str, dtype: str = "fp32", *, n: int | None = None, 
     a = torch.randn(n, n, generator=gen).to(where, torch_dtype)
     b = torch.randn(n, n, generator=gen).to(where, torch_dtype)
     mm = time_callable(lambda: torch.mm(a, b), device=d, min_reps=5, target_s=target_s, max_warmup_s=1.0,
-                       what=f"calibration matmul {n}^3", dtype=dtype)
+                       timing="pipelined", what=f"calibration matmul {n}^3", dtype=dtype)
+    tf32 = None
+    if dtype == "fp32" and where.type == "cuda":  # fp32 matrix work that may run on TF32 tensor cores
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            tf32 = time_callable(lambda: torch.mm(a, b), device=d, min_reps=5, target_s=target_s, max_warmup_s=1.0,
+                                 timing="pipelined", what=f"calibration matmul {n}^3 (TF32)", dtype=dtype)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
     del a, b
     elements = copy_bytes // 4
     src = torch.ones(elements, dtype=torch.float32, device=where)
     dst = torch.empty_like(src)
     cp = time_callable(lambda: dst.copy_(src), device=d, min_reps=5, target_s=target_s, max_warmup_s=1.0,
-                       what=f"calibration copy {copy_bytes // 2**20} MiB", dtype="fp32")
+                       timing="pipelined", what=f"calibration copy {copy_bytes // 2**20} MiB", dtype="fp32")
     del src, dst
     flops = 2 * n**3
     moved = 2 * elements * 4
     return {
         "matmul": {"n": n, "dtype": dtype, "flops": flops, "median_ms": mm.median * 1e3, "n_samples": mm.n,
                    "flops_per_s": flops / mm.median, "tflops_per_s": flops / mm.median / 1e12},
+        "matmul_tf32": None if tf32 is None else {
+            "n": n, "dtype": "fp32 (TF32 allowed)", "flops": flops, "median_ms": tf32.median * 1e3, "n_samples": tf32.n,
+            "flops_per_s": flops / tf32.median, "tflops_per_s": flops / tf32.median / 1e12},
         "copy": {"bytes": copy_bytes, "bytes_moved": moved, "median_ms": cp.median * 1e3, "n_samples": cp.n,
                  "bytes_per_s": moved / cp.median, "gib_per_s": moved / cp.median / 2**30},
         "units": {"flops": "FLOPs (multiply-add = 2)", "copy": "bytes read + bytes written per second"},

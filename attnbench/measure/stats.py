@@ -92,7 +92,9 @@ class Measurement:
     (False: it stopped at its time cap). ``timing_mode`` says how calls were timed (``per-call`` on CPU;
     ``pipelined``, ``isolated`` or ``graph`` on CUDA; see :mod:`attnbench.measure.timing`),
     ``first_call_s`` is the first call's time (with torch.compile: the compile time), and
-    ``graph_pool_bytes`` the memory a CUDA-graph capture allocated (None without graphs).
+    ``graph_pool_bytes`` the memory a CUDA-graph capture allocated (None without graphs), ``timing_note``
+    why the mode differs from the one asked for, and ``launch_bound`` whether (CUDA, pipelined or graph)
+    the host's launching, not the GPU, set the pace of most timed rounds.
     """
 
     samples_s: tuple[float, ...]
@@ -109,6 +111,8 @@ class Measurement:
     timing_mode: str = ""
     first_call_s: float | None = None
     graph_pool_bytes: int | None = None
+    timing_note: str = ""
+    launch_bound: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "samples_s", tuple(_checked(self.samples_s)))
@@ -191,6 +195,8 @@ class Measurement:
             "timing_mode": self.timing_mode,
             "first_call_ms": None if self.first_call_s is None else self.first_call_s * _MS,
             "graph_pool_bytes": self.graph_pool_bytes,
+            "timing_note": self.timing_note,
+            "launch_bound": self.launch_bound,
             "warmup_reps": self.warmup_reps,
             "warmup_converged": self.warmup_converged,
             "n": self.n,
@@ -230,6 +236,8 @@ class Measurement:
             timing_mode=data.get("timing_mode", ""),
             first_call_s=None if data.get("first_call_ms") is None else float(data["first_call_ms"]) / _MS,
             graph_pool_bytes=data.get("graph_pool_bytes"),
+            timing_note=data.get("timing_note", ""),
+            launch_bound=data.get("launch_bound"),
         )
 
 

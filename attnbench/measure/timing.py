@@ -9,16 +9,21 @@ How a call is timed
 Calls are made in *rounds* of k calls; a sample is always the time of one call.
 
 * CPU: ``time.perf_counter_ns()`` around each call (the call returns when its work is done).
-* CUDA, ``timing="pipelined"`` (the default): one pair of CUDA events around each call, the calls of a
-  round enqueued back to back and the device synchronised once at the end of the round, as triton's
-  ``do_bench`` does. While the host enqueues faster than the GPU executes, the GPU never waits between
-  calls, so a sample is the GPU time of one call, not the host's launch overhead.
+* CUDA, ``timing="pipelined"``: one pair of CUDA events around each call, the calls of a round enqueued
+  back to back and the device synchronised once at the end of the round, as triton's ``do_bench`` does.
+  While the host enqueues faster than the GPU executes, the GPU never waits between calls, so a sample
+  is the GPU time of one call. When the host is the slower side (many small kernels), the GPU idles
+  between launches and a sample is the host's launch time: the round's host time per call is compared
+  with the event times, and ``Measurement.launch_bound`` says so.
 * CUDA, ``timing="isolated"``: the device is synchronised before every call, so each sample is the
   latency of one call on an idle GPU as a single caller sees it, launch gaps included.
-* ``cuda_graph=True``: the callable is captured once into a CUDA graph (after eager warm-up on a side
-  stream) and each call is one ``graph.replay()``, which removes Python and launch overhead. A callable
-  that cannot be captured raises :class:`CaptureError`. The memory the capture needed (the graph's pool)
-  is recorded in ``Measurement.graph_pool_bytes``.
+* CUDA, ``timing="graph"`` (or ``cuda_graph=True``): the callable is captured once into a CUDA graph
+  (after eager warm-up on a side stream, and a throwaway capture so that per-stream workspaces are not
+  charged to the measured one) and each call is one ``graph.replay()``, which removes Python and launch
+  overhead. A callable that cannot be captured raises :class:`CaptureError`. The memory the capture
+  needed (the graph's pool) is recorded in ``Measurement.graph_pool_bytes``.
+* CUDA, ``timing="auto"`` (the default): ``graph`` where the capture works, else ``pipelined``, with
+  the reason in ``Measurement.timing_note``.
 * ``flush_l2=True``: before every call a buffer twice the L2 size is overwritten (outside the timed
   region), so no call finds the previous call's data in the L2.
 
@@ -68,7 +73,8 @@ MAX_SAMPLE_ROUND_CALLS = 100
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before CUDA-graph capture
 DEFAULT_L2_BYTES = 128 * 2**20  # flush size if torch does not report the L2 size
 PRECISIONS = ("pure", "autocast")
-TIMING_MODES = ("pipelined", "isolated")
+TIMING_MODES = ("auto", "graph", "pipelined", "isolated")
+LAUNCH_BOUND = 0.9  # host time per call >= 90% of the event time per call: the GPU waited for the host
 
 
 class CaptureError(AttnBenchError):
@@ -102,6 +108,7 @@ class _CudaTimer:
         self.device = device
         self.flush = flush
         self.mode = mode
+        self.launch_bound: list[bool] = []  # per round (pipelined and graph): did the GPU wait for the host?
 
     def _events(self, calls: int) -> tuple[list[Any], list[Any]]:
         return ([torch.cuda.Event(enable_timing=True) for _ in range(calls)],
@@ -110,6 +117,7 @@ class _CudaTimer:
     def round(self, calls: int) -> list[float]:
         starts, ends = self._events(calls)
         torch.cuda.synchronize(self.device)
+        host = time.perf_counter()
         for start, end in zip(starts, ends):
             if self.flush is not None:
                 self.flush.fill_(1.0)  # evict the L2: enqueued before the start event, so not timed
@@ -120,8 +128,12 @@ class _CudaTimer:
             end.record()
             if self.mode == "isolated":
                 end.synchronize()
+        host = (time.perf_counter() - host) / calls
         ends[-1].synchronize()
-        return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]  # ms -> s
+        times = [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]  # ms -> s
+        if self.mode != "isolated" and calls > 1:
+            self.launch_bound.append(host >= LAUNCH_BOUND * median(times))
+        return times
 
 
 def l2_flush_buffer(device: torch.device) -> torch.Tensor:
@@ -131,16 +143,26 @@ def l2_flush_buffer(device: torch.device) -> torch.Tensor:
     return torch.empty(2 * l2 // 4, dtype=torch.float32, device=_device.placement(device))
 
 
-def _capture(fn: Callable[[], Any], device: torch.device) -> tuple[Callable[[], Any], Any, int]:
+def _capture(fn: Callable[[], Any], device: torch.device) -> tuple[Callable[[], Any], Any, int, float]:
     """Warm ``fn`` up on a side stream and capture it into a CUDA graph. Returns (replay, keep-alive,
-    bytes the capture allocated: the graph's working memory, held in its private pool)."""
+    bytes the capture allocated: the graph's working memory, held in its private pool, and the first eager
+    call's seconds: with torch.compile, the compile time)."""
     try:
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            for _ in range(GRAPH_WARMUP_CALLS):
+            start = time.perf_counter()
+            fn()
+            torch.cuda.synchronize(device)
+            first = time.perf_counter() - start
+            for _ in range(GRAPH_WARMUP_CALLS - 1):
                 fn()
         torch.cuda.current_stream(device).wait_stream(side)
+        torch.cuda.synchronize(device)
+        throwaway = torch.cuda.CUDAGraph()  # allocates the capture stream's workspaces (cuBLAS) once
+        with torch.cuda.graph(throwaway):
+            fn()
+        del throwaway
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -155,7 +177,7 @@ def _capture(fn: Callable[[], Any], device: torch.device) -> tuple[Callable[[], 
         if "out of memory" in str(exc).lower():
             raise
         raise CaptureError(f"CUDA graph capture failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    return graph.replay, (graph, output), pool
+    return graph.replay, (graph, output), pool, first
 
 
 # -- warm-up and measurement -------------------------------------------------------------------------
@@ -229,7 +251,7 @@ def time_callable(
     max_reps: int = 1000,
     cuda_graph: bool = False,
     flush_l2: bool = False,
-    timing: str = "pipelined",
+    timing: str = "auto",
     inference_mode: bool = True,
     what: str = "",
     dtype: str = "fp32",
@@ -237,10 +259,10 @@ def time_callable(
 ) -> Measurement:
     """Time the zero-argument ``fn`` on ``device`` (see the module docstring for the procedure).
 
-    ``what``, ``dtype`` and ``batch`` only label the result. ``cuda_graph``, ``flush_l2`` and ``timing``
-    apply to CUDA. Raises UsageError for bad settings or names, DeviceError if CUDA is asked for and
-    absent, and CaptureError if graph capture fails; out-of-memory errors propagate (see
-    ``memory.run_guarded``).
+    ``what``, ``dtype`` and ``batch`` only label the result. ``cuda_graph`` (the same as ``timing="graph"``),
+    ``flush_l2`` and ``timing`` apply to CUDA. Raises UsageError for bad settings or names, DeviceError if
+    CUDA is asked for and absent, and CaptureError if a required graph capture fails (with ``auto`` a
+    failed capture falls back to pipelined); out-of-memory errors propagate (see ``memory.run_guarded``).
     """
     dev = resolve_device(device)
     resolve_dtype(dtype)
@@ -253,24 +275,37 @@ def time_callable(
     if timing not in TIMING_MODES:
         raise UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
 
+    if cuda_graph:
+        timing = "graph"
     guard = torch.inference_mode() if inference_mode else nullcontext()
     device_ctx = torch.cuda.device(dev) if dev.type == "cuda" else nullcontext()
     keep_alive: Any = None
     pool: int | None = None
+    captured_first: float | None = None
+    note = ""
     with guard, device_ctx:
         if dev.type == "cuda":
-            run = fn
-            if cuda_graph:
-                run, keep_alive, pool = _capture(fn, dev)
+            run, mode = fn, timing
+            if timing in ("graph", "auto"):
+                try:
+                    run, keep_alive, pool, captured_first = _capture(fn, dev)
+                    mode = "graph"
+                except CaptureError as e:
+                    if timing == "graph":
+                        raise
+                    mode, note = "pipelined", f"{e}; timed pipelined instead"
             flush = l2_flush_buffer(dev) if flush_l2 else None
-            timer: Any = _CudaTimer(run, dev, flush, timing)
-            mode = "graph" if cuda_graph else timing
+            timer: Any = _CudaTimer(run, dev, flush, mode)
         else:
             timer = _CpuTimer(fn)
             mode = timer.mode
         warm_calls, converged, last, first = _warm_up(timer, warmup_min, max_warmup_s, warmup_tol)
+        if isinstance(timer, _CudaTimer):
+            timer.launch_bound = []  # judge the timed rounds only
         samples = _sample(timer, min_reps, target_s, max_reps, estimate_s=last if mode != "per-call" else 0.0)
     del keep_alive
+    flags = getattr(timer, "launch_bound", [])
+    launch_bound = (sum(flags) > len(flags) / 2) if flags else None
     return Measurement(
         samples_s=tuple(samples),
         what=what,
@@ -279,13 +314,15 @@ def time_callable(
         batch=batch,
         threads=torch.get_num_threads(),
         timer=timer.name,
-        warmup_reps=warm_calls + (GRAPH_WARMUP_CALLS if cuda_graph else 0),
+        warmup_reps=warm_calls + (GRAPH_WARMUP_CALLS + 1 if mode == "graph" else 0),
         warmup_converged=converged,
-        cuda_graph=cuda_graph,
+        cuda_graph=mode == "graph",
         flush_l2=flush_l2,
         timing_mode=mode,
-        first_call_s=first,
+        first_call_s=captured_first if captured_first is not None else first,
         graph_pool_bytes=pool,
+        timing_note=note,
+        launch_bound=launch_bound,
     )
 
 

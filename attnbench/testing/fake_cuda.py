@@ -14,8 +14,8 @@ What it fakes
   host time between two records), ``synchronize``, ``Stream``, ``stream``, ``current_stream``,
   ``_sleep`` (a busy wait of ``cycles / clock_hz`` seconds);
 * CUDA graphs: ``CUDAGraph``, ``graph``, ``is_current_stream_capturing``. Capture runs the callable once;
-  ``replay`` runs nothing. As on a real GPU, ``synchronize`` during a capture fails
-  (``operation not permitted when stream is capturing``);
+  ``replay`` replays only the ``_sleep`` spins captured (the one "GPU work" the fake can time). As on a
+  real GPU, ``synchronize`` during a capture fails (``operation not permitted when stream is capturing``);
 * memory: ``memory_allocated``, ``max_memory_allocated``, ``memory_reserved``, ``max_memory_reserved``,
   ``reset_peak_memory_stats``, ``empty_cache``, ``mem_get_info``, from a dispatch-level tracker of CPU
   tensor storages; an op whose outputs would take the live bytes past ``total_memory`` raises
@@ -152,6 +152,7 @@ class FakeCuda:
     replays: int = 0
     _undo: list[tuple[Any, str, Any]] = field(default_factory=list)
     _allocator: _Allocator | None = None
+    _graph: Any = None
 
     # -- install / uninstall -----------------------------------------------------------------------
     def _set(self, obj: Any, attr: str, value: Any) -> None:
@@ -172,17 +173,20 @@ class FakeCuda:
         class _Graph:
             def __init__(self, *_: Any, **__: Any) -> None:
                 self.captured = False
+                self.sleeps: list[int] = []
 
             def replay(self) -> None:
                 fake.replays += 1
+                for cycles in self.sleeps:
+                    spin(cycles)
 
         @contextmanager
         def graph(g: Any, *_: Any, **__: Any) -> Any:
-            fake.capturing = True
+            fake.capturing, fake._graph = True, g
             try:
                 yield g
             finally:
-                fake.capturing = False
+                fake.capturing, fake._graph = False, None
             g.captured = True
             fake.captures += 1
 
@@ -190,10 +194,16 @@ class FakeCuda:
             if fake.capturing:
                 raise RuntimeError(CAPTURE_ERROR)
 
-        def sleep(cycles: int) -> None:
+        def spin(cycles: int) -> None:
             until = time.perf_counter() + cycles / fake.clock_hz
             while time.perf_counter() < until:
                 pass
+
+        def sleep(cycles: int) -> None:
+            if fake._graph is not None:  # captured: it runs at every replay
+                fake._graph.sleeps.append(cycles)
+            else:
+                spin(cycles)
 
         def reset_peak(device: Any = None) -> None:
             assert fake._allocator is not None

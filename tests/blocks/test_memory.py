@@ -105,3 +105,13 @@ def test_reshape_copies_follows_atens_view_rule() -> None:
         except RuntimeError:
             views = False
         assert reshape_copies(y.shape, y.stride(), new) is not views, (order, new)
+
+
+def test_the_cpu_sdpa_layout_gets_the_fused_kernel() -> None:
+    """attend's [n, 1, L, c] contiguous layout is what the CPU's flash kernel needs; a transposed (last dim
+    not contiguous) input silently falls back to the math kernel, which holds the whole map."""
+    from attnbench.blocks.nonlocal_block import sdpa_backend
+
+    assert sdpa_backend(1, 12544, 12544, 48, torch.float32, "cpu") == "FLASH_ATTENTION"
+    q = torch.empty(1, 48, 100).transpose(1, 2).unsqueeze(1)
+    assert torch._fused_sdp_choice(q, q, q, scale=1.0) == 0  # MATH
