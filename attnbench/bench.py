@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from attnbench.api import Case, NetworkCase
+from attnbench.blocks.registry import get_block
 from attnbench.errors import AttnBenchError, UsageError
 from attnbench.flops.count import count, meta_inputs
 from attnbench.flops.memory import Peak, Precision
@@ -31,9 +32,6 @@ from attnbench.measure.memory import is_oom, measure_memory, release_memory, ten
 from attnbench.measure.peaks import achieved
 from attnbench.measure.timing import build_workload, compile_stats, time_callable
 from attnbench.report import store
-
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -164,8 +162,6 @@ def network_target(case: NetworkCase) -> Target:
     variant = f"{case.attn}@{case.preset or case.spec.default_preset.name}"
     attention_options = {}
     if case.attn != "none":  # the attention's options in full (its kernel, impl=naive, included)
-        from attnbench.blocks.registry import get_block
-
         block = get_block(case.attn)
         given = {k: v for k, v in one.kwargs.items() if k in {o.name for o in block.options}}
         attention_options = block.resolve_options(given)
@@ -199,10 +195,11 @@ def _status(err: BaseException) -> str:
     return f"error: {type(err).__name__}: {first[:200]}"
 
 
-def _memory_prediction(t: Target, s: Settings, measured: int | None, metric: str) -> dict[str, Any] | None:
+def _memory_prediction(t: Target, s: Settings, precision: Precision, measured: int | None,
+                       metric: str) -> dict[str, Any] | None:
     if t.memory is None:
         return None
-    predicted, why = t.memory(Precision(s.dtype, s.precision, s.device_type), s.batch)
+    predicted, why = t.memory(precision, s.batch)
     out: dict[str, Any] = {"precision": s.precision_label, "measured_bytes": measured, "measured_metric": metric}
     if predicted is None:
         return {**out, "bytes": None, "why_not": why}
@@ -275,7 +272,7 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
         measured, metric = peak_bytes, "cpu tensor peak (tensors created during one call, tracked op by op)"
     row["memory"]["tensor_peak_bytes"] = peak_bytes
     row["memory"]["working_bytes"], row["memory"]["working_metric"] = measured, metric
-    row["memory_prediction"] = _memory_prediction(t, s, measured, metric)
+    row["memory_prediction"] = _memory_prediction(t, s, precision, measured, metric)
     row["achieved"] = _achieved(row["flops"], m.median, fingerprint, s, by_category, t.options, roofline)
     if compiled is not None:
         row["compile"] = {**compiled, "compile_and_first_call_ms": row["timing"]["first_call_ms"],
@@ -327,7 +324,7 @@ def run(
     With ``resume``, targets whose key is already in the file are not run again (their rows are returned).
     ``roofline``: calibrate (or read from the cache) the device's measured matmul rate first, so every row
     says its fraction of it."""
-    with torch_threads(s.threads):
+    with dev.torch_threads(s.threads):
         fingerprint = dev.fingerprint(s.device)
         have = {r["key"]: r for r in store.read_rows(out_path) if isinstance(r, dict) and "key" in r} if (out_path and resume) else {}
         calibration = None
@@ -351,24 +348,6 @@ def run(
             if on_row:
                 on_row(row)
     return rows
-
-
-class torch_threads:  # noqa: N801 - used as a context manager
-    """Run with ``n`` torch threads (None: leave as is), restoring the previous count afterwards."""
-
-    def __init__(self, n: int | None) -> None:
-        self.n, self.old = n, None
-
-    def __enter__(self) -> None:
-        if self.n is not None:
-            if self.n < 1:
-                raise UsageError(f"--threads must be >= 1, got {self.n}")
-            self.old = torch.get_num_threads()
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.old is not None:
-            torch.set_num_threads(self.old)
 
 
 def latency_ratio(rows: list[dict[str, Any]], slow: str, fast: str, impl: str | None = None) -> dict[str, Any] | None:

@@ -70,6 +70,7 @@ from attnbench.blocks.registry import all_blocks, get_block
 from attnbench.errors import UsageError
 from attnbench.flops.cost import CATEGORIES, KINDS
 from attnbench.measure import device as dev
+from attnbench.measure.device import torch_threads
 from attnbench.measure.stats import Measurement, mann_whitney_u, median
 from attnbench.units import human
 
@@ -450,20 +451,6 @@ def cpu_malloc(mode: str) -> Iterator[str]:
         trim = getattr(libc, "malloc_trim", None)
         if trim is not None:
             trim(0)  # give the kept memory back
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch threads (None: leave as is), restoring the previous count afterwards."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass

@@ -26,13 +26,13 @@ from typing import Any
 
 from attnbench import api
 from attnbench.errors import AttnBenchError, UsageError
+from attnbench.flops.memory import DTYPE_BYTES
 from attnbench.report import store
 
 AXES: tuple[str, ...] = ("T", "HW", "C")
 AXIS_LABELS = {"T": "T (frames)", "HW": "H = W (pixels)", "C": "C (channels)"}
 DEFAULT_VALUES: dict[str, tuple[int, ...]] = {"T": (4, 8, 16, 32, 64), "HW": (7, 14, 28, 56), "C": (64, 96, 256)}
 DEFAULT_MODULES: tuple[str, ...] = ("nl", "cs")
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 UNITS = {
     "flops": "FLOPs, closed form (equal to the exact counter): a multiply-add counts 2, any other op 1",
     "params": "learnable parameters (count)",
@@ -650,8 +650,6 @@ def max_fit_text(r: dict[str, Any]) -> str:
 
 def rows_frame(rows: Sequence[dict[str, Any]]) -> Any:
     """One line per sweep row; every numeric column names its unit."""
-    import pandas as pd
-
     measured = any(r.get("device") for r in rows)
     has_ratio = any("ratio" in r for r in rows)
     out = []

@@ -19,7 +19,6 @@ from torch import nn
 from attnbench import bench, gate
 from attnbench.api import resolve, resolve_network
 from attnbench.cli import run
-from attnbench.measure import memory
 from attnbench.measure.timing import build_workload, time_callable
 from attnbench.report import store
 from attnbench.testing.fake_cuda import CAPTURE_ERROR, FakeCuda

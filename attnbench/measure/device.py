@@ -22,6 +22,8 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -63,6 +65,22 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if index >= count:
         raise DeviceError(f"CUDA device {index} does not exist; this machine has {count} (0..{count - 1})")
     return torch.device("cuda", index)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (None: leave as is), restoring the previous count afterwards."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise UsageError(f"--threads must be >= 1, got {n}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def placement(device: str | torch.device) -> torch.device:

@@ -226,12 +226,7 @@ def _sample(timer: Any, min_reps: int, target_s: float, max_reps: int, estimate_
     measured = 0.0
     started = time.perf_counter()
     while len(samples) < max_reps:
-        need = min_reps - len(samples)
-        k = min(max(per_round, 1), max_reps - len(samples))
-        if need > 0 and estimate_s <= 0:
-            k = min(k, need)
-        got = timer.round(k)
-        for t in got:
+        for t in timer.round(min(per_round, max_reps - len(samples))):
             samples.append(t)
             measured += t
             if len(samples) >= min_reps and (measured >= target_s or time.perf_counter() - started >= 2 * target_s):
