@@ -12,7 +12,7 @@ from rich.console import Console
 
 from attnbench import api
 from attnbench.errors import AttnBenchError
-from attnbench.report import tables
+from attnbench.report import files, tables
 
 app = typer.Typer(
     add_completion=False,
@@ -117,7 +117,7 @@ def flops_cmd(
     md: Annotated[Optional[str], typer.Option("--md", help="write the table as Markdown")] = None,
 ) -> None:
     """Closed-form FLOPs and parameters of blocks, checked against the exact counter, fvcore and ptflops."""
-    tables.ensure_writable(csv, md)
+    files.ensure_writable(csv, md)
     chosen = [c.strip() for c in counters.split(",") if c.strip()]
     if "exact" not in chosen:
         chosen.insert(0, "exact")
@@ -242,7 +242,7 @@ def speed_cmd(
     targets = _speed_targets(module, network, attn, preset, device, sizes, api.parse_options(option))
     fp = dev.fingerprint(device)
     path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/speed.jsonl")
-    tables.ensure_writable(path, csv, md)
+    files.ensure_writable(path, csv, md)
     rows: list[dict[str, Any]] = []
     try:
         with Progress(console=err, transient=True, disable=json_out) as progress:

@@ -80,9 +80,7 @@ SIZES = ("B", "C", "T", "H", "W")
 REFERENCE_KEY = "reference"
 CLOCKS = ("wall", "cpu")
 MALLOC_MODES = ("cached", "system")
-CPU_IDENTITY = ("device_type", "machine", "cpu_model", "logical_cores", "torch_threads")
-CUDA_IDENTITY = ("device_type", "gpu_name", "gpu_total_memory_bytes", "compute_capability", "driver_version",
-                 "cuda_version", "torch_version")
+CPU_IDENTITY, CUDA_IDENTITY = dev.CPU_IDENTITY, dev.CUDA_IDENTITY
 INJECT_SLOWDOWN_ENV = bench.INJECT_SLOWDOWN_ENV
 
 Progress = Callable[[str], None]
@@ -345,10 +343,7 @@ def normalized(samples_ms: Sequence[float], reference_ms: Sequence[float],
     return out
 
 
-def device_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What makes two fingerprints different devices for latency ("cpu_model: A -> B"); empty if none."""
-    keys = CUDA_IDENTITY if (old.get("device_type") == "cuda" or new.get("device_type") == "cuda") else CPU_IDENTITY
-    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]
+device_differences = dev.identity_differences
 
 
 def memory_comparable(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -199,7 +199,7 @@ def main() -> int:
         "runs": runs,
     }
     path = out_dir / f"{stem}.json"
-    from attnbench.report.tables import atomic_write
+    from attnbench.report.files import atomic_write
 
     atomic_write(path, json.dumps(summary, indent=1) + "\n")
     print(f"false alarms: {summary['false_alarms']}/{len(clean)} (clean runs whose first measurement alone would "

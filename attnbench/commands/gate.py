@@ -15,7 +15,7 @@ from rich.table import Table
 
 from attnbench import gate
 from attnbench.cli import BOpt, COpt, HOpt, TOpt, WOpt, app, err, guarded, out
-from attnbench.report import tables
+from attnbench.report import files
 
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads while timing (default: torch's)", show_default=False)]
 
@@ -73,7 +73,7 @@ def snapshot_cmd(
     finally:
         if status:
             status.stop()
-    tables.atomic_write(out_file, json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    files.atomic_write(out_file, json.dumps(doc, indent=1, sort_keys=False) + "\n")
     what = "parameters and FLOPs only"
     if plan:
         fp = doc["fingerprint"]

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from attnbench.cli import app, err, guarded, out
-from attnbench.report import tables
+from attnbench.report import files, tables
 
 
 def _frame(rows: list[dict[str, Any]]):
@@ -41,7 +41,7 @@ def reproduce_cmd(
     """Every complexity figure printed in the papers' tables and text, one row each: the paper's value, ours
     under the counting convention the paper's numbers imply (found by trying them all), the difference, a
     verdict (reproduced within 1% / off / not determinable) and the reason for every gap."""
-    tables.ensure_writable(csv, md)
+    files.ensure_writable(csv, md)
     from rich.table import Table
 
     from attnbench.papers.reproduce import CHOICES, reproduce, summary

@@ -10,7 +10,7 @@ import typer
 from attnbench import api
 from attnbench import sweep as sw
 from attnbench.cli import app, err, guarded, out
-from attnbench.report import tables
+from attnbench.report import files, tables
 from attnbench.report.job import sweep_markdown
 
 
@@ -75,7 +75,7 @@ def sweep_cmd(
     points = sw.plan(names, values, preset, opts)
     fp = dev.fingerprint(device or "cpu")
     path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/sweep.jsonl")
-    tables.ensure_writable(path, csv, md)
+    files.ensure_writable(path, csv, md)
 
     with Progress(console=err, transient=True, disable=json_out) as progress:
         task = progress.add_task("sweeping" + (f" on {device}" if device else " (closed forms)"), total=len(points))
@@ -96,7 +96,7 @@ def sweep_cmd(
     if csv:
         tables.write_table(df, csv=csv)
     if md:
-        tables.atomic_write(md, sweep_markdown(df, exps, cross, fits))
+        files.atomic_write(md, sweep_markdown(df, exps, cross, fits))
     if json_out:
         print(json.dumps({"rows": rows, "exponents": exps, "crossovers": cross, "max_fit": fits, "units": sw.UNITS}, default=str))
         return

@@ -12,7 +12,7 @@ from attnbench import api, bench
 from attnbench.cli import app, err, guarded, out
 from attnbench.measure import device as dev
 from attnbench.papers.banet import table_vi
-from attnbench.report import tables
+from attnbench.report import files, tables
 
 
 @app.command("table-vi")
@@ -54,7 +54,7 @@ def table_vi_cmd(
         raise api.UsageError("--batch and --reps must be >= 1 and --target-s > 0")
     fp = dev.fingerprint(device)
     path = out_file or f"results/{dev.device_slug(fp)}/table-vi.jsonl"
-    tables.ensure_writable(path, md)
+    files.ensure_writable(path, md)
     settings = bench.Settings(device=device, dtype=dtype, batch=batch, graphs=graphs, min_reps=reps, target_s=target_s,
                               max_warmup_s=warmup_s, precision=precision, timing=timing)
     if preset not in ("16f", "8f", "4f"):

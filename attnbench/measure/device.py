@@ -22,7 +22,7 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -282,3 +282,15 @@ def device_slug(fp: dict[str, Any]) -> str:
     if fp.get("device_type") == "cuda" and fp.get("gpu_name"):
         return f"cuda-{slugify(fp['gpu_name'])}"
     return f"cpu-{slugify(fp.get('cpu_model') or 'unknown')}"
+
+
+CPU_IDENTITY = ("device_type", "machine", "cpu_model", "logical_cores", "torch_threads")
+CUDA_IDENTITY = ("device_type", "gpu_name", "gpu_total_memory_bytes", "compute_capability", "driver_version",
+                 "cuda_version", "torch_version")
+
+
+def identity_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What makes two fingerprints different devices for timing ("cpu_model: A -> B"); empty if none. A CPU
+    is its model, cores and torch threads; a GPU its model, memory, compute capability and software stack."""
+    keys = CUDA_IDENTITY if "cuda" in (old.get("device_type"), new.get("device_type")) else CPU_IDENTITY
+    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]

@@ -35,6 +35,7 @@ from typing import Any
 from attnbench import api
 from attnbench import sweep as sw
 from attnbench.report import tables
+from attnbench.report.files import atomic_write
 
 MODES = ("quick", "default", "full")
 # reproduce comes after table-vi: it reads the measured Table VI rows from results/*/table-vi.jsonl
@@ -138,15 +139,15 @@ def write_tables(ctx: Context, stem: str, df: Any, payload: dict[str, Any], summ
     title = SECTION_TITLES.get(stem, stem)
     md = f"# {title}\n\n" + (md_head + "\n\n" if md_head else "") + markdown_table(df) + (f"\n{md_tail}\n" if md_tail else "")
     files = [f"{stem}.md", f"{stem}.csv", f"{stem}.json", *extra_files]
-    tables.atomic_write(ctx.path(f"{stem}.md"), md)
-    tables.atomic_write(ctx.path(f"{stem}.csv"), df.to_csv(index=False))
+    atomic_write(ctx.path(f"{stem}.md"), md)
+    atomic_write(ctx.path(f"{stem}.csv"), df.to_csv(index=False))
     write_json(ctx, stem, payload, summary, files)
     return files
 
 
 def write_json(ctx: Context, stem: str, payload: dict[str, Any], summary: list[str], files: Sequence[str] = ()) -> None:
     doc = {"section": stem, "summary": summary, "files": list(files), **payload}
-    tables.atomic_write(ctx.path(f"{stem}.json"), json.dumps(doc, default=str, indent=1))
+    atomic_write(ctx.path(f"{stem}.json"), json.dumps(doc, default=str, indent=1))
 
 
 def _fmt(v: Any) -> str:
@@ -328,9 +329,9 @@ def section_sweep(ctx: Context, on_step: Callable[[str], None] | None = None) ->
                            + f"R^2 {e['r2']:.4f}, sizes {e['from']}..{e['to']})")
     summary += [f"{c['pair']} {c['axis']}: {c['text']}" for c in cross]
     df = sw.rows_frame(rows)
-    tables.atomic_write(ctx.path("sweep.md"), f"# {SECTION_TITLES['sweep']}\n\n" + sweep_markdown(df, exps, cross, []))
-    tables.atomic_write(ctx.path("sweep.csv"), df.to_csv(index=False))
-    tables.atomic_write(ctx.path("sweep-exponents.csv"), sw.exponents_frame(exps).to_csv(index=False))
+    atomic_write(ctx.path("sweep.md"), f"# {SECTION_TITLES['sweep']}\n\n" + sweep_markdown(df, exps, cross, []))
+    atomic_write(ctx.path("sweep.csv"), df.to_csv(index=False))
+    atomic_write(ctx.path("sweep-exponents.csv"), sw.exponents_frame(exps).to_csv(index=False))
     files = ["sweep.md", "sweep.csv", "sweep-exponents.csv", "sweep.json", "sweep.jsonl", *pngs]
     write_json(ctx, "sweep", {"rows": rows, "exponents": exps, "crossovers": cross, "units": sw.UNITS}, summary, files)
     return SectionResult("sweep", files=files, summary=summary)
@@ -614,4 +615,4 @@ def write_index(ctx: Context, report: ReportResult, stamp: str, command: str, ru
         pngs = [f for f in s.files if f.endswith(".png")]
         for png in pngs:
             lines += ["", f"![{png}]({png})"]
-    tables.atomic_write(ctx.path("README.md"), "\n".join(lines) + "\n")
+    atomic_write(ctx.path("README.md"), "\n".join(lines) + "\n")

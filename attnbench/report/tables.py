@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from rich.table import Table
 
-from attnbench.errors import UsageError
+from attnbench.report import files
 from attnbench.units import human  # noqa: F401  (re-exported: tables.human)
 
 
@@ -104,44 +101,11 @@ def reconciliation_reasons(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def atomic_write(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half a file."""
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, target)
-    except OSError as err:
-        raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
-
-
-def ensure_writable(*paths: str | os.PathLike[str] | None) -> None:
-    """Fail before any work if an output path cannot be written: its folder is made if missing and a
-    scratch file is created and removed there; a path that is a directory is refused."""
-    for path in paths:
-        if not path:
-            continue
-        target = Path(path)
-        if target.is_dir():
-            raise UsageError(f"cannot write {target}: it is a directory")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=target.parent):
-                pass
-        except OSError as err:
-            raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
-
-
 def write_table(df: pd.DataFrame, csv: str | None = None, md: str | None = None) -> None:
     if csv:
-        atomic_write(csv, df.to_csv(index=False))
+        files.atomic_write(csv, df.to_csv(index=False))
     if md:
-        atomic_write(md, df.to_markdown(index=False) if _has_tabulate() else _markdown(df))
+        files.atomic_write(md, df.to_markdown(index=False) if _has_tabulate() else _markdown(df))
 
 
 def _has_tabulate() -> bool:
