@@ -13,6 +13,7 @@ The standard deviation is the sample one (divisor ``n - 1``); it is None for a s
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -253,21 +254,33 @@ def summarise(samples: Sequence[float], **labels: Any) -> Measurement:
 #
 # U of the first sample x counts the pairs (x_i, y_j) with x_i > y_j, a tie counting one half. With
 # average ranks over the pooled samples (ties share the mean of their ranks) U = R_x - n_x (n_x + 1) / 2,
-# where R_x is the sum of the ranks of x. Under the null hypothesis (both samples from one distribution)
-# U has mean n_x n_y / 2 and, with tie groups of sizes t_k among the n = n_x + n_y values, variance
+# where R_x is the sum of the ranks of x. Under the null hypothesis (the n = n_x + n_y values are
+# exchangeable: independent and from one distribution) every choice of which n_x of the pooled values are
+# x is equally likely, C(n, n_x) choices in all.
 #
-#     n_x n_y / 12 * ((n + 1) - sum_k (t_k^3 - t_k) / (n (n - 1)))
+# * Exact p-value (``method="exact"``, and ``"auto"`` when n <= EXACT_MAX_N): the fraction of those
+#   C(n, n_x) choices whose rank sum is at least as extreme as the observed one, counted exactly (ties
+#   included: the permutation distribution of the average ranks). With few values the p-value can only
+#   take few values; its smallest one-sided value is 1 / C(n, n_x) (5 against 5 values: 1/252 = 0.004), so
+#   a significance level below that can never be reached (see :func:`min_p_value`).
+# * Normal approximation (``"asymptotic"``, and ``"auto"`` for larger n): U has mean n_x n_y / 2 and, with
+#   tie groups of sizes t_k, variance  n_x n_y / 12 * ((n + 1) - sum_k (t_k^3 - t_k) / (n (n - 1))),
+#   with a continuity correction of 1/2.
 #
-# The p-value uses the normal approximation with a continuity correction of 1/2 (good for n_x, n_y >=
-# ~8, which timing runs exceed by far).
+# The test assumes independent values. Consecutive per-call times of one run are not (a slow stretch of
+# the machine makes many consecutive calls slow), so the gate tests one value per independent unit: the
+# median of each interleaved measurement round (attnbench.gate).
 
 MW_ALTERNATIVES = ("greater", "less", "two-sided")
+MW_METHODS = ("auto", "exact", "asymptotic")
+EXACT_MAX_N = 50  # "auto" counts the exact distribution up to this many pooled values
 
 
 @dataclass(frozen=True)
 class MannWhitney:
     """Result of :func:`mann_whitney_u`: U of the first sample, its null mean and standard deviation,
-    the z score, the p-value and the alternative tested."""
+    the z score, the p-value, the alternative tested and how the p-value was computed (``exact`` or
+    ``asymptotic``)."""
 
     u: float
     n_x: int
@@ -277,6 +290,7 @@ class MannWhitney:
     z: float
     p_value: float
     alternative: str
+    method: str = "asymptotic"
 
     @property
     def effect(self) -> float:
@@ -286,7 +300,7 @@ class MannWhitney:
     def to_dict(self) -> dict[str, Any]:
         return {
             "u": self.u, "n_x": self.n_x, "n_y": self.n_y, "mean_u": self.mean_u, "std_u": self.std_u,
-            "z": self.z, "p_value": self.p_value, "alternative": self.alternative,
+            "z": self.z, "p_value": self.p_value, "alternative": self.alternative, "method": self.method,
             "prob_x_greater": self.effect,
         }
 
@@ -316,17 +330,58 @@ def _normal_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
+@functools.lru_cache(maxsize=128)
+def subset_sum_counts(scores: tuple[int, ...], m: int) -> tuple[int, ...]:
+    """``counts[s]``: how many of the C(len(scores), m) ways to choose m of the (non-negative integer)
+    ``scores`` have the sum s. Counted with one generating polynomial per subset size, each held in a
+    Python integer (one coefficient per fixed-width field), so adding a score is a shift and an add."""
+    if m < 0 or m > len(scores) or any(s < 0 for s in scores):
+        raise ValueError("need 0 <= m <= len(scores) and scores >= 0")
+    width = 8 * (len(scores) // 8 + 1)  # bits per coefficient: every count is <= C(n, m) < 2**n
+    poly = [1] + [0] * m  # poly[k]: sum over k-subsets of x**sum
+    for i, score in enumerate(scores):
+        for k in range(min(i + 1, m), 0, -1):
+            if poly[k - 1]:
+                poly[k] += poly[k - 1] << (score * width)
+    top = sum(sorted(scores)[len(scores) - m:]) if m else 0
+    raw = poly[m].to_bytes((top + 1) * width // 8, "little")
+    step = width // 8
+    return tuple(int.from_bytes(raw[i:i + step], "little") for i in range(0, len(raw), step))
+
+
+def _exact_p(ranks: Sequence[float], n_x: int, alternative: str) -> float:
+    """Exact permutation p-value of the rank sum of the first ``n_x`` of ``ranks`` (average ranks)."""
+    doubled = [round(2 * r) for r in ranks]  # average ranks are multiples of 1/2
+    observed = sum(doubled[:n_x])
+    counts = subset_sum_counts(tuple(sorted(doubled)), n_x)
+    total = math.comb(len(doubled), n_x)
+    if alternative == "greater":
+        hits = sum(counts[observed:])
+    elif alternative == "less":
+        hits = sum(counts[:observed + 1])
+    else:
+        mean2 = n_x * (len(doubled) + 1)  # twice the null mean of the rank sum
+        dist = abs(observed - mean2)
+        hits = sum(c for s, c in enumerate(counts) if abs(s - mean2) >= dist)
+    return min(1.0, hits / total)
+
+
 def mann_whitney_u(
-    x: Iterable[float], y: Iterable[float], alternative: str = "greater", continuity: bool = True
+    x: Iterable[float], y: Iterable[float], alternative: str = "greater", continuity: bool = True,
+    method: str = "auto",
 ) -> MannWhitney:
-    """Mann-Whitney U test of samples ``x`` against ``y`` (normal approximation, tie-corrected).
+    """Mann-Whitney U test of samples ``x`` against ``y``.
 
     ``alternative="greater"``: x tends to be larger than y (for times: x is slower); ``"less"``: x tends
-    to be smaller; ``"two-sided"``: either. When every value is tied the test has no information and
-    the p-value is 1.
+    to be smaller; ``"two-sided"``: either. ``method``: ``exact`` (the permutation distribution of the
+    ranks, ties included), ``asymptotic`` (normal approximation, tie-corrected, continuity correction if
+    ``continuity``) or ``auto`` (exact up to :data:`EXACT_MAX_N` values in all). When every value is tied
+    the test has no information and the p-value is 1.
     """
     if alternative not in MW_ALTERNATIVES:
         raise ValueError(f"alternative must be one of {', '.join(MW_ALTERNATIVES)}, got {alternative!r}")
+    if method not in MW_METHODS:
+        raise ValueError(f"method must be one of {', '.join(MW_METHODS)}, got {method!r}")
     xs, ys = [float(v) for v in x], [float(v) for v in y]
     if not xs or not ys:
         raise ValueError("both samples need at least one value")
@@ -341,8 +396,10 @@ def mann_whitney_u(
     var_u = n_x * n_y / 12 * ((n + 1) - tie_term)
     std_u = math.sqrt(var_u) if var_u > 0 else 0.0
     cc = 0.5 if continuity else 0.0
+    exact = method == "exact" or (method == "auto" and n <= EXACT_MAX_N)
+    used = "exact" if exact else "asymptotic"
     if std_u == 0:
-        return MannWhitney(u, n_x, n_y, mean_u, 0.0, 0.0, 1.0, alternative)
+        return MannWhitney(u, n_x, n_y, mean_u, 0.0, 0.0, 1.0, alternative, used)
     if alternative == "greater":
         z = (u - mean_u - cc) / std_u
         p = _normal_sf(z)
@@ -352,4 +409,36 @@ def mann_whitney_u(
     else:
         z = (abs(u - mean_u) - cc) / std_u
         p = min(1.0, 2 * _normal_sf(z))
-    return MannWhitney(u, n_x, n_y, mean_u, std_u, z, p, alternative)
+    if exact:
+        p = _exact_p(ranks, n_x, alternative)
+    return MannWhitney(u, n_x, n_y, mean_u, std_u, z, p, alternative, used)
+
+
+def min_p_value(n_x: int, n_y: int) -> float:
+    """The smallest one-sided p-value the exact test can give for ``n_x`` against ``n_y`` values: every x
+    above every y, 1 / C(n_x + n_y, n_x). A significance level below it can never be reached."""
+    if n_x < 1 or n_y < 1:
+        raise ValueError("both samples need at least one value")
+    return 1 / math.comb(n_x + n_y, n_x)
+
+
+def false_alarm_rate(n_x: int, n_y: int, alpha: float) -> float:
+    """The false-alarm rate of the one-sided test at level ``alpha`` for ``n_x`` against ``n_y``
+    exchangeable values without ties: P(p <= alpha) under the null hypothesis. With the exact method
+    this is the largest attainable p-value not above ``alpha`` (0 if none is), often well below
+    ``alpha``; with the normal approximation (``auto`` above :data:`EXACT_MAX_N` values) it is about
+    ``alpha``."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    n = n_x + n_y
+    if n > EXACT_MAX_N:
+        return alpha
+    counts = subset_sum_counts(tuple(range(2, 2 * n + 1, 2)), n_x)
+    total = math.comb(n, n_x)
+    size, tail = 0.0, 0
+    for c in reversed(counts):  # P(rank sum >= s), from the top down
+        tail += c
+        if tail / total > alpha:
+            break
+        size = tail / total
+    return size

@@ -111,3 +111,71 @@ def test_frozen_and_validated() -> None:
         Measurement(samples_s=(1.0,), batch=0)
     with pytest.raises(ValueError):
         percentile([1.0], 101)
+
+
+# -- the exact Mann-Whitney U test ----------------------------------------------------------------------
+
+
+def _brute_force_p(x: list[float], y: list[float], alternative: str) -> float:
+    """The permutation p-value by enumerating every choice of which pooled values are x."""
+    import itertools
+
+    from attnbench.measure.stats import average_ranks
+
+    pooled = x + y
+    ranks, _ = average_ranks(pooled)
+    m, n = len(x), len(pooled)
+    observed, mean = sum(ranks[:m]), m * (n + 1) / 2
+    hits = total = 0
+    for chosen in itertools.combinations(range(n), m):
+        s = sum(ranks[i] for i in chosen)
+        total += 1
+        if alternative == "greater":
+            hits += s >= observed - 1e-9
+        elif alternative == "less":
+            hits += s <= observed + 1e-9
+        else:
+            hits += abs(s - mean) >= abs(observed - mean) - 1e-9
+    return hits / total
+
+
+def test_exact_p_matches_enumeration_with_and_without_ties() -> None:
+    from attnbench.measure.stats import mann_whitney_u
+
+    rng = random.Random(7)
+    for _ in range(120):
+        x = [rng.randint(0, 6) + 0.5 * (rng.random() < 0.3) for _ in range(rng.randint(1, 6))]
+        y = [rng.randint(0, 6) for _ in range(rng.randint(1, 6))]
+        for alternative in ("greater", "less", "two-sided"):
+            r = mann_whitney_u(x, y, alternative, method="exact")
+            assert r.method == "exact"
+            expected = 1.0 if len(set(x + y)) < 2 else _brute_force_p(x, y, alternative)
+            assert r.p_value == pytest.approx(expected, abs=1e-12), (x, y, alternative)
+
+
+def test_exact_by_hand_and_auto_switch() -> None:
+    from attnbench.measure.stats import EXACT_MAX_N, mann_whitney_u, subset_sum_counts
+
+    # ranks 1..4, choose 2: sums 3 (1+2), 4 (1+3), 5 (1+4, 2+3), 6 (2+4), 7 (3+4)
+    assert subset_sum_counts((1, 2, 3, 4), 2) == (0, 0, 0, 1, 1, 2, 1, 1)
+    assert sum(subset_sum_counts(tuple(range(1, 21)), 10)) == math.comb(20, 10)
+    # 5 rounds all slower than 5 others: 1 of C(10, 5) = 252 arrangements
+    r = mann_whitney_u([6, 7, 8, 9, 10], [1, 2, 3, 4, 5], "greater")
+    assert r.method == "exact" and r.p_value == pytest.approx(1 / 252)
+    big = mann_whitney_u(list(range(EXACT_MAX_N)), [0.5], "greater")
+    assert big.method == "asymptotic"  # more than EXACT_MAX_N values: the normal approximation
+    assert mann_whitney_u(list(range(EXACT_MAX_N)), [0.5], "greater", method="exact").method == "exact"
+
+
+def test_min_p_value_and_false_alarm_rate() -> None:
+    from attnbench.measure.stats import false_alarm_rate, min_p_value
+
+    assert min_p_value(5, 5) == pytest.approx(1 / 252)
+    assert min_p_value(3, 3) == pytest.approx(1 / 20)
+    # the exact test's real false-alarm rate is the largest attainable p-value not above alpha
+    assert false_alarm_rate(5, 5, 0.01) == pytest.approx(2 / 252)
+    assert false_alarm_rate(5, 5, 0.05) == pytest.approx(12 / 252)  # P(U >= 21): 1+1+2+3+5 arrangements
+    assert false_alarm_rate(3, 3, 0.01) == 0.0  # unreachable: the test can never reject
+    assert false_alarm_rate(40, 40, 0.01) == 0.01  # normal approximation above EXACT_MAX_N values
+    with pytest.raises(ValueError):
+        false_alarm_rate(5, 5, 0)
