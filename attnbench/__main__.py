@@ -1,4 +1,4 @@
-from attnbench.cli import main
+from attnbench.entry import main
 
 if __name__ == "__main__":
     main()

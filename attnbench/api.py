@@ -86,17 +86,26 @@ def parse_options(pairs: Sequence[str]) -> dict[str, str]:
 class FlopsReport:
     case: Case
     analytic: Cost
-    exact: CountResult
+    exact: CountResult | None  # None: the shape is past torch's tensor limits (see exact_skipped)
     params_analytic: int
     params_counted: int
     terms: dict[str, Any]
     externals: list[ext.ExternalCount]
     rows: list[ReconRow]
+    exact_skipped: str | None = None
+
+    @property
+    def cost(self) -> Cost:
+        """The exact count, or the closed form where the exact counter could not run."""
+        return self.exact.cost if self.exact is not None else self.analytic
 
     def to_dict(self) -> dict[str, Any]:
         c = self.case
         largest = c.spec.largest_intermediate(c.shape, **c.options) if c.spec.largest_intermediate else None
         counted: dict[str, Any] = {
+            "exact": {"flops": None, "macs": None, "by_category_flops": None, "cells": None, "per_op_flops": None,
+                      "unhandled_ops": None, "equals_analytic": None, "skipped": self.exact_skipped}
+        } if self.exact is None else {
             "exact": {
                 "flops": self.exact.cost.flops,
                 "macs": self.exact.cost.macs,
@@ -144,16 +153,38 @@ def _guarded(name: str, run: Any) -> ext.ExternalCount:
         return ext.ExternalCount(name, "n/a", skipped=f"{name} failed: {type(err).__name__}: {first[:160]}")
 
 
+def too_big_for_tensors(err: BaseException) -> bool:
+    """Whether ``err`` is torch refusing a shape its tensors cannot describe (a size past 2^63 elements or
+    bytes), as opposed to a bug."""
+    text = str(err)
+    return isinstance(err, OverflowError) or (
+        isinstance(err, (RuntimeError, TypeError, ValueError))
+        and any(s in text for s in ("overflow", "Overflow", "too large", "out of range")))
+
+
 def flops_report(case: Case, counters: Sequence[str] = COUNTERS) -> FlopsReport:
-    """Closed forms, the exact counter (meta device) and the chosen external counters for one case."""
+    """Closed forms, the exact counter (meta device) and the chosen external counters for one case. A shape
+    too large for torch's tensors (even on the meta device, sizes are 64-bit) is counted by the closed forms
+    alone; the report says so (``exact`` is None and ``exact_skipped`` gives the limit)."""
     for name in counters:
         if name not in COUNTERS:
             raise unknown("counter", name, COUNTERS)
-    shapes = case.input_shapes()
-    module = case.build("meta")
-    exact, log = count_detailed(module, meta_inputs(shapes))
     analytic = case.spec.cost(case.shape, **case.options)
     terms = case.spec.terms(case.shape, **case.options) if case.spec.terms else {}
+    params_analytic = case.spec.params(case.shape, **case.options)
+    shapes = case.input_shapes()
+    try:
+        module = case.build("meta")
+        exact, log = count_detailed(module, meta_inputs(shapes))
+        params_counted = param_count(module)
+    except Exception as err:  # noqa: BLE001 - only torch's size limit is caught; anything else is raised
+        if not too_big_for_tensors(err):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        why = (f"the exact counter cannot run at input {case.shape}: torch's tensor sizes are 64-bit "
+               f"({type(err).__name__}: {first[:120]}); FLOPs and parameters are the closed forms")
+        return FlopsReport(case, analytic, None, params_analytic, params_analytic, terms, [], [], exact_skipped=why)
+
     def real_module() -> torch.nn.Module:
         torch.manual_seed(0)
         return case.build("cpu")
@@ -171,7 +202,7 @@ def flops_report(case: Case, counters: Sequence[str] = COUNTERS) -> FlopsReport:
     }
     externals = [_guarded(name, runners[name]) for name in COUNTERS if name in counters and name in runners]
     rows = reconcile(analytic, exact.cost, exact.per_op, externals, log)
-    return FlopsReport(case, analytic, exact, case.spec.params(case.shape, **case.options), param_count(module), terms, externals, rows)
+    return FlopsReport(case, analytic, exact, params_analytic, params_counted, terms, externals, rows)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from torch import nn
 
 from attnbench.api import Case, NetworkCase
 from attnbench.blocks.registry import get_block
-from attnbench.errors import AttnBenchError, UsageError
+from attnbench.errors import AttnBenchError, AttnBenchWarning, UsageError
 from attnbench.flops.count import count, meta_inputs
 from attnbench.flops.memory import Peak, Precision
 from attnbench.measure import device as dev
@@ -220,6 +221,7 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
         "precision": s.precision_label, "timing_mode": s.timing_label,
         "input_shapes": [[s.batch, *shape[1:]] for shape in t.input_shapes],
         "settings": asdict(s), "device_slug": dev.device_slug(fingerprint),
+        "threads": torch.get_num_threads(), "load_avg_1m": dev.load_average(), "logical_cores": os.cpu_count(),
         "flops": flops * s.batch,
         "flops_unit": "FLOPs (multiply-add = 2), whole batch; " + ("closed form" if t.kind == "block" else "exact counter"),
         "status": "ok",
@@ -318,36 +320,49 @@ def _achieved(flops: int, median_s: float, fingerprint: Mapping[str, Any], s: Se
 
 def run(
     targets: Iterable[Target], s: Settings, out_path: str | None, resume: bool,
-    on_row: Callable[[dict[str, Any]], None] | None = None, roofline: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None, roofline: bool = True, overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Measure each target in turn, appending each finished row to ``out_path`` before the next starts.
-    With ``resume``, targets whose key is already in the file are not run again (their rows are returned).
-    ``roofline``: calibrate (or read from the cache) the device's measured matmul rate first, so every row
-    says its fraction of it."""
+    With ``resume``, targets whose key is already in the file are not run again (their rows are returned,
+    if measured on this device); with ``overwrite`` their old rows are replaced; with neither, a key already
+    in the file is an error (see :func:`attnbench.report.store.session`). ``roofline``: calibrate (or read
+    from the cache) the device's measured matmul rate first, so every row says its fraction of it."""
+    targets = list(targets)
     with dev.torch_threads(s.threads):
         fingerprint = dev.fingerprint(s.device)
-        have = {r["key"]: r for r in store.read_rows(out_path) if isinstance(r, dict) and "key" in r} if (out_path and resume) else {}
-        calibration = None
-        if roofline:
-            from attnbench.measure.roofline import calibrate
+        keys = [t.key(s, fingerprint) for t in targets]
+        with store.session(out_path, keys, resume=resume, overwrite=overwrite, fingerprint=fingerprint) as have:
+            _warn_if_loaded(fingerprint)
+            calibration = None
+            if roofline:
+                from attnbench.measure.roofline import calibrate
 
-            calibration = calibrate(s.device, s.dtype, fingerprint=fingerprint)
-        rows = []
-        for t in targets:
-            key = t.key(s, fingerprint)
-            if key in have:
-                row = have[key]
-            else:
-                row = measure_target(t, s, fingerprint, roofline=calibration)
-                row["fingerprint"] = fingerprint
-                if calibration is not None:
-                    row["roofline"] = {k: calibration.get(k) for k in ("matmul", "matmul_tf32", "copy", "cached")}
-                if out_path:
-                    store.append_row(out_path, row)
-            rows.append(row)
-            if on_row:
-                on_row(row)
+                calibration = calibrate(s.device, s.dtype, fingerprint=fingerprint)
+            rows = []
+            for t, key in zip(targets, keys):
+                if key in have:
+                    row = have[key]
+                else:
+                    row = measure_target(t, s, fingerprint, roofline=calibration)
+                    row["fingerprint"] = fingerprint
+                    if calibration is not None:
+                        row["roofline"] = {k: calibration.get(k) for k in ("matmul", "matmul_tf32", "copy", "cached")}
+                    if out_path:
+                        store.append_row(out_path, row)
+                rows.append(row)
+                if on_row:
+                    on_row(row)
     return rows
+
+
+def _warn_if_loaded(fingerprint: Mapping[str, Any]) -> None:
+    """Warn when the machine is busier than it has cores: other processes then take turns with the timed
+    calls and the times say more about them than about the block."""
+    load, cores = fingerprint.get("load_avg_1m"), fingerprint.get("logical_cores")
+    if load is not None and cores and load > cores:
+        warnings.warn(f"the machine is loaded: 1-minute load average {load:.1f} on {cores} logical cores; times "
+                      f"include waiting for other processes (the load is recorded in every row's fingerprint)",
+                      AttnBenchWarning, stacklevel=3)
 
 
 def latency_ratio(rows: list[dict[str, Any]], slow: str, fast: str, impl: str | None = None) -> dict[str, Any] | None:

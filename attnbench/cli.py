@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
@@ -11,8 +14,9 @@ import typer
 from rich.console import Console
 
 from attnbench import api
-from attnbench.errors import AttnBenchError
+from attnbench.errors import AttnBenchError, AttnBenchWarning, check_range
 from attnbench.report import files, tables
+from attnbench.text import clean
 
 app = typer.Typer(
     add_completion=False,
@@ -20,42 +24,109 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Benchmark video attention blocks: exact FLOPs at paper shapes, real latency, memory and VPS.",
 )
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def _width(stream: object) -> int | None:
+    """Console width: a terminal's own (None lets Rich ask it), 200 columns when output is piped or when
+    COLUMNS says something unusable (``COLUMNS=0`` would otherwise print nothing at all)."""
+    try:
+        tty = bool(stream is not None and stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    if not tty:
+        return 200
+    columns = os.environ.get("COLUMNS")
+    if columns is not None and not (columns.isdigit() and int(columns) >= 20):
+        return 80
+    return None
+
+
+out = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 _state = {"debug": False}
 
 
+def say_error(message: str) -> None:
+    """One line on stderr: control characters escaped (a newline in a path cannot split it), no markup.
+    Nothing is raised if stderr is closed or full: the exit code still says what happened."""
+    try:
+        err.print(clean(message), markup=False, highlight=False, soft_wrap=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _os_error(e: OSError) -> str:
+    """One line for an error of the environment: the file it concerns, or standard output (a full disk, a
+    closed or failing stream) when it names none."""
+    what = e.strerror or str(e)
+    if e.filename:
+        return f"error: {e.filename}: {what}"
+    if e.errno in (errno.EBADF, errno.EIO, errno.ENOSPC, errno.EPIPE):
+        return f"error: cannot write standard output: {what}"
+    return f"error: {what}"
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Domain errors become one line on stderr and exit code 2; unexpected ones one line and exit 1."""
+    """Domain errors become one line on stderr and exit code 2, as do errors of the environment (a full
+    disk, a closed output); a reader that stops reading (``| head -1``) ends the command quietly;
+    unexpected errors are one line and exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", AttnBenchWarning)
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except AttnBenchError as e:
             if _state["debug"]:
                 raise
-            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            say_error(f"error: {e}")
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print("interrupted", markup=False)
+            say_error("interrupted")
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            from attnbench.entry import silence_stdout
+
+            silence_stdout()
+            raise typer.Exit(0) from None
+        except OSError as e:
+            if _state["debug"]:
+                raise
+            say_error(_os_error(e))
+            raise typer.Exit(2) from None
         except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback unless --debug
             if _state["debug"]:
                 raise
             first = (str(e).strip().splitlines() or [""])[0]
-            err.print(f"internal error: {type(e).__name__}: {first} (rerun with --debug for the traceback)",
-                      markup=False, highlight=False, soft_wrap=True)
+            say_error(f"internal error: {type(e).__name__}: {first} (rerun with --debug for the traceback)")
             raise typer.Exit(1) from None
 
     return wrapper
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    if issubclass(category, AttnBenchWarning):
+        say_error(f"warning: {message}")
+    else:
+        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, "", 0))  # type: ignore[attr-defined]
+
+
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False) -> None:
     _state["debug"] = debug
+
+
+def check_timing_flags(reps: int, target_s: float, warmup_s: float | None = None) -> None:
+    """The repetition and time flags every measuring command shares, with their bounds."""
+    from attnbench.measure.timing import MAX_REPS, MAX_SECONDS
+
+    check_range("--reps", reps, 1, MAX_REPS)
+    check_range("--target-s", target_s, 0, MAX_SECONDS, low_open=True)
+    check_range("--warmup-s", warmup_s, 0, MAX_SECONDS)
 
 
 Sizes = dict[str, Optional[int]]
@@ -117,6 +188,7 @@ def flops_cmd(
     md: Annotated[Optional[str], typer.Option("--md", help="write the table as Markdown")] = None,
 ) -> None:
     """Closed-form FLOPs and parameters of blocks, checked against the exact counter, fvcore and ptflops."""
+    files.distinct({"--csv": csv, "--md": md})
     files.ensure_writable(csv, md)
     chosen = [c.strip() for c in counters.split(",") if c.strip()]
     if "exact" not in chosen:
@@ -145,8 +217,12 @@ def flops_cmd(
         print(tables.json_lines(reports))
         return
     out.print(tables.to_rich(df, "FLOPs and parameters", {"FLOPs": "multiply-add = 2", "MACs": "multiply-add = 1"}))
+    for rec in reports:
+        if rec["counted"]["exact"].get("skipped"):
+            out.print(f"note: {rec['module']}: {rec['counted']['exact']['skipped']}", markup=False, highlight=False)
     if len(reports) == 1:
         _print_terms(reports[0])
+    if len(reports) == 1 and reports[0]["counted"]["exact"]["flops"] is not None:
         rec = reports[0]
         out.print(tables.to_rich(tables.reconciliation_frame(rec), "Reconciliation by op category (FLOPs, multiply-add = 2; MAC counters x2)"))
         for line in tables.reconciliation_reasons(rec):
@@ -210,12 +286,13 @@ def speed_cmd(
     graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay, a failed capture being an error row (CUDA only; --timing auto already replays graphs where it can)")] = False,
     flush_l2: Annotated[bool, typer.Option("--flush-l2", help="flush the L2 cache between repetitions (CUDA only)")] = False,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="channels_last_3d memory format")] = False,
-    reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions")] = 10,
-    target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls to collect per row")] = 1.0,
-    warmup_s: Annotated[float, typer.Option("--warmup-s", help="longest warm-up per row, in seconds")] = 2.0,
+    reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions (1 to 1000; at most 1000 are taken)")] = 10,
+    target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls to collect per row (at most 600)")] = 1.0,
+    warmup_s: Annotated[float, typer.Option("--warmup-s", help="longest warm-up per row, in seconds (at most 600)")] = 2.0,
     out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file rows are appended to (default results/<device>/speed.jsonl)")] = None,
     no_save: Annotated[bool, typer.Option("--no-save", help="do not append rows to a results file")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file (measured on this device)")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="measure rows already in the results file again (their old rows are removed)")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object per row")] = False,
     csv: Annotated[Optional[str], typer.Option("--csv", help="write the table as CSV")] = None,
     md: Annotated[Optional[str], typer.Option("--md", help="write the table as Markdown")] = None,
@@ -236,12 +313,17 @@ def speed_cmd(
     resolve_precision(precision)
     if timing not in TIMING_MODES:
         raise api.UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
-    if reps < 1 or target_s <= 0 or warmup_s < 0 or any(b < 1 for b in batch) or (threads is not None and threads < 1):
-        raise api.UsageError("--reps, --batch and --threads must be >= 1, --target-s > 0 and --warmup-s >= 0")
+    check_timing_flags(reps, target_s, warmup_s)
+    for b in batch:
+        check_range("--batch", b, 1, 1_000_000)
+    check_range("--threads", threads, 1, 4096)
+    if no_save and (out_file or resume or overwrite):
+        raise api.UsageError("--no-save writes no results file: it cannot be combined with --out, --resume or --overwrite")
     sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
     targets = _speed_targets(module, network, attn, preset, device, sizes, api.parse_options(option))
     fp = dev.fingerprint(device)
     path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/speed.jsonl")
+    files.distinct({"--out": path, "--csv": csv, "--md": md})
     files.ensure_writable(path, csv, md)
     rows: list[dict[str, Any]] = []
     try:
@@ -257,7 +339,7 @@ def speed_cmd(
                                           flush_l2=flush_l2, channels_last=channels_last, min_reps=reps,
                                           target_s=target_s, max_warmup_s=warmup_s, precision=precision,
                                           timing=timing, threads=threads)
-                bench.run(targets, settings, path, resume, on_row=finished, roofline=roofline)
+                bench.run(targets, settings, path, resume, on_row=finished, roofline=roofline, overwrite=overwrite)
     except KeyboardInterrupt:
         where = f" in {path}" if path else " (not saved: --no-save)"
         err.print(f"interrupted: kept {len(rows)} finished rows{where}; rerun with --resume to finish", soft_wrap=True)
@@ -335,17 +417,25 @@ def run(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="attnbench")
     except cx.UsageError as e:
-        err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        say_error(f"error: {e.format_message()}")
         return 2
     except typer.Exit as e:
         return e.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted", markup=False)
+        say_error("interrupted")
         return 130
     except BrokenPipeError:  # output piped into a program that stopped reading (e.g. head)
+        from attnbench.entry import silence_stdout
+
+        silence_stdout()
         return 0
+    except OSError as e:  # --help into a full disk, and the like
+        say_error(_os_error(e))
+        return 2
     return rv if isinstance(rv, int) else 0
 
 
 def main() -> None:
-    sys.exit(run())
+    from attnbench.entry import main as entry_main
+
+    entry_main()

@@ -256,56 +256,73 @@ def run_sweep(
     points: Iterable[Point], *, device: str | None = None, dtype: str = "fp32", precision: str = "pure", min_reps: int = 5,
     target_s: float = 0.5, out_path: str | None = None, resume: bool = False,
     on_row: Callable[[dict[str, Any]], None] | None = None, measure: Measure | None = None,
-    max_flops: int | None = None,
+    max_flops: int | None = None, overwrite: bool = False,
 ) -> SweepResult:
     """Compute (and with ``device``, measure) every point, appending each finished row to ``out_path``.
 
-    ``resume`` takes rows whose key is already in the file instead of running them. Ctrl-C
-    (KeyboardInterrupt) stops the sweep: the result keeps every finished row and says how many were left.
-    ``max_flops``: points whose closed-form FLOPs exceed it are not timed (rows marked skipped, with why)."""
+    ``resume`` takes rows whose key is already in the file instead of running them (measured rows only if
+    measured on this device); ``overwrite`` replaces them; with neither, a key already in the file is an error
+    (:func:`attnbench.report.store.session`). Ctrl-C (KeyboardInterrupt) stops the sweep: the result keeps
+    every finished row and says how many were left. ``max_flops``: points whose closed-form FLOPs exceed it
+    are not timed (rows marked skipped, with why)."""
     from attnbench import bench
     from attnbench.measure import device as dev
 
     points = list(points)
-    where = where_label(device, dtype, precision)
     fingerprint = dev.fingerprint(device) if device is not None else None
-    have = {r["key"]: r for r in store.read_rows(out_path) if "key" in r} if (out_path and resume) else {}
+    where = where_label(device, dtype, precision)
+    if fingerprint is not None:  # a measured row is reused only for the same device and timing settings
+        where = (f"{bench.identity(fingerprint)}:{where}:threads={fingerprint.get('torch_threads')}"
+                 f":reps={min_reps}:target_s={target_s:g}"
+                 + (f":max_gflops={max_flops / 1e9:g}" if max_flops is not None else ""))
+    keys = [p.key(where) for p in points]
     result = SweepResult(rows=[], out_path=out_path)
     measure = measure or bench_measure
-    for i, p in enumerate(points):
-        key = p.key(where)
-        try:
-            if key in have:
-                row = have[key]
-                result.reused += 1
-            else:
-                row, case = analytic_row(p, dtype, precision, "cuda" if (device or "").startswith("cuda") else "cpu")
-                row["key"] = key
-                row["device"] = device
-                if device is not None and case is not None:
-                    reason = memory_guard(row, device)
-                    if reason is None and max_flops is not None and row["flops"] > max_flops:
-                        reason = (f"not timed: {row['flops'] / 1e9:.1f} GFLOPs per call is above this sweep's "
-                                  f"timing limit of {max_flops / 1e9:.1f} GFLOPs")
-                    if reason:
-                        row.update(status="skipped", reason=reason)
-                    else:
-                        settings = bench.Settings(device=device, dtype=dtype, batch=case.shape.B, min_reps=min_reps,
-                                                  target_s=target_s, max_warmup_s=max(0.2, target_s), precision=precision)
-                        row.update(measured_fields(measure(case, settings, fingerprint or {})))
-                        row["settings"] = asdict(settings)
-                    row["device_slug"] = dev.device_slug(fingerprint or {})
-                if out_path:
-                    store.append_row(out_path, row)
-                result.new += 1
-        except KeyboardInterrupt:
-            result.interrupted = True
-            result.remaining = len(points) - i
-            break
-        result.rows.append(row)
-        if on_row:
-            on_row(row)
+    with store.session(out_path, keys, resume=resume, overwrite=overwrite, fingerprint=fingerprint) as have:
+        for i, (p, key) in enumerate(zip(points, keys)):
+            try:
+                if key in have:
+                    row = have[key]
+                    result.reused += 1
+                else:
+                    row = _compute(p, key, device, dtype, precision, min_reps, target_s, max_flops, fingerprint, measure)
+                    if out_path:
+                        store.append_row(out_path, row)
+                    result.new += 1
+            except KeyboardInterrupt:
+                result.interrupted = True
+                result.remaining = len(points) - i
+                break
+            result.rows.append(row)
+            if on_row:
+                on_row(row)
     return result
+
+
+def _compute(p: Point, key: str, device: str | None, dtype: str, precision: str, min_reps: int, target_s: float,
+             max_flops: int | None, fingerprint: dict[str, Any] | None, measure: Measure) -> dict[str, Any]:
+    from attnbench import bench
+    from attnbench.measure import device as dev
+
+    row, case = analytic_row(p, dtype, precision, "cuda" if (device or "").startswith("cuda") else "cpu")
+    row["key"] = key
+    row["device"] = device
+    if device is not None and case is not None:
+        reason = memory_guard(row, device)
+        if reason is None and max_flops is not None and row["flops"] > max_flops:
+            reason = (f"not timed: {row['flops'] / 1e9:.1f} GFLOPs per call is above this sweep's "
+                      f"timing limit of {max_flops / 1e9:.1f} GFLOPs")
+        if reason:
+            row.update(status="skipped", reason=reason)
+        else:
+            settings = bench.Settings(device=device, dtype=dtype, batch=case.shape.B, min_reps=min_reps,
+                                      target_s=target_s, max_warmup_s=max(0.2, target_s), precision=precision)
+            row.update(measured_fields(measure(case, settings, fingerprint or {})))
+            row["settings"] = asdict(settings)
+        row["device_slug"] = dev.device_slug(fingerprint or {})
+        row["fingerprint"] = fingerprint
+        row["load_avg_1m"] = dev.load_average()
+    return row
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -134,7 +134,8 @@ def test_resume_runs_only_missing_rows_and_each_row_appears_once(tmp_path) -> No
     assert len(first_calls) == 2 and len(calls) == len(points) - 2
     assert (result.reused, result.new) == (2, len(points) - 2)
     keys = [r["key"] for r in store.read_rows(path)]
-    assert sorted(keys) == sorted(p.key("cpu:fp32") for p in points) and len(set(keys)) == len(keys)
+    assert sorted(keys) == sorted(r["key"] for r in result.rows) and len(set(keys)) == len(keys) == len(points)
+    assert all(":cpu:fp32:threads=" in k and ":reps=5:target_s=0.5" in k for k in keys)
     again: list = []
     assert len(sw.run_sweep(points, device="cpu", out_path=path, resume=True, measure=fake_measure(again)).rows) == len(points)
     assert again == []
@@ -181,7 +182,7 @@ def test_real_measurement_and_probe_on_cpu(tmp_path) -> None:
     rows = sw.run_sweep(sw.plan(["se"], {"T": [1, 2]}), device="cpu", min_reps=2, target_s=0.01,
                         out_path=str(tmp_path / "s.jsonl")).rows
     assert [r["status"] for r in rows] == ["ok", "ok"] and all(r["latency_ms"] > 0 for r in rows)
-    assert all(r["key"].endswith(":cpu:fp32") and r["settings"]["min_reps"] == 2 for r in rows)
+    assert all(":cpu:fp32:threads=" in r["key"] and ":reps=2:" in r["key"] and r["settings"]["min_reps"] == 2 for r in rows)
     r = sw.max_fit("se", "T", probe=sw.device_probe("cpu"), start=1, limit=2)
     assert r["largest_fit"] == 2 and r["reached_limit"] and [q["status"] for q in r["probes"]] == ["ok", "ok"]
 

@@ -17,6 +17,7 @@ Nothing in here knows any block; the CLI, counter, tests and reports iterate ove
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ class Option:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
     kernel: bool = False
 
     def parse(self, raw: Any) -> Any:
@@ -65,8 +67,12 @@ class Option:
         if self.choices is not None and value not in self.choices:
             valid = ", ".join(str(c) for c in self.choices)
             raise UsageError(f"option {self.name}={value} is not valid; valid choices: {valid}")
+        if self.type is float and not math.isfinite(value):
+            raise UsageError(f"option {self.name} must be a finite number, got {value}")
         if self.minimum is not None and value < self.minimum:
             raise UsageError(f"option {self.name} must be >= {self.minimum}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise UsageError(f"option {self.name} must be <= {self.maximum}, got {value}")
         return value
 
 

@@ -536,7 +536,8 @@ _ST_OPTIONS = (
 )
 _REFINE_OPTIONS = (
     Option("refine", bool, True, "attention-guided feature refinement head, Eq. 7-8 (inference-time; last stage only)"),
-    Option("stages", int, 4, f"N stage masks the refinement concatenates (ResNet-50: 4; 1..{MAX_STAGES}); N-1 are extra inputs", minimum=1),
+    Option("stages", int, 4, f"N stage masks the refinement concatenates (ResNet-50: 4; 1..{MAX_STAGES}); N-1 are extra inputs", minimum=1,
+           maximum=MAX_STAGES),
 )
 
 register_block(

@@ -41,6 +41,7 @@ def reproduce_cmd(
     """Every complexity figure printed in the papers' tables and text, one row each: the paper's value, ours
     under the counting convention the paper's numbers imply (found by trying them all), the difference, a
     verdict (reproduced within 1% / off / not determinable) and the reason for every gap."""
+    files.distinct({"--csv": csv, "--md": md})
     files.ensure_writable(csv, md)
     from rich.table import Table
 

@@ -9,7 +9,8 @@ import typer
 
 from attnbench import api
 from attnbench import sweep as sw
-from attnbench.cli import app, err, guarded, out
+from attnbench.cli import app, check_timing_flags, err, guarded, out
+from attnbench.errors import check_range
 from attnbench.report import files, tables
 from attnbench.report.job import sweep_markdown
 
@@ -26,8 +27,8 @@ def sweep_cmd(
     device: Annotated[Optional[str], typer.Option("--device", help="also measure latency and peak memory on cpu, cuda or cuda:N")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (measured rows; sizes the predicted intermediate)")] = "fp32",
     precision: Annotated[str, typer.Option("--precision", help="fp16/bf16: pure or autocast")] = "pure",
-    reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions per point")] = 5,
-    target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per point")] = 0.5,
+    reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions per point (1 to 1000)")] = 5,
+    target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per point (at most 600)")] = 0.5,
     max_gflops: Annotated[Optional[float], typer.Option("--max-gflops", help="with --device: do not time points above this many GFLOPs (rows kept as skipped)")] = None,
     factor: Annotated[float, typer.Option("--factor", help="the NL/CS cost factor whose crossover is reported")] = 2.0,
     max_fit: Annotated[bool, typer.Option("--max-fit", help="find the largest size that runs for each block (CUDA; doubling, then bisection)")] = False,
@@ -35,7 +36,8 @@ def sweep_cmd(
     max_fit_limit: Annotated[int, typer.Option("--max-fit-limit", help="largest size --max-fit tries")] = 4096,
     out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file rows are appended to (default results/<device>/sweep.jsonl)")] = None,
     no_save: Annotated[bool, typer.Option("--no-save", help="do not append rows to a results file")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="run only the rows missing from the results file")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="run only the rows missing from the results file (measured rows: on this device)")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="measure rows already in the results file again (their old rows are removed)")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print rows, exponents, crossovers (and max-fit) as one JSON object")] = False,
     csv: Annotated[Optional[str], typer.Option("--csv", help="write the rows as CSV")] = None,
     md: Annotated[Optional[str], typer.Option("--md", help="write rows, exponents and crossovers as Markdown")] = None,
@@ -51,10 +53,12 @@ def sweep_cmd(
     given = {"T": sw.parse_values(t_values, "T"), "HW": sw.parse_values(hw_values, "HW"), "C": sw.parse_values(c_values, "C")}
     values = {a: v for a, v in given.items() if v} or {a: list(v) for a, v in sw.DEFAULT_VALUES.items()}
     opts = api.parse_options(option)
-    if reps < 1 or target_s <= 0 or factor <= 1 or (max_gflops is not None and max_gflops <= 0):
-        raise api.UsageError("--reps must be >= 1, --target-s > 0, --max-gflops > 0 and --factor > 1")
-    if max_fit_limit < 1:
-        raise api.UsageError(f"--max-fit-limit must be >= 1, got {max_fit_limit}")
+    check_timing_flags(reps, target_s)
+    check_range("--max-gflops", max_gflops, 0, 1e12, low_open=True)
+    check_range("--factor", factor, 1, 1e6, low_open=True)
+    check_range("--max-fit-limit", max_fit_limit, 1, 2**31)
+    if no_save and (out_file or resume or overwrite):
+        raise api.UsageError("--no-save writes no results file: it cannot be combined with --out, --resume or --overwrite")
     if max_fit_axis not in sw.AXES:
         raise api.UsageError(f"--max-fit-axis must be one of {', '.join(sw.AXES)}, got '{max_fit_axis}'")
     dev.resolve_dtype(dtype)
@@ -75,12 +79,13 @@ def sweep_cmd(
     points = sw.plan(names, values, preset, opts)
     fp = dev.fingerprint(device or "cpu")
     path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/sweep.jsonl")
+    files.distinct({"--out": path, "--csv": csv, "--md": md})
     files.ensure_writable(path, csv, md)
 
     with Progress(console=err, transient=True, disable=json_out) as progress:
         task = progress.add_task("sweeping" + (f" on {device}" if device else " (closed forms)"), total=len(points))
         result = sw.run_sweep(points, device=device, dtype=dtype, precision=precision, min_reps=reps, target_s=target_s, out_path=path,
-                              resume=resume, on_row=lambda r: progress.advance(task),
+                              resume=resume, overwrite=overwrite, on_row=lambda r: progress.advance(task),
                               max_flops=None if max_gflops is None else int(max_gflops * 1e9))
     if result.interrupted:
         err.print(result.summary_line(), markup=False, highlight=False)
@@ -88,7 +93,7 @@ def sweep_cmd(
 
     fits: list[dict[str, Any]] = []
     if max_fit:
-        fits = _max_fits(names, max_fit_axis, device, dtype, precision, preset, opts, max_fit_limit, path, resume, result)
+        fits = _max_fits(names, max_fit_axis, device, dtype, precision, preset, opts, max_fit_limit, path, resume, overwrite, result)
     rows = result.rows
     exps = sw.fit_exponents(rows)
     cross = sw.crossovers(rows, factor=factor) if {"nl", "cs"} <= set(names) else []
@@ -115,28 +120,33 @@ def sweep_cmd(
 
 
 def _max_fits(names: list[str], axis: str, device: str, dtype: str, precision: str, preset: str | None,
-              options: dict[str, str], limit: int, path: str | None, resume: bool,
+              options: dict[str, str], limit: int, path: str | None, resume: bool, overwrite: bool,
               result: sw.SweepResult) -> list[dict[str, Any]]:
+    from attnbench.measure import device as dev
     from attnbench.report import store
 
     probe = sw.device_probe(device, dtype, precision)
-    have = {r["key"]: r for r in store.read_rows(path) if "key" in r} if (path and resume) else {}
+    opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+    fp = dev.fingerprint(device)
+    keys = {m: f"max-fit:{m}@{preset or 'default'}[{opts}]:{axis}:{sw.where_label(device, dtype, precision)}:limit={limit}"
+            for m in names}
     fits = []
-    for m in names:
-        opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
-        key = f"max-fit:{m}@{preset or 'default'}[{opts}]:{axis}:{sw.where_label(device, dtype, precision)}:limit={limit}"
-        if key in have:
-            fits.append(have[key])
-            continue
-        err.print(f"max-fit: {m} over {axis} on {device} ...", markup=False, highlight=False)
-        try:
-            r = sw.max_fit(m, axis, probe=probe, limit=limit, preset=preset, options=options)
-        except KeyboardInterrupt:
-            err.print(result.summary_line() + f"; max-fit of {m} interrupted", markup=False, highlight=False)
-            raise typer.Exit(130) from None
-        r["key"] = key
-        r["device"], r["dtype"], r["precision"] = device, dtype, precision
-        if path:
-            store.append_row(path, r)
-        fits.append(r)
+    with store.session(path, keys.values(), resume=resume, overwrite=overwrite, fingerprint=fp) as have:
+        for m in names:
+            key = keys[m]
+            if key in have:
+                fits.append(have[key])
+                continue
+            err.print(f"max-fit: {m} over {axis} on {device} ...", markup=False, highlight=False)
+            try:
+                r = sw.max_fit(m, axis, probe=probe, limit=limit, preset=preset, options=options)
+            except KeyboardInterrupt:
+                err.print(result.summary_line() + f"; max-fit of {m} interrupted", markup=False, highlight=False)
+                raise typer.Exit(130) from None
+            r["key"] = key
+            r["device"], r["dtype"], r["precision"] = device, dtype, precision
+            r["fingerprint"] = fp
+            if path:
+                store.append_row(path, r)
+            fits.append(r)
     return fits

@@ -9,7 +9,8 @@ import pandas as pd
 import typer
 
 from attnbench import api, bench
-from attnbench.cli import app, err, guarded, out
+from attnbench.cli import app, check_timing_flags, err, guarded, out
+from attnbench.errors import check_range
 from attnbench.measure import device as dev
 from attnbench.papers.banet import table_vi
 from attnbench.report import files, tables
@@ -26,11 +27,12 @@ def table_vi_cmd(
     batch: Annotated[int, typer.Option("--batch", help="clips per call (VPS = clips / median latency)")] = 1,
     preset: Annotated[str, typer.Option("--preset", help="frames of the ECO-Lite input: 16f (Table VI), 8f or 4f")] = "16f",
     graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay (CUDA only)")] = False,
-    reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions")] = 10,
-    target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per row")] = 2.0,
-    warmup_s: Annotated[float, typer.Option("--warmup-s", help="longest warm-up per row, in seconds")] = 2.0,
+    reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions (1 to 1000)")] = 10,
+    target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per row (at most 600)")] = 2.0,
+    warmup_s: Annotated[float, typer.Option("--warmup-s", help="longest warm-up per row, in seconds (at most 600)")] = 2.0,
     out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file for the rows (default results/<device>/table-vi.jsonl)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file (measured on this device)")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="measure rows already in the results file again (their old rows are removed)")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the comparison as one JSON object")] = False,
     md: Annotated[Optional[str], typer.Option("--md", help="write the comparison as Markdown")] = None,
 ) -> None:
@@ -50,10 +52,11 @@ def table_vi_cmd(
         raise api.UsageError(f"unknown impl '{impl}'; valid choices: {', '.join(IMPLS)}")
     if timing not in TIMING_MODES:
         raise api.UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
-    if batch < 1 or reps < 1 or target_s <= 0 or warmup_s < 0:
-        raise api.UsageError("--batch and --reps must be >= 1 and --target-s > 0")
+    check_timing_flags(reps, target_s, warmup_s)
+    check_range("--batch", batch, 1, 1_000_000)
     fp = dev.fingerprint(device)
     path = out_file or f"results/{dev.device_slug(fp)}/table-vi.jsonl"
+    files.distinct({"--out": path, "--md": md})
     files.ensure_writable(path, md)
     settings = bench.Settings(device=device, dtype=dtype, batch=batch, graphs=graphs, min_reps=reps, target_s=target_s,
                               max_warmup_s=warmup_s, precision=precision, timing=timing)
@@ -62,8 +65,8 @@ def table_vi_cmd(
     block_targets, net_targets = bench.table_vi_targets(impl, preset=preset)
     err.print(f"timing 2 blocks and 3 networks on {device} ({fp.get('gpu_name') or fp.get('cpu_model')}), "
               f"{settings.precision_label}, impl={impl}")
-    block_rows = bench.run(block_targets, settings, path, resume)
-    net_rows = bench.run(net_targets, settings, path, resume)
+    block_rows = bench.run(block_targets, settings, path, resume, overwrite=overwrite)
+    net_rows = bench.run(net_targets, settings, path, resume, overwrite=overwrite)
     result = table_vi(net_rows, block_rows)
     result["device"] = fp
     result["settings"] = {"dtype": dtype, "precision": settings.precision_label, "impl": impl, "batch": batch,

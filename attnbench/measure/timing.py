@@ -65,6 +65,8 @@ from attnbench.measure.device import DTYPES, resolve_device, resolve_dtype
 from attnbench.measure.stats import Measurement, median
 
 WARMUP_TOL = 0.05  # consecutive warm-up round medians within 5% => warm
+MAX_REPS = 1000  # most timed calls per measurement
+MAX_SECONDS = 600.0  # longest --target-s / --warmup-s a command accepts
 MIN_ROUND_S = 0.01  # a warm-up round lasts at least this long (more calls for very short ones)
 MIN_WARMUP_ROUNDS = 2  # slow calls: warm-up may exceed max_warmup_s to compare at least this many rounds
 MAX_ROUND_CALLS = 1000
@@ -243,7 +245,7 @@ def time_callable(
     warmup_tol: float = WARMUP_TOL,
     min_reps: int = 10,
     target_s: float = 1.0,
-    max_reps: int = 1000,
+    max_reps: int = MAX_REPS,
     cuda_graph: bool = False,
     flush_l2: bool = False,
     timing: str = "auto",

@@ -31,7 +31,9 @@ counted ("params", "layers", "bytes"). BANet's Table VI speeds are compared as r
 
 from __future__ import annotations
 
+import math
 import statistics
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +41,7 @@ from typing import Any
 
 from torch import nn
 
-from attnbench.errors import unknown
+from attnbench.errors import AttnBenchWarning, unknown
 from attnbench.flops.conventions import CONVENTIONS, OpLog, count_detailed
 from attnbench.flops.cost import Cost
 from attnbench.flops.count import meta_inputs, param_count
@@ -245,6 +247,7 @@ def _table_vi_measurement(results_dir: Path) -> tuple[dict[str, float] | None, s
     fp32 and batch 1; (None, "") when no complete run is on disk."""
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in sorted(results_dir.glob("*/table-vi.jsonl")) if results_dir.is_dir() else []:
+        odd = 0
         for row in store.read_rows(path):
             if row.get("kind") != "network" or row.get("name") != "eco-lite" or row.get("status") != "ok":
                 continue
@@ -252,10 +255,22 @@ def _table_vi_measurement(results_dir: Path) -> tuple[dict[str, float] | None, s
             attn, _, preset = variant.partition("@")
             if preset != "16f" or attn not in ("none", "nl", "cs") or not row.get("vps"):
                 continue
-            settings = row.get("settings") or {}
-            key = (str(row.get("device_slug") or path.parent.name), str(settings.get("dtype", "fp32")), int(settings.get("batch", 1)))
-            run = runs.setdefault(key, {"vps": {}, "fingerprint": row.get("fingerprint") or {}})
-            run["vps"][attn] = float(row["vps"])
+            try:  # a row whose fields have the wrong types is not a measurement
+                settings = row.get("settings") or {}
+                key = (str(row.get("device_slug") or path.parent.name), str(settings.get("dtype", "fp32")),
+                       int(settings.get("batch", 1)))
+                vps = float(row["vps"])
+                fp = row.get("fingerprint") or {}
+                if not (math.isfinite(vps) and vps > 0 and isinstance(fp, dict)):
+                    raise ValueError(vps)
+            except (TypeError, ValueError, AttributeError):
+                odd += 1
+                continue
+            run = runs.setdefault(key, {"vps": {}, "fingerprint": fp})
+            run["vps"][attn] = vps
+        if odd:
+            warnings.warn(f"{path}: skipped {odd} Table VI row(s) with fields of the wrong type", AttnBenchWarning,
+                          stacklevel=2)
     complete = [(k, r) for k, r in runs.items() if {"none", "nl", "cs"} <= set(r["vps"])]
     if not complete:
         return None, ""

@@ -100,6 +100,21 @@ def ensure_writable(*paths: PathLike | None) -> None:
             raise UsageError(f"cannot write {target}: {_why(err)}") from None
 
 
+def ensure_writable_dir(path: PathLike) -> Path:
+    """Fail before any work if ``path`` cannot be an output folder: an empty name, an existing file, a
+    folder that cannot be made or written into (read-only file system, no permission). Makes it."""
+    target = _check_name(path)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"cannot write into {target}: it is a file, not a folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as err:
+        raise UsageError(f"cannot write into {target}: {_why(err)}") from None
+    return target
+
+
 def same_file(a: PathLike, b: PathLike) -> bool:
     """Whether two paths name one regular file (or would, once written); devices such as /dev/null may be
     shared by several outputs."""

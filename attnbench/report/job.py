@@ -13,8 +13,9 @@ Sections, in order (each writes Markdown, CSV and JSON tables, some PNG plots):
 * ``max-fit`` -- the largest T that runs for NL and CS (CUDA only).
 
 Measured rows are appended, one finished row at a time, to the same JSON-lines files the ``sweep``, ``speed``
-and ``table-vi`` commands use (``sweep.jsonl``, ``speed.jsonl``, ``table-vi.jsonl`` in the folder): nothing
-there is deleted, and with ``resume`` rows already in them are not run again.
+and ``table-vi`` commands use (``sweep.jsonl``, ``speed.jsonl``, ``table-vi.jsonl`` in the folder). With
+``resume`` rows already in them (measured on this device) are not run again; without, a section replaces
+the rows of the keys it measures and keeps every other line (``--overwrite`` of those commands).
 
 A section that fails records its one-line error in the index (``README.md``) and the job goes on. With
 ``resume``, a section whose output files all exist is not run again (its headline is read back from its JSON).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,11 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import api
+from attnbench.errors import AttnBenchWarning
 from attnbench import sweep as sw
 from attnbench.report import tables
+from attnbench.report import files
 from attnbench.report.files import atomic_write
 
 MODES = ("quick", "default", "full")
+INDEX_TITLE = "# attnbench report"  # first line of the folder's README.md: how a report folder is recognised
 # reproduce comes after table-vi: it reads the measured Table VI rows from results/*/table-vi.jsonl
 SECTION_ORDER = ("list", "flops", "network-flops", "sweep", "speed", "table-vi", "reproduce", "max-fit")
 SECTION_TITLES = {
@@ -301,7 +306,7 @@ def section_sweep(ctx: Context, on_step: Callable[[str], None] | None = None) ->
     reps, target, limit = (5, 0.3, None) if ctx.cuda else (2, 0.05, CPU_SWEEP_MAX_FLOPS)
     result = sw.run_sweep(points, device=ctx.device if measured else None, dtype=ctx.opts.dtype, min_reps=reps,
                           target_s=target, out_path=str(store_path), resume=ctx.opts.resume, on_row=step,
-                          max_flops=limit)
+                          max_flops=limit, overwrite=not ctx.opts.resume)
     if result.interrupted:
         raise KeyboardInterrupt
     rows = result.rows
@@ -385,7 +390,8 @@ def section_speed(ctx: Context, on_step: Callable[[str], None] | None = None) ->
         if on_step:
             on_step(f"speed {done[0]}/{len(targets)}: {row['name']}")
 
-    rows = bench.run(targets, speed_settings(ctx), str(store_path), ctx.opts.resume, on_row=step)
+    rows = bench.run(targets, speed_settings(ctx), str(store_path), ctx.opts.resume, on_row=step,
+                     overwrite=not ctx.opts.resume)
     df = tables.speed_frame(rows)
     extra = ["speed.jsonl"]
     if plots.vps_bars(rows, ctx.path("vps.png"), f"VPS on {_where(ctx)} ({ctx.opts.dtype}, batch 1)"):
@@ -420,9 +426,9 @@ def section_table_vi(ctx: Context, on_step: Callable[[str], None] | None = None)
     # rows an earlier `attnbench table-vi` run left here are reused rather than timed again
     reuse = ctx.opts.resume or not (ctx.cuda or (ctx.full and ctx.measure))
     block_rows = bench.run([bench.block_target(api.resolve(m, "banet")) for m in ("nl", "cs")], settings,
-                           str(store_path), reuse)
+                           str(store_path), reuse, overwrite=not reuse)
     net_rows = bench.run([bench.network_target(api.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs")],
-                         settings, str(store_path), reuse)
+                         settings, str(store_path), reuse, overwrite=not reuse)
     result = table_vi(net_rows, block_rows)
     df = pd.DataFrame(result["methods"])
     s = result["summary"]
@@ -492,9 +498,15 @@ def _kept(ctx: Context, name: str) -> SectionResult | None:
     paths = [ctx.path(f) for f in expected_files(name)]
     if not all(p.exists() for p in paths):
         return None
+    path = ctx.path(f"{name}.json")
     try:
-        doc = json.loads(ctx.path(f"{name}.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        doc = None
+    strings = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
+    if not (isinstance(doc, dict) and strings(doc.get("summary", [])) and strings(doc.get("files", []))):
+        warnings.warn(f"{path} is not a section file this report wrote; the {name} section runs again",
+                      AttnBenchWarning, stacklevel=2)
         return None
     if name == "reproduce" and not doc.get("available", True):
         return None  # it may be importable now
@@ -522,8 +534,20 @@ def make_context(opts: ReportOptions, out_dir: str | Path | None = None) -> Cont
         dev.resolve_device(device)
         measure = True
     fp = dev.fingerprint(device)
-    folder = Path(out_dir) if out_dir else Path("results") / dev.device_slug(fp)
+    folder = files.ensure_writable_dir(out_dir if out_dir is not None else Path("results") / dev.device_slug(fp))
+    index = folder / "README.md"
+    if index.exists() and not _is_report_index(index):
+        raise api.UsageError(f"{folder} holds a README.md that is not an attnbench report index; the report would "
+                             f"replace it: give --out an empty folder, a new one, or an earlier report's")
     return Context(opts, folder, device, measure, fp)
+
+
+def _is_report_index(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().strip() == INDEX_TITLE
+    except OSError:
+        return False
 
 
 Event = Callable[[str, str, "SectionResult | None"], None]
@@ -585,7 +609,7 @@ def write_index(ctx: Context, report: ReportResult, stamp: str, command: str, ru
     """The folder's README.md: what ran, where, each section's status, headline, files and plots."""
     fp = ctx.fingerprint
     lines = [
-        "# attnbench report",
+        INDEX_TITLE,
         "",
         f"- command: `{command}` (mode: {ctx.opts.mode}, dtype: {ctx.opts.dtype})",
         f"- started: {stamp}; wall time {'so far' if running else 'of the job'}: {report.seconds:.1f} s"

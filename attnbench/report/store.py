@@ -1,20 +1,34 @@
 """Results on disk: JSON lines appended one finished row at a time, so an interrupted run keeps every
-finished row, and a run can skip rows already present (``--resume``)."""
+finished row, and a run can skip rows already present (``--resume``).
+
+A run writes through :func:`session`, which
+
+* holds an advisory lock on the file for the whole run (two runs cannot append to one file);
+* refuses to add a row whose key the file already holds, unless told what to do: ``resume`` reuses the old
+  row (and refuses if it was measured on another device: see :func:`mismatch`), ``overwrite`` removes the
+  old rows of this run's keys first (every other line of the file is kept as it was);
+* skips lines that are not rows (a torn last line after a kill, stray values, bytes that are not UTF-8)
+  with one warning that counts them, instead of failing.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnbench.errors import UsageError
+from attnbench.errors import AttnBenchWarning, UsageError
+from attnbench.report import files
 
 
 def append_row(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
     """Append one JSON line and flush it to disk before returning. A crash mid-write leaves at most one
-    partial last line, which :func:`read_rows` skips."""
+    partial last line, which :func:`load` skips."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -30,28 +44,127 @@ def append_row(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
 
 
 def _ends_mid_line(path: Path) -> bool:
-    if not path.exists() or path.stat().st_size == 0:
+    if not path.is_file() or path.stat().st_size == 0:
         return False
     with open(path, "rb") as fh:
         fh.seek(-1, os.SEEK_END)
         return fh.read(1) != b"\n"
 
 
-def read_rows(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Rows of a JSON-lines file; a truncated (unparseable) line is skipped."""
+@dataclass
+class Loaded:
+    """The rows of a results file, and the line numbers (1-based) that were not rows."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    bad: list[int] = field(default_factory=list)
+    lines: list[tuple[bytes, dict[str, Any] | None]] = field(default_factory=list)  # every line, as read
+
+    def warn(self, path: str | os.PathLike[str], need: Iterable[str] = ()) -> None:
+        if not self.bad:
+            return
+        shown = ", ".join(str(n) for n in self.bad[:5]) + (", ..." if len(self.bad) > 5 else "")
+        fields = "".join(f", '{k}'" for k in need)
+        warnings.warn(f"{path}: skipped {len(self.bad)} line(s) that are not result rows (line {shown}); a row is "
+                      f"a JSON object{' with ' + fields[2:] if fields else ''} on one line", AttnBenchWarning,
+                      stacklevel=3)
+
+
+def load(path: str | os.PathLike[str] | None, need: Iterable[str] = ("key",), warn: bool = True) -> Loaded:
+    """Read a JSON-lines results file. A line is a row when it is a JSON object whose ``need`` fields are
+    strings; any other line (torn, ``5``, ``null``, ``[...]``, not UTF-8, a row without its key) is
+    skipped and counted, with one warning. A missing file has no rows; a directory or an unreadable file
+    is a one-line error."""
+    need = tuple(need)
+    out = Loaded()
+    if path is None:
+        return out
     target = Path(path)
     if not target.exists():
-        return
-    with open(target, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        return out
+    if target.is_dir():
+        raise UsageError(f"cannot read {target}: it is a directory")
+    try:
+        with open(target, "rb") as fh:
+            raw_lines = fh.read().splitlines()
+    except OSError as err:
+        raise UsageError(f"cannot read {target}: {err.strerror or err}") from None
+    for number, raw in enumerate(raw_lines, 1):
+        row = _row(raw, need)
+        out.lines.append((raw, row))
+        if row is not None:
+            out.rows.append(row)
+        elif raw.strip():
+            out.bad.append(number)
+    if warn:
+        out.warn(target, need)
+    return out
+
+
+def _row(raw: bytes, need: tuple[str, ...]) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(value, dict) or any(not isinstance(value.get(k), str) for k in need):
+        return None
+    return value
+
+
+def read_rows(path: str | os.PathLike[str] | None, need: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
+    """The rows of a results file (see :func:`load`; lines that are not rows are skipped with a warning)."""
+    yield from load(path, need).rows
 
 
 def done_keys(path: str | os.PathLike[str]) -> set[str]:
-    return {row["key"] for row in read_rows(path) if "key" in row}
+    return {row["key"] for row in load(path).rows}
+
+
+def mismatch(row: Mapping[str, Any], fingerprint: Mapping[str, Any] | None) -> str | None:
+    """Why ``row`` may not be reused by a run on the device ``fingerprint`` (None if it may): a measured row
+    must carry the fingerprint of the same device (same CPU model, cores and threads; or same GPU, driver,
+    CUDA and torch). Analytic rows (``fingerprint`` None) need none."""
+    if fingerprint is None:
+        return None
+    old = row.get("fingerprint")
+    if not isinstance(old, Mapping):
+        return "it has no device fingerprint"
+    from attnbench.measure.device import identity_differences
+
+    diff = identity_differences(old, fingerprint)
+    return f"it was measured on another device ({'; '.join(diff)})" if diff else None
+
+
+@contextmanager
+def session(
+    path: str | os.PathLike[str] | None, keys: Iterable[str], *, resume: bool = False, overwrite: bool = False,
+    fingerprint: Mapping[str, Any] | None = None,
+) -> Iterator[dict[str, dict[str, Any]]]:
+    """Open the results file ``path`` for a run that will write the rows ``keys``; yields the rows to reuse
+    (``resume``), by key. See the module docstring. ``path`` None: nothing is read, locked or written."""
+    if path is None:
+        yield {}
+        return
+    if resume and overwrite:
+        raise UsageError("--resume reuses the rows in the file and --overwrite replaces them: give one")
+    keys = list(dict.fromkeys(keys))
+    with files.locked(path):
+        loaded = load(path)
+        have = {r["key"]: r for r in loaded.rows}
+        clash = [k for k in keys if k in have]
+        if resume:
+            for k in clash:
+                why = mismatch(have[k], fingerprint)
+                if why:
+                    raise UsageError(f"cannot resume from {path}: its row {k} cannot be reused: {why}; write to "
+                                     f"another --out, or pass --overwrite to measure it again")
+            yield {k: have[k] for k in clash}
+            return
+        if clash and not overwrite:
+            raise UsageError(f"{path} already holds {len(clash)} of the {len(keys)} rows of this run; pass --resume to "
+                             f"reuse them and run only the missing ones, or --overwrite to run them again "
+                             f"(their old rows are removed)")
+        if clash:
+            drop = set(clash)
+            kept = [raw for raw, row in loaded.lines if row is None or row["key"] not in drop]
+            files.atomic_write(path, b"".join(raw + b"\n" for raw in kept if raw.strip()))
+        yield {}
