@@ -5,12 +5,24 @@ What is compared, and how
 * **Parameters and FLOPs** are exact integers (the exact counter on the meta device, kept as the
   per-op-category cells of :class:`~attnbench.flops.cost.Cost`), so any change at all fails, and the
   report shows baseline, current and delta for every op category that moved.
-* **Latency** is compared on the raw per-call samples. A block is slower only when *both* hold:
-  a one-sided Mann-Whitney U test (current times stochastically larger than the baseline's;
-  :func:`~attnbench.measure.stats.mann_whitney_u`) rejects at ``alpha`` (default 0.01), *and* the
-  ratio of medians exceeds ``max_slowdown`` (default 1.10). With hundreds of samples the U test alone
-  would flag a 2% drift caused by another process; the effect size keeps such drifts from failing a
-  build. (The idea of pairing a rank test with a minimum effect size is asv's; this code is our own.)
+* **Latency** is compared on independent units: the **median of each measurement round** (one value
+  per round and block; the rounds are interleaved, and each builds and warms up the block afresh). The
+  per-call samples of one round are not independent (a slow stretch of the machine slows many
+  consecutive calls), so a test on the pooled calls gives p-values like 1e-150 that mean nothing; the
+  rounds are the units that are. A block is slower only when *both* hold: a one-sided Mann-Whitney U
+  test of the current round medians against the baseline's (exact permutation p-value;
+  :func:`~attnbench.measure.stats.mann_whitney_u`) gives p <= ``alpha`` (default 0.01), *and* the ratio
+  of the medians of the round medians exceeds ``max_slowdown`` (default 1.10). (The idea of pairing a
+  rank test with a minimum effect size is asv's; this code is our own.)
+* **What alpha can mean with few rounds.** With n baseline and m current rounds the smallest one-sided
+  p-value is 1 / C(n + m, n): 1/252 = 0.004 for 5 against 5. ``check`` refuses an ``alpha`` that the
+  rounds cannot reach (``--rounds N`` explicitly), or, when the rounds come from the baseline, measures
+  as many more current rounds as needed (up to :data:`MAX_AUTO_ROUNDS`) and says so. The false-alarm
+  rate of the rank test alone is then exact and printed (:func:`~attnbench.measure.stats.false_alarm_rate`):
+  5 against 5 rounds at alpha 0.01: 2/252 = 0.79% per block and measurement, if rounds of unchanged code
+  are exchangeable. The ratio threshold, the load control and the re-measurement below only lower it:
+  a block fails only if a second, independent measurement is slower too, so for unchanged code that
+  happens with about the square of that rate (~6e-5 per block) unless the machine's speed drifts.
 * **Memory**: the call's peak working memory (CUDA: the caching allocator's peak minus what was
   allocated before the call; CPU: the peak of the bytes held by tensors created during the call,
   tracked op by op, which unlike the process RSS is deterministic) may grow by at most
@@ -24,7 +36,7 @@ How latency is measured, so that unchanged code does not alarm
   of load from another process spreads over all blocks instead of landing on one block's whole sample.
 * **A reference workload as load control.** A fixed, seeded workload (a 32-channel 3x3x3 convolution
   and a 512x512x512 matmul) is measured in the same rounds and stored in the snapshot. Each block's
-  times are also compared after dividing every round by the reference's median of that round. On the
+  round medians are also compared after dividing each by the reference's median of the same round. On the
   same device a block is slower only if it is slower both in its own times and relative to the
   reference: when the whole machine is slower (the reference too), that is load, not a regression.
   With ``--normalize`` (different devices) only the normalised comparison counts.
@@ -40,8 +52,19 @@ How latency is measured, so that unchanged code does not alarm
   is not counted; on a shared CI machine this removes most of the noise (see :class:`TimingPlan`).
 
 Latency is compared only between runs on the same device (CPU model, cores and torch threads; or GPU
-model), unless ``normalize`` is set. Memory is compared on the same kind of device (any CPU, or the
-same GPU model).
+model), unless ``normalize`` is set. A timed baseline from another device is a usage error (exit 2)
+unless ``--allow-device-mismatch`` is given, and then the summary's first line says that latency was not
+compared (a check that passes without comparing latency must not look like one that compared it).
+Memory is compared on the same kind of device (any CPU, or the same GPU model).
+
+Reading a baseline
+------------------
+The whole document is validated against a declared schema (:mod:`attnbench.baseline_schema`, pydantic)
+before anything in it is used: types, bounds on everything that sets how long a check runs, internal
+consistency (FLOP totals against their cells, round sizes against the samples), and blocks, presets
+and options known to the code. Every problem is one line and exit code 2. Everything read from the file
+is printed through :func:`attnbench.text.plain` or :func:`attnbench.text.clean` (no Rich markup, no
+terminal control characters), and into the Markdown summary escaped.
 
 Validating the gate
 -------------------
@@ -54,6 +77,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,20 +90,23 @@ from torch import nn
 
 import attnbench
 from attnbench import api, bench
+from attnbench import baseline_schema as schema
 from attnbench.blocks.registry import all_blocks, get_block
 from attnbench.errors import UsageError
 from attnbench.flops.cost import CATEGORIES, KINDS
 from attnbench.measure import device as dev
 from attnbench.measure.device import torch_threads
-from attnbench.measure.stats import Measurement, mann_whitney_u, median
+from attnbench.measure.stats import Measurement, false_alarm_rate, mann_whitney_u, median, min_p_value
+from attnbench.text import clean
 from attnbench.units import human
 
-SCHEMA = "attnbench.snapshot/1"
+SCHEMA = schema.SCHEMA
 REPORT_SCHEMA = "attnbench.check/1"
-SIZES = ("B", "C", "T", "H", "W")
+SIZES = schema.SIZES
 REFERENCE_KEY = "reference"
-CLOCKS = ("wall", "cpu")
-MALLOC_MODES = ("cached", "system")
+CLOCKS = schema.CLOCKS
+MALLOC_MODES = schema.MALLOC_MODES
+MAX_AUTO_ROUNDS = 20  # check measures at most this many rounds on its own to make alpha reachable
 CPU_IDENTITY, CUDA_IDENTITY = dev.CPU_IDENTITY, dev.CUDA_IDENTITY
 INJECT_SLOWDOWN_ENV = bench.INJECT_SLOWDOWN_ENV
 
@@ -117,10 +144,21 @@ class TimingPlan:
     def check(self) -> "TimingPlan":
         device = dev.resolve_device(self.device)
         dev.resolve_dtype(self.dtype)
-        if self.rounds < 1 or self.min_reps < 1 or not self.round_s > 0 or self.max_warmup_s < 0:
-            raise UsageError("--rounds must be >= 1 and --round-s > 0")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {self.threads}")
+        if not 1 <= self.rounds <= schema.MAX_ROUNDS:
+            raise UsageError(f"--rounds must be between 1 and {schema.MAX_ROUNDS}, got {self.rounds}")
+        if not 0 < self.round_s <= schema.MAX_ROUND_S:
+            raise UsageError(f"--round-s must be > 0 and <= {schema.MAX_ROUND_S:g} (seconds), got {self.round_s}")
+        if not 1 <= self.min_reps <= schema.MAX_MIN_REPS:
+            raise UsageError(f"min_reps must be between 1 and {schema.MAX_MIN_REPS}, got {self.min_reps}")
+        if not 0 <= self.max_warmup_s <= schema.MAX_WARMUP_S:
+            raise UsageError(f"max_warmup_s must be between 0 and {schema.MAX_WARMUP_S:g}, got {self.max_warmup_s}")
+        if self.rounds * (self.round_s + self.max_warmup_s) > schema.MAX_TIMED_S_PER_BLOCK:
+            raise UsageError(f"--rounds x (--round-s + warm-up) is {self.rounds * (self.round_s + self.max_warmup_s):.4g} s "
+                             f"per block, more than the {schema.MAX_TIMED_S_PER_BLOCK:.0f} s allowed")
+        if self.threads is not None and not 1 <= self.threads <= schema.MAX_THREADS:
+            raise UsageError(f"--threads must be between 1 and {schema.MAX_THREADS}, got {self.threads}")
+        if self.timing not in schema.TIMING_MODES:
+            raise api.unknown("timing mode", self.timing, schema.TIMING_MODES)
         if self.malloc not in MALLOC_MODES:
             raise api.unknown("malloc mode", self.malloc, MALLOC_MODES)
         if self.clock not in CLOCKS:
@@ -141,8 +179,10 @@ class CheckOptions:
     (see :func:`confirm`). ``load_control``: on the same device, a block is
     slower only if it is slower both in its own times and relative to the reference workload of the
     same rounds (a machine that is slower as a whole is not a regression). ``normalize``: compare
-    reference-normalised times only (for different devices). ``device``/``rounds``/``round_s``
-    override the baseline's (None: as in the baseline)."""
+    reference-normalised times only (for different devices). ``allow_device_mismatch``: a timed
+    baseline from another device is checked without its latency (otherwise that is a usage error).
+    ``device``/``rounds``/``round_s`` override the baseline's (None: as in the baseline; with the
+    baseline's rounds, more rounds are measured if ``alpha`` needs them, see :func:`current_rounds`)."""
 
     alpha: float = 0.01
     max_slowdown: float = 1.10
@@ -150,6 +190,7 @@ class CheckOptions:
     normalize: bool = False
     load_control: bool = True
     flops_only: bool = False
+    allow_device_mismatch: bool = False
     retries: int = 2
     device: str | None = None
     rounds: int | None = None
@@ -162,10 +203,12 @@ class CheckOptions:
             raise UsageError(f"--max-slowdown is a ratio of medians and must be >= 1, got {self.max_slowdown}")
         if not self.memory_tolerance >= 0:
             raise UsageError(f"--memory-tolerance must be >= 0, got {self.memory_tolerance}")
-        if self.retries < 0:
-            raise UsageError(f"--retries must be >= 0, got {self.retries}")
-        if self.rounds is not None and self.rounds < 1 or self.round_s is not None and not self.round_s > 0:
-            raise UsageError("--rounds must be >= 1 and --round-s > 0")
+        if not 0 <= self.retries <= 10:
+            raise UsageError(f"--retries must be between 0 and 10, got {self.retries}")
+        if self.rounds is not None and not 1 <= self.rounds <= schema.MAX_ROUNDS:
+            raise UsageError(f"--rounds must be between 1 and {schema.MAX_ROUNDS}, got {self.rounds}")
+        if self.round_s is not None and not 0 < self.round_s <= schema.MAX_ROUND_S:
+            raise UsageError(f"--round-s must be > 0 and <= {schema.MAX_ROUND_S:g} (seconds), got {self.round_s}")
         return self
 
 
@@ -239,14 +282,31 @@ def resolve_entry(entry: Mapping[str, Any]) -> api.Case:
 # -- parameters and FLOPs --------------------------------------------------------------------------------
 
 
-def static_record(case: api.Case) -> dict[str, Any]:
-    """Counted parameters and exact FLOPs (per op-category cells) of a case; meta device, no memory."""
-    report = api.flops_report(case, ["exact"])
-    cost = report.exact.cost
+# What counting a case at a size torch cannot represent (or the closed forms cannot evaluate) raises.
+_COUNT_ERRORS = (RuntimeError, TypeError, ValueError, OverflowError, MemoryError, RecursionError, ZeroDivisionError)
+
+
+def static_record(case: api.Case, key: str | None = None) -> dict[str, Any]:
+    """Counted parameters and exact FLOPs (per op-category cells) of a case; meta device, no memory.
+    A case that cannot be counted (e.g. sizes beyond what torch can index) is a usage error, one line."""
+    try:
+        report = api.flops_report(case, ["exact"])
+    except UsageError:
+        raise
+    except _COUNT_ERRORS as e:
+        what = clean(key or entry_key(case))
+        raise UsageError(f"cannot count the parameters and FLOPs of {what} at input shape {case.shape.as_list()}: "
+                         f"{type(e).__name__}: {clean((str(e).strip().splitlines() or [''])[0])[:200]}") from None
+    if report.exact is not None:
+        cost, unhandled, source = report.exact.cost, dict(report.exact.unhandled), "exact counter"
+    else:  # a shape past torch's tensor limits: the closed forms (equal to the exact count wherever both run)
+        cost, unhandled = report.analytic, {}
+        source = f"closed form ({getattr(report, 'exact_skipped', None) or 'the exact counter could not run'})"
     return {
         "params": report.params_counted,
-        "flops": {"total": cost.flops, "macs": cost.macs, "by_category": cost.by_category(), "cells": cost.to_dict()},
-        "unhandled_ops": dict(report.exact.unhandled),
+        "flops": {"total": cost.flops, "macs": cost.macs, "by_category": cost.by_category(), "cells": cost.to_dict(),
+                  "counted_by": source},
+        "unhandled_ops": unhandled,
     }
 
 
@@ -285,21 +345,23 @@ def compare_flops(old_cells: Mapping[str, Mapping[str, int]], new_cells: Mapping
 
 def compare_latency(old_ms: Sequence[float], new_ms: Sequence[float], alpha: float = 0.01,
                     max_slowdown: float = 1.10) -> dict[str, Any]:
-    """Regression iff the one-sided U test (new > old) gives p < ``alpha`` and median(new)/median(old)
-    > ``max_slowdown``; improvement iff the mirrored conditions hold. Samples in any one unit."""
+    """Regression iff the one-sided U test (new > old) gives p <= ``alpha`` and median(new)/median(old)
+    > ``max_slowdown``; improvement iff the mirrored conditions hold. The values must be independent
+    units, one per measurement round (the gate passes per-round medians, :func:`round_values`), in any
+    one unit of time; the p-value is exact for up to 50 values in all."""
     old_med, new_med = median(old_ms), median(new_ms)
     ratio = new_med / old_med if old_med > 0 else (1.0 if new_med == 0 else math.inf)
     slower = mann_whitney_u(new_ms, old_ms, "greater")
     faster = mann_whitney_u(new_ms, old_ms, "less")
-    if slower.p_value < alpha and ratio > max_slowdown:
+    if slower.p_value <= alpha and ratio > max_slowdown:
         status = "regression"
-    elif faster.p_value < alpha and ratio < 1 / max_slowdown:
+    elif faster.p_value <= alpha and ratio < 1 / max_slowdown:
         status = "improved"
     else:
         status = "ok"
     return {"check": "latency", "status": status, "failed": status == "regression",
             "baseline": old_med, "current": new_med, "ratio": ratio,
-            "p_slower": slower.p_value, "p_faster": faster.p_value, "u": slower.u,
+            "p_slower": slower.p_value, "p_faster": faster.p_value, "u": slower.u, "p_method": slower.method,
             "prob_slower": slower.effect, "n_baseline": len(old_ms), "n_current": len(new_ms)}
 
 
@@ -315,32 +377,61 @@ def compare_memory(old: int | None, new: int | None, tolerance: float = 0.05) ->
             "ratio": (new / old) if old else (1.0 if new == 0 else math.inf), "tolerance": tolerance}
 
 
-def _rounds(samples: Sequence[float], sizes: Sequence[int] | None) -> list[list[float]] | None:
-    if not sizes or sum(sizes) != len(samples) or any(n < 1 for n in sizes):
+def round_values(t: Mapping[str, Any] | None) -> list[float] | None:
+    """The test units of a timing: the median of each measurement round (ms). From ``samples_ms`` and
+    ``round_sizes`` (a stored baseline's are validated to add up; stored ``round_medians_ms``, checked
+    against them when read, are not needed), else ``round_medians_ms``, else the samples' median as a
+    single round; None without samples."""
+    if not t or not t.get("samples_ms"):
         return None
-    out, i = [], 0
-    for n in sizes:
-        out.append(list(samples[i:i + n]))
-        i += n
-    return out
+    samples, sizes = list(t["samples_ms"]), t.get("round_sizes")
+    if sizes and sum(sizes) == len(samples) and all(n >= 1 for n in sizes):
+        return schema.round_medians(samples, sizes)
+    if t.get("round_medians_ms"):
+        return list(t["round_medians_ms"])
+    return [median(samples)]
 
 
-def normalized(samples_ms: Sequence[float], reference_ms: Sequence[float],
-               sizes: Sequence[int] | None = None, reference_sizes: Sequence[int] | None = None) -> list[float]:
-    """Samples divided by the reference workload's median time of the same run. Given the samples per
-    round of both (``sizes``, ``reference_sizes``, as many rounds each), each round is divided by the
-    reference median of its own round, measured seconds apart, which also cancels load that changes
-    from round to round."""
-    rounds, ref_rounds = _rounds(samples_ms, sizes), _rounds(reference_ms, reference_sizes)
-    if rounds is None or ref_rounds is None or len(rounds) != len(ref_rounds):
-        rounds, ref_rounds = [list(samples_ms)], [list(reference_ms)]
-    out: list[float] = []
-    for chunk, ref_chunk in zip(rounds, ref_rounds):
-        ref = median(ref_chunk)
-        if ref <= 0:
-            raise UsageError("the reference workload's median time is zero; cannot normalize")
-        out += [v / ref for v in chunk]
-    return out
+def normalized(values_ms: Sequence[float], reference_ms: Sequence[float]) -> list[float]:
+    """Per-round medians of a block divided by the reference workload's median of the same round
+    (measured seconds apart, so load that changes from round to round cancels). With a different number
+    of rounds, every value is divided by the median of the reference's rounds."""
+    if len(values_ms) == len(reference_ms):
+        pairs = list(zip(values_ms, reference_ms))
+    else:
+        pairs = [(v, median(reference_ms)) for v in values_ms]
+    if any(ref <= 0 for _, ref in pairs):
+        raise UsageError("the reference workload's median time is zero; cannot normalize")
+    return [v / ref for v, ref in pairs]
+
+
+def current_rounds(baseline_rounds: int, alpha: float, asked: int | None = None) -> tuple[int, str]:
+    """How many rounds ``check`` measures, and a note when that is not simply the baseline's (or
+    ``asked``). The rank test of ``baseline_rounds`` against n current round medians can give no
+    one-sided p-value below 1 / C(baseline_rounds + n, n); an ``alpha`` below it could never be reached,
+    so a latency regression could never fail the build. With ``asked`` rounds that is a usage error;
+    without, n is raised (up to :data:`MAX_AUTO_ROUNDS`) until ``alpha`` is reachable."""
+    def reachable(n: int) -> bool:
+        return min_p_value(baseline_rounds, n) <= alpha
+
+    need = next((n for n in range(1, MAX_AUTO_ROUNDS + 1) if reachable(n)), None)
+    fix = f"--rounds {need} or more" if need else "a baseline with more rounds (`attnbench snapshot --rounds 5`)"
+    if asked is not None:
+        if not reachable(asked):
+            p = min_p_value(baseline_rounds, asked)
+            raise UsageError(f"--alpha {alpha:g} cannot be reached: with {baseline_rounds} baseline and {asked} current rounds "
+                             f"the smallest p-value of the rank test on round medians is 1/{math.comb(baseline_rounds + asked, asked)} "
+                             f"= {p:.3g}; use {fix}, or --alpha {p:.3g} or more")
+        return asked, ""
+    if reachable(baseline_rounds):
+        return baseline_rounds, ""
+    if need is None:
+        p = min_p_value(baseline_rounds, MAX_AUTO_ROUNDS)
+        raise UsageError(f"--alpha {alpha:g} cannot be reached with a baseline of {baseline_rounds} round(s): even against "
+                         f"{MAX_AUTO_ROUNDS} current rounds the smallest p-value of the rank test on round medians is {p:.3g}; "
+                         f"use {fix}, or --alpha {p:.3g} or more")
+    return need, (f"the baseline's {baseline_rounds} rounds against as many current rounds cannot reach alpha {alpha:g} "
+                  f"(smallest p-value {min_p_value(baseline_rounds, baseline_rounds):.3g}); measured {need} rounds")
 
 
 device_differences = dev.identity_differences
@@ -493,8 +584,15 @@ def _rounds_of(results: dict[str, Timed], order: list[tuple[str, bench.Target, i
             s = bench.Settings(device=plan.device, dtype=plan.dtype, batch=batch, min_reps=plan.min_reps,
                                target_s=plan.round_s, max_warmup_s=plan.max_warmup_s, timing=plan.timing)
             stamps: list[int] = []
-            row = bench.measure_target(_stamped(t, stamps) if plan.clock == "cpu" else t, s, fingerprint,
-                                       tensor_peak=False, clock=plan.clock)
+            try:
+                row = bench.measure_target(_stamped(t, stamps) if plan.clock == "cpu" else t, s, fingerprint,
+                                           tensor_peak=False, clock=plan.clock)
+            except (TypeError, ValueError, OverflowError) as e:
+                # measure_target turns device faults (OOM, RuntimeError) into a status; sizes past torch's
+                # 64-bit limits fail earlier, while building the block or its inputs: the same for the gate
+                first = (str(e).strip().splitlines() or [""])[0]
+                res.status = f"error: {type(e).__name__}: {clean(first)[:160]}"
+                continue
             if row["status"] != "ok":
                 res.status = row["status"]
                 continue
@@ -577,7 +675,7 @@ def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[
         c = it.case
         entries.append({"key": it.key, "module": c.spec.name, "preset": c.preset.name if c.preset else None,
                         "base_preset": it.base_preset, "input_shape": c.shape.as_list(), "options": dict(c.options),
-                        **static_record(c)})
+                        **static_record(c, it.key)})
     doc: dict[str, Any] = {
         "schema": SCHEMA, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "environment": environment(), "selection": dict(selection), "timed": plan is not None,
@@ -607,111 +705,17 @@ def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[
 # -- reading a baseline ------------------------------------------------------------------------------------
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _samples_problem(timing: Any, where: str) -> str | None:
-    if not isinstance(timing, dict) or not isinstance(timing.get("samples_ms"), list) or not timing["samples_ms"]:
-        return f"{where}: timing.samples_ms must be a non-empty list"
-    if not all(_is_num(s) and s >= 0 for s in timing["samples_ms"]):
-        return f"{where}: timing.samples_ms must hold finite numbers >= 0"
-    return None
-
-
 def snapshot_problem(doc: Any) -> str | None:
-    """The first thing wrong with a baseline document (one line), or None when it can be used."""
-    if not isinstance(doc, dict):
-        return "the top level must be a JSON object"
-    if doc.get("schema") != SCHEMA:
-        return f"schema must be '{SCHEMA}', got {doc.get('schema')!r}"
-    entries = doc.get("entries")
-    if not isinstance(entries, list) or not entries:
-        return "'entries' must be a non-empty list"
-    timed = doc.get("timed")
-    if not isinstance(timed, bool):
-        return "'timed' must be true or false"
-    if timed:
-        s = doc.get("settings")
-        if not isinstance(s, dict) or not isinstance(s.get("device"), str) or not isinstance(s.get("dtype"), str):
-            return "a timed baseline needs 'settings' with 'device' and 'dtype'"
-        if not _is_int(s.get("rounds")) or not _is_num(s.get("round_s")):
-            return "'settings' needs integer 'rounds' and numeric 'round_s'"
-        if not isinstance(doc.get("fingerprint"), dict):
-            return "a timed baseline needs a 'fingerprint' object"
-        ref = doc.get("reference")
-        if not isinstance(ref, dict):
-            return "a timed baseline needs a 'reference' object"
-        if ref.get("status") == "ok" and (p := _samples_problem(ref.get("timing"), "reference")):
-            return p
-    keys = set()
-    for i, e in enumerate(entries):
-        where = f"entries[{i}]"
-        if not isinstance(e, dict):
-            return f"{where} must be an object"
-        if not isinstance(e.get("key"), str) or not isinstance(e.get("module"), str):
-            return f"{where} needs string 'key' and 'module'"
-        where = f"entry {e['key']}"
-        if e["key"] in keys:
-            return f"{where} appears twice"
-        keys.add(e["key"])
-        if e.get("preset") is not None and not isinstance(e["preset"], str):
-            return f"{where}: 'preset' must be a string or null"
-        if e.get("preset") is None and not isinstance(e.get("base_preset"), str):
-            return f"{where}: a custom-shape entry needs a string 'base_preset'"
-        shape = e.get("input_shape")
-        if not isinstance(shape, list) or len(shape) != 5 or not all(_is_int(v) and v > 0 for v in shape):
-            return f"{where}: 'input_shape' must be 5 positive integers [B, C, T, H, W]"
-        if not isinstance(e.get("options", {}), dict):
-            return f"{where}: 'options' must be an object"
-        if not _is_int(e.get("params")) or e["params"] < 0:
-            return f"{where}: 'params' must be an integer >= 0"
-        flops = e.get("flops")
-        cells = flops.get("cells") if isinstance(flops, dict) else None
-        if not isinstance(cells, dict):
-            return f"{where}: 'flops.cells' must be an object of op categories"
-        for cat, kinds in cells.items():
-            if cat not in CATEGORIES:
-                return f"{where}: unknown op category '{cat}' in flops.cells; valid: {', '.join(CATEGORIES)}"
-            if not isinstance(kinds, dict) or not all(k in KINDS and _is_int(v) and v >= 0 for k, v in kinds.items()):
-                return f"{where}: flops.cells.{cat} must map mac/op to integers >= 0"
-        if timed:
-            if not isinstance(e.get("status"), str):
-                return f"{where}: a timed entry needs a 'status'"
-            if e["status"] == "ok":
-                if p := _samples_problem(e.get("timing"), where):
-                    return p
-                mem = e.get("memory")
-                if not isinstance(mem, dict) or not (mem.get("peak_bytes") is None or _is_int(mem["peak_bytes"])):
-                    return f"{where}: 'memory.peak_bytes' must be an integer or null"
-    return None
+    """The first thing wrong with a baseline document (one printable line), or None when it can be used;
+    see :mod:`attnbench.baseline_schema`."""
+    return schema.problem(doc)
 
 
 def load_baseline(path: str | Path) -> dict[str, Any]:
-    """Read and validate a baseline; every problem is one line (UsageError, exit code 2)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"cannot read baseline {p}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"cannot read baseline {p}: it is a directory") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"cannot read baseline {p}: not UTF-8 text") from None
-    except OSError as e:
-        raise UsageError(f"cannot read baseline {p}: {e.strerror or e}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"baseline {p} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    problem = snapshot_problem(doc)
-    if problem:
-        raise UsageError(f"baseline {p} is malformed: {problem}")
-    return doc
+    """Read and validate a baseline; every problem is one line (UsageError, exit code 2): a missing,
+    unreadable, non-regular or oversized file, invalid or too deeply nested JSON, or a document that does
+    not match :class:`attnbench.baseline_schema.Snapshot`."""
+    return schema.load(path)
 
 
 # -- check ---------------------------------------------------------------------------------------------
@@ -745,27 +749,31 @@ def _static_findings(entry: Mapping[str, Any], case: api.Case) -> list[dict[str,
     key = entry["key"]
     out = []
     out += compare_config(key, entry["input_shape"], entry.get("options") or {}, case.shape.as_list(), dict(case.options))
-    now = static_record(case)
+    now = static_record(case, key)
     out.append(_finding(key, **compare_params(entry["params"], now["params"])))
     out.append(_finding(key, **compare_flops(entry["flops"]["cells"], now["flops"]["cells"])))
     return out
 
 
 def _samples(t: Mapping[str, Any] | Timed | None) -> dict[str, Any] | None:
-    """``{"samples_ms", "round_sizes"}`` of a stored timing dict or a :class:`Timed`; None if absent."""
+    """``{"samples_ms", "round_sizes", "round_medians_ms"}`` of a stored timing dict or a :class:`Timed`;
+    None if absent."""
     if t is None:
         return None
     if isinstance(t, Timed):
-        return {"samples_ms": t.samples_ms, "round_sizes": t.round_sizes} if t.samples_ms else None
-    return {"samples_ms": t["samples_ms"], "round_sizes": t.get("round_sizes")} if t.get("samples_ms") else None
+        return ({"samples_ms": t.samples_ms, "round_sizes": t.round_sizes, "round_medians_ms": t.round_medians_ms}
+                if t.samples_ms else None)
+    return ({"samples_ms": t["samples_ms"], "round_sizes": t.get("round_sizes"), "round_medians_ms": t.get("round_medians_ms")}
+            if t.get("samples_ms") else None)
 
 
 def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any] | None, new: Mapping[str, Any],
                     new_ref: Mapping[str, Any] | None, opts: CheckOptions) -> dict[str, Any]:
     """Compare one measurement of a block's latency with the baseline (``{"samples_ms", "round_sizes"}``
-    of both and of their reference workloads). Two comparisons: ``raw`` (the times themselves) and
-    ``normalized`` (each round divided by the reference workload's median of the same round). Which
-    of them decide (``decisive``):
+    of both and of their reference workloads). The units compared are the per-round medians
+    (:func:`round_values`). Two comparisons: ``raw`` (the round medians themselves) and ``normalized``
+    (each round median divided by the reference workload's median of the same round). Which of them
+    decide (``decisive``):
 
     * ``opts.normalize``: the normalised one (different devices);
     * else, with ``opts.load_control`` and both references: both -- a regression only if the block is
@@ -775,12 +783,14 @@ def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any]
 
     ``flags`` lists the decisive comparisons that call it a regression; ``status`` is ``regression``
     only when all of them do (``improved`` likewise)."""
-    raw = compare_latency(old["samples_ms"], new["samples_ms"], opts.alpha, opts.max_slowdown)
+    old_v, new_v = round_values(old), round_values(new)
+    if not old_v or not new_v:
+        raise UsageError(f"{clean(key)}: no latency samples to compare")
+    raw = compare_latency(old_v, new_v, opts.alpha, opts.max_slowdown)
     norm = None
-    if old_ref and new_ref:
-        norm = compare_latency(normalized(old["samples_ms"], old_ref["samples_ms"], old.get("round_sizes"), old_ref.get("round_sizes")),
-                               normalized(new["samples_ms"], new_ref["samples_ms"], new.get("round_sizes"), new_ref.get("round_sizes")),
-                               opts.alpha, opts.max_slowdown)
+    old_rv, new_rv = round_values(old_ref), round_values(new_ref)
+    if old_rv and new_rv:
+        norm = compare_latency(normalized(old_v, old_rv), normalized(new_v, new_rv), opts.alpha, opts.max_slowdown)
     if opts.normalize and norm is None:
         raise UsageError("--normalize needs the reference workload's samples of both runs")
     if opts.normalize:
@@ -793,10 +803,11 @@ def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any]
     flags = [c for c in decisive if by[c]["status"] == "regression"]
     status = ("regression" if len(flags) == len(decisive)
               else "improved" if all(by[c]["status"] == "improved" for c in decisive) else "ok")
-    f.update(status=status, failed=status == "regression", mode=mode, decisive=decisive, flags=flags,
+    f.update(status=status, failed=status == "regression", mode=mode, decisive=decisive, flags=flags, unit="round median",
              normalized=opts.normalize, baseline_ms=raw["baseline"], current_ms=raw["current"], raw_ratio=raw["ratio"],
              raw_p_slower=raw["p_slower"], raw_status=raw["status"], normalized_ratio=norm["ratio"] if norm else None,
-             normalized_p_slower=norm["p_slower"] if norm else None, normalized_status=norm["status"] if norm else None)
+             normalized_p_slower=norm["p_slower"] if norm else None, normalized_status=norm["status"] if norm else None,
+             baseline_rounds_ms=old_v, current_rounds_ms=new_v)
     return _finding(key, **f)
 
 
@@ -815,9 +826,13 @@ def confirm(flags: Sequence[Sequence[str]], decisive: Sequence[str], retries: in
 
 
 def check(baseline: Mapping[str, Any], opts: CheckOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Re-measure what ``baseline`` holds and compare; returns the report (``passed`` False on any
-    regression)."""
+    """Validate ``baseline`` (:mod:`attnbench.baseline_schema`), re-measure what it holds and compare;
+    returns the report (``passed`` False on any regression; ``not_compared`` lists what a timed baseline
+    held that this check did not compare)."""
     opts.check()
+    why = snapshot_problem(baseline)
+    if why:
+        raise UsageError(f"baseline is malformed: {why}")
     findings: list[dict[str, Any]] = []
     cases: dict[str, api.Case] = {}
     for entry in baseline["entries"]:
@@ -826,19 +841,20 @@ def check(baseline: Mapping[str, Any], opts: CheckOptions, progress: Progress | 
             progress(f"counting {key}")
         try:
             case = resolve_entry(entry)
-        except UsageError as e:
-            findings.append(_finding(key, check="entry", status="missing", failed=True,
-                                     detail=f"cannot build this entry any more: {e}"))
-            continue
+        except UsageError as e:  # validated above, so only if the registry changed meanwhile
+            raise UsageError(f"baseline entry {clean(key)} is malformed: {e}") from None
         cases[key] = case
         findings += _static_findings(entry, case)
     findings += _new_entries(baseline)
 
     timing_info: dict[str, Any] = {"compared": False}
+    not_compared: list[str] = []
     if baseline["timed"] and not opts.flops_only:
         timing_info = _check_timing(baseline, cases, opts, findings, progress)
+        not_compared = list(timing_info.get("not_compared") or [])
     elif baseline["timed"]:
         timing_info["reason"] = "--flops-only"
+        not_compared = ["latency and memory (--flops-only)"]
     else:
         timing_info["reason"] = "the baseline holds parameters and FLOPs only (no timing)"
 
@@ -846,6 +862,7 @@ def check(baseline: Mapping[str, Any], opts: CheckOptions, progress: Progress | 
     return {
         "schema": REPORT_SCHEMA,
         "passed": not failures,
+        "not_compared": not_compared,
         "baseline": {"created_utc": baseline.get("created_utc"), "timed": baseline["timed"],
                      "entries": len(baseline["entries"]), "environment": baseline.get("environment"),
                      "settings": baseline.get("settings")},
@@ -855,6 +872,7 @@ def check(baseline: Mapping[str, Any], opts: CheckOptions, progress: Progress | 
         "summary": {
             "entries": len(baseline["entries"]),
             "failures": len(failures),
+            "not_compared": not_compared,
             "by_status": _count(f"{f['check']}:{f['status']}" for f in findings),
         },
         "findings": findings,
@@ -881,6 +899,10 @@ def _new_entries(baseline: Mapping[str, Any]) -> list[dict[str, Any]]:
             for it in items if it.key not in have]
 
 
+def _mismatch(differences: Sequence[str]) -> str:
+    return f"the baseline was timed on another device ({clean('; '.join(differences))})"
+
+
 def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], opts: CheckOptions,
                   findings: list[dict[str, Any]], progress: Progress | None) -> dict[str, Any]:
     s = dict(baseline["settings"])
@@ -893,13 +915,21 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], op
     with torch_threads(plan.threads):
         new_fp = dev.fingerprint(plan.device)
         differences = device_differences(old_fp, new_fp)
+        if differences and not opts.normalize and not opts.allow_device_mismatch:
+            raise UsageError(f"{_mismatch(differences)}, so its latency cannot be compared here; pass --normalize to compare "
+                             f"it relative to the reference workload, --allow-device-mismatch to check without latency, "
+                             f"or --flops-only")
         latency_ok = not differences or opts.normalize
         memory_ok = memory_comparable(old_fp, new_fp)
         ref_entry = baseline.get("reference") or {}
         ref_old = _samples(ref_entry.get("timing")) if ref_entry.get("status") == "ok" else None
         info: dict[str, Any] = {"compared": latency_ok or memory_ok, "plan": asdict(plan), "fingerprint": new_fp,
                                 "device_differences": differences, "latency_compared": latency_ok,
-                                "memory_compared": memory_ok}
+                                "memory_compared": memory_ok, "not_compared": []}
+        if not latency_ok:
+            info["not_compared"].append(f"latency: {_mismatch(differences)}")
+        if not memory_ok:
+            info["not_compared"].append(f"memory: {_mismatch(differences)}")
         if opts.normalize and not ref_old:
             raise UsageError("--normalize needs the reference workload's samples in the baseline, which has none")
         entries = {e["key"]: e for e in baseline["entries"]}
@@ -907,14 +937,23 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], op
         for k, e in entries.items():
             if e.get("status") not in (None, "ok"):
                 findings.append(_finding(k, check="latency", status="skipped", failed=False,
-                                         detail=f"not timed in the baseline ({e['status']})"))
+                                         detail=f"not timed in the baseline ({clean(e['status'])})"))
         if not timed:
-            info.update(compared=False, reason="no entry of the baseline was timed")
+            info.update(compared=False, latency_compared=False, memory_compared=False,
+                        reason="no entry of the baseline was timed", not_compared=[])
             return info
+        if latency_ok:
+            rounds, note = current_rounds(int(s["rounds"]), opts.alpha, opts.rounds)
+            plan = replace(plan, rounds=rounds).check()
+            info["plan"] = asdict(plan)
+            info["rank_test"] = {
+                "unit": "median of each measurement round", "baseline_rounds": int(s["rounds"]), "current_rounds": rounds,
+                "alpha": opts.alpha, "min_p_value": min_p_value(rounds, int(s["rounds"])),
+                "false_alarm_rate": false_alarm_rate(rounds, int(s["rounds"]), opts.alpha), "note": note}
         if not (latency_ok or memory_ok):
             for k in timed:
                 findings.append(_finding(k, check="latency", status="skipped", failed=False,
-                                         detail=f"different device ({'; '.join(differences)}); pass --normalize to compare"))
+                                         detail=f"{_mismatch(differences)}; pass --normalize to compare"))
             return info
 
         targets = [(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(cases[k]), _batch(cases[k])) for k in timed]
@@ -922,10 +961,10 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], op
         mplan = plan if latency_ok else replace(plan, rounds=1, round_s=0.01, min_reps=2)
         results = measure(targets, mplan, new_fp, progress, memory=memory_ok)
         ref_new = _samples(results[REFERENCE_KEY])
-        info["reference_ms"] = {"baseline_median": median(ref_old["samples_ms"]) if ref_old else None,
-                                "current_median": median(ref_new["samples_ms"]) if ref_new else None}
+        info["reference_ms"] = {"baseline_median": median(round_values(ref_old)) if ref_old else None,
+                                "current_median": median(round_values(ref_new)) if ref_new else None}
         if opts.normalize and not ref_new:
-            raise UsageError(f"the reference workload failed in this run ({results[REFERENCE_KEY].status}); cannot --normalize")
+            raise UsageError(f"the reference workload failed in this run ({clean(results[REFERENCE_KEY].status)}); cannot --normalize")
         latency: dict[str, dict[str, Any]] = {}
         for k in timed:
             res = results[k]
@@ -937,7 +976,7 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], op
                 latency[k] = latency_finding(k, _samples(entries[k]["timing"]), ref_old, _samples(res), ref_new, opts)
             else:
                 findings.append(_finding(k, check="latency", status="skipped", failed=False,
-                                         detail=f"different device ({'; '.join(differences)}); pass --normalize to compare"))
+                                         detail=f"{_mismatch(differences)}; not compared (--allow-device-mismatch)"))
             if memory_ok:
                 mem = compare_memory((entries[k].get("memory") or {}).get("peak_bytes"), res.peak_bytes, opts.memory_tolerance)
                 mem["metric"] = res.memory_metric
@@ -1009,9 +1048,10 @@ def fmt_change(f: Mapping[str, Any]) -> str:
     """Delta or ratio, and for latency the p-value."""
     c = f["check"]
     if c == "latency" and "ratio" in f:
+        rounds = f" over {f['n_baseline']}/{f['n_current']} rounds" if "n_baseline" in f else ""
         if f.get("normalized"):
-            return f"x{f['ratio']:.3f} vs reference (p={f['p_slower']:.2g}), raw x{f['raw_ratio']:.3f}"
-        text = f"x{f['raw_ratio']:.3f} (p={f['raw_p_slower']:.2g})"
+            return f"x{f['ratio']:.3f} vs reference (p={f['p_slower']:.2g}{rounds}), raw x{f['raw_ratio']:.3f}"
+        text = f"x{f['raw_ratio']:.3f} (p={f['raw_p_slower']:.2g}{rounds})"
         if f.get("normalized_ratio") is not None:
             text += f", vs reference x{f['normalized_ratio']:.3f}"
         return text
@@ -1036,8 +1076,52 @@ def notable(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return sorted(fs, key=lambda f: (not f["failed"], f["key"]))
 
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+
+
+def _md_escape(text: object) -> str:
+    """Text from a baseline made inert in Markdown: control characters escaped (:func:`clean`), HTML's
+    ``& < >`` as entities, and the characters that make links, code, emphasis or table cells
+    backslash-escaped."""
+    html = clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", html)
+
+
+def compared_text(report: Mapping[str, Any]) -> str:
+    """What a check compared, and how (one sentence for people)."""
+    opts = report["options"]
+    t = report["timing"]
+    what = "parameters and FLOPs (exact)"
+    if t.get("compared"):
+        if t.get("latency_compared"):
+            clock = (t.get("plan") or {}).get("clock", "wall")
+            control = ("normalized by the reference workload" if opts["normalize"] else
+                       "also relative to the reference workload" if opts["load_control"] else "")
+            rt = t.get("rank_test") or {}
+            test = (f"one-sided Mann-Whitney U on per-round medians ({rt['baseline_rounds']} baseline vs {rt['current_rounds']} "
+                    f"current rounds, exact p), p <= {opts['alpha']:g}: false-alarm rate of the rank test "
+                    f"{rt['false_alarm_rate']:.2%} per block if rounds are independent"
+                    if rt else f"one-sided Mann-Whitney U on per-round medians, p <= {opts['alpha']:g}")
+            what += (f", latency ({clock} clock; {test}; and median ratio > {opts['max_slowdown']:g}"
+                     f"{', ' + control if control else ''}; re-measured up to {opts['retries']}x before failing)")
+            if rt.get("note"):
+                what += f" ({rt['note']})"
+        if t.get("memory_compared"):
+            what += f", peak memory (tolerance {opts['memory_tolerance']:.0%})"
+    elif t.get("reason"):
+        what += f"; latency and memory not compared: {t['reason']}"
+    return what
+
+
+def headline(report: Mapping[str, Any]) -> str:
+    """The verdict in one line; when a timed baseline's latency (or memory) was not compared, the line
+    says so first."""
+    s = report["summary"]
+    missing = report.get("not_compared") or []
+    skipped = f" (NOT compared: {'; '.join(missing)})" if missing else ""
+    if report["passed"]:
+        return f"PASS{skipped}: {s['entries']} entries, no regressions" + (" in what was compared" if missing else "")
+    return f"FAIL{skipped}: {s['failures']} regression(s) in {s['entries']} entries"
 
 
 def _latency_cell(f: Mapping[str, Any]) -> tuple[str, str]:
@@ -1059,27 +1143,18 @@ def finding_cells(f: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def markdown_summary(report: Mapping[str, Any], baseline_path: str = "") -> str:
-    """A Markdown summary of a check (for ``$GITHUB_STEP_SUMMARY``)."""
+    """A Markdown summary of a check (for ``$GITHUB_STEP_SUMMARY``); everything from the baseline escaped."""
     ok = report["passed"]
     s = report["summary"]
-    opts = report["options"]
-    lines = [f"## attnbench performance gate: {'passed' if ok else 'FAILED'}", ""]
-    what = "parameters and FLOPs (exact)"
+    missing = report.get("not_compared") or []
+    title = f"## attnbench performance gate: {'passed' if ok else 'FAILED'}"
+    if missing:
+        title += f" (NOT compared: {_md_escape('; '.join(missing))})"
+    lines = [title, ""]
     t = report["timing"]
-    if t.get("compared"):
-        if t.get("latency_compared"):
-            clock = (t.get("plan") or {}).get("clock", "wall")
-            control = ("normalized by the reference workload" if opts["normalize"] else
-                       "also relative to the reference workload" if opts["load_control"] else "")
-            what += (f", latency ({clock} clock; Mann-Whitney U one-sided, alpha={opts['alpha']}, and median ratio > "
-                     f"{opts['max_slowdown']}{', ' + control if control else ''}; re-measured up to {opts['retries']}x)")
-        if t.get("memory_compared"):
-            what += f", peak memory (tolerance {opts['memory_tolerance']:.0%})"
-    elif t.get("reason"):
-        what += f"; latency and memory not compared: {t['reason']}"
-    lines.append(f"Baseline `{baseline_path}`: {s['entries']} entries. Compared: {what}.")
+    lines.append(f"Baseline {_md_escape(baseline_path)}: {s['entries']} entries. Compared: {_md_escape(compared_text(report))}.")
     if t.get("device_differences"):
-        lines.append(f"Device differs from the baseline's: {'; '.join(t['device_differences'])}.")
+        lines.append(f"Device differs from the baseline's: {_md_escape('; '.join(t['device_differences']))}.")
     lines.append("")
     lines.append(f"**{s['failures']} failure(s).**" if s["failures"] else "No regressions.")
     rows = notable(report)

@@ -1,7 +1,11 @@
 """``attnbench snapshot`` and ``attnbench check``: the CI performance gate (logic in :mod:`attnbench.gate`).
 
 Exit codes of ``check``: 0 every check holds, 1 a regression (or a changed parameter or FLOP count),
-2 a usage error (bad option, unreadable or malformed baseline).
+2 a usage error (bad option, unreadable or malformed baseline, a timed baseline from another device
+without ``--normalize``, ``--allow-device-mismatch`` or ``--flops-only``).
+
+Everything a baseline holds is printed as text, never as Rich markup or terminal control sequences
+(:func:`attnbench.text.plain` in tables, :func:`attnbench.text.clean` in plain lines).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from rich.table import Table
 
 from attnbench import gate
 from attnbench.cli import BOpt, COpt, HOpt, TOpt, WOpt, app, err, guarded, out
+from attnbench.errors import UsageError
 from attnbench.report import files
+from attnbench.text import clean, plain
 
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads while timing (default: torch's)", show_default=False)]
 
@@ -27,7 +33,7 @@ def _progress(enabled: bool):
     from rich.status import Status
 
     status = Status("", console=err)
-    return status, lambda text: status.update(text)
+    return status, lambda text: status.update(plain(text))  # keys come from files: never markup
 
 
 @app.command("snapshot")
@@ -48,6 +54,7 @@ def snapshot_cmd(
 ) -> None:
     """Write a baseline: parameters and exact FLOPs of every selected block and preset, and with --time
     or --device its latency samples, peak memory, a reference workload and the device fingerprint."""
+    files.ensure_writable(out_file)  # before any work: a bad --out fails at once, not after the timing
     sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
     items = gate.select(gate.parse_list(modules) or None, presets, sizes)
     plan = None
@@ -80,21 +87,22 @@ def snapshot_cmd(
         what = (f"timed on {plan.device} ({fp.get('gpu_name') or fp.get('cpu_model')}), {plan.dtype}, {plan.clock} clock, "
                 f"{fp.get('torch_threads')} torch thread(s)" + (f", malloc {plan.malloc}" if plan.device == "cpu" else ""))
     failed = [e["key"] for e in doc["entries"] if e.get("status") not in (None, "ok")]
-    out.print(f"wrote {len(doc['entries'])} entries ({what}) to {out_file}", markup=False, highlight=False)
+    out.print(clean(f"wrote {len(doc['entries'])} entries ({what}) to {out_file}"), markup=False, highlight=False)
     if failed:
-        out.print(f"not timed (OOM or error): {', '.join(failed)}", markup=False, highlight=False)
+        out.print(clean(f"not timed (OOM or error): {', '.join(failed)}"), markup=False, highlight=False)
 
 
 @app.command("check")
 @guarded
 def check_cmd(
     baseline: Annotated[str, typer.Option("--baseline", help="baseline JSON written by `attnbench snapshot`")],
-    alpha: Annotated[float, typer.Option("--alpha", help="significance level of the one-sided Mann-Whitney U test")] = gate.CheckOptions.alpha,
+    alpha: Annotated[float, typer.Option("--alpha", help="significance level of the one-sided Mann-Whitney U test on per-round medians (must be reachable with the rounds: 5 vs 5 rounds give p >= 1/252)")] = gate.CheckOptions.alpha,
     max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="a slowdown fails only if median(new)/median(old) exceeds this")] = gate.CheckOptions.max_slowdown,
     memory_tolerance: Annotated[float, typer.Option("--memory-tolerance", help="allowed growth of peak memory (fraction)")] = gate.CheckOptions.memory_tolerance,
     normalize: Annotated[bool, typer.Option("--normalize", help="divide latencies by the reference workload's (compares across devices)")] = False,
     load_control: Annotated[bool, typer.Option("--load-control/--no-load-control", help="same device: a slowdown must also show relative to the reference workload of the same rounds")] = True,
     flops_only: Annotated[bool, typer.Option("--flops-only", help="compare parameters and FLOPs only, even if the baseline is timed")] = False,
+    allow_device_mismatch: Annotated[bool, typer.Option("--allow-device-mismatch", help="a baseline timed on another device: check it without latency (the summary says so) instead of exiting 2")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="device to time on (default: the baseline's)", show_default=False)] = None,
     rounds: Annotated[Optional[int], typer.Option("--rounds", help="measurement rounds (default: the baseline's)", show_default=False)] = None,
     round_s: Annotated[Optional[float], typer.Option("--round-s", help="seconds per block and round (default: the baseline's)", show_default=False)] = None,
@@ -102,9 +110,11 @@ def check_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
 ) -> None:
     """Re-measure the baseline's blocks and compare: parameters and FLOPs exactly, latency with a
-    Mann-Whitney U test plus a minimum slowdown, peak memory within a tolerance. Exit 1 on a regression."""
+    one-sided Mann-Whitney U test on the per-round medians plus a minimum slowdown, peak memory within a
+    tolerance. Exit 1 on a regression, 2 on a malformed baseline or one timed on another device."""
     opts = gate.CheckOptions(alpha=alpha, max_slowdown=max_slowdown, memory_tolerance=memory_tolerance,
-                             normalize=normalize, load_control=load_control, flops_only=flops_only, retries=retries, device=device,
+                             normalize=normalize, load_control=load_control, flops_only=flops_only,
+                             allow_device_mismatch=allow_device_mismatch, retries=retries, device=device,
                              rounds=rounds, round_s=round_s).check()
     doc = gate.load_baseline(baseline)
     status, progress = _progress(err.is_terminal and not json_out)
@@ -112,6 +122,8 @@ def check_cmd(
         status.start()
     try:
         report = gate.check(doc, opts, progress)
+    except RecursionError:
+        raise UsageError(f"baseline {clean(baseline)} is malformed: nested too deeply") from None
     finally:
         if status:
             status.stop()
@@ -131,47 +143,53 @@ def check_cmd(
 
 def _render(report: dict[str, Any], baseline: str) -> None:
     t = report["timing"]
-    table = Table(title=f"attnbench check against {baseline}")
-    for col in ("entry", "params", "FLOPs", "latency (median)", "memory (peak)", "verdict"):
+    table = Table(title=f"attnbench check against {plain(baseline)}")
+    for col in ("entry", "params", "FLOPs", "latency (median of round medians)", "memory (peak)", "verdict"):
         table.add_column(col, justify="left" if col in ("entry", "verdict") else "right")
     by_key: dict[str, dict[str, dict[str, Any]]] = {}
     for f in report["findings"]:
         by_key.setdefault(f["key"], {})[f["check"]] = f
     for key, fs in by_key.items():
-        table.add_row(key, _cell(fs.get("params")), _cell(fs.get("flops")), _cell(fs.get("latency")),
-                      _cell(fs.get("memory")), _row_verdict(fs))
+        table.add_row(plain(key), plain(_cell(fs.get("params"))), plain(_cell(fs.get("flops"))), plain(_cell(fs.get("latency"))),
+                      plain(_cell(fs.get("memory"))), plain(_row_verdict(fs)))
+    o = report["options"]
     caption = ["params, FLOPs: exact"]
     if t.get("latency_compared"):
-        o = report["options"]
-        caption.append(f"latency ({t['plan']['clock']} clock): fail if U-test p < {o['alpha']} and median ratio > {o['max_slowdown']}"
+        rt = t.get("rank_test") or {}
+        rounds = f" ({rt['baseline_rounds']} vs {rt['current_rounds']} rounds)" if rt else ""
+        rate = f", false-alarm rate of the test {rt['false_alarm_rate']:.2%} per block" if rt else ""
+        caption.append(f"latency ({t['plan']['clock']} clock): fail if the U test on per-round medians{rounds} gives "
+                       f"p <= {o['alpha']:g}{rate}, and the median ratio > {o['max_slowdown']:g}"
                        + (" (normalized by the reference workload)" if o["normalize"] else
-                          " in raw times and relative to the reference workload" if o["load_control"] else ""))
+                          " in raw times and relative to the reference workload" if o["load_control"] else "")
+                       + (f", confirmed by re-measuring (up to {o['retries']}x)" if o["retries"] else ""))
     if t.get("memory_compared"):
-        caption.append(f"memory: fail above +{report['options']['memory_tolerance']:.0%}")
-    table.caption = " | ".join(caption)
+        caption.append(f"memory: fail above +{o['memory_tolerance']:.0%}")
+    for missing in report.get("not_compared") or []:
+        caption.append(f"NOT compared: {missing}")
+    table.caption = plain(" | ".join(caption))
     out.print(table)
     for f in report["findings"]:
         if f["check"] == "flops" and f["status"] == "changed":
             out.print(_flops_table(f))
+    note = (t.get("rank_test") or {}).get("note")
+    if note:
+        out.print(clean(f"note: {note}"), markup=False, highlight=False)
     if t.get("device_differences"):
-        out.print(f"device differs from the baseline's: {'; '.join(t['device_differences'])}", markup=False, highlight=False)
+        out.print(clean(f"device differs from the baseline's: {'; '.join(t['device_differences'])}"), markup=False, highlight=False)
     if not t.get("compared") and t.get("reason"):
-        out.print(f"latency and memory not compared: {t['reason']}", markup=False, highlight=False)
+        out.print(clean(f"latency and memory not compared: {t['reason']}"), markup=False, highlight=False)
     for f in gate.notable(report):
         if f["check"] in ("params", "flops"):
             continue
         b, c, ch = gate.finding_cells(f)
         extra = f" ({f['detail']})" if f.get("detail") and f["detail"] not in ch else ""
-        out.print(f"{gate.verdict(f)}: {f['key']} {f['check']}: {b} -> {c} {ch}{extra}".replace("  ", " "),
+        out.print(clean(f"{gate.verdict(f)}: {f['key']} {f['check']}: {b} -> {c} {ch}{extra}".replace("  ", " ")),
                   markup=False, highlight=False)
-    s = report["summary"]
-    if report["passed"]:
-        out.print(f"PASS: {s['entries']} entries, no regressions", markup=False, highlight=False)
-    else:
-        out.print(f"FAIL: {s['failures']} regression(s) in {s['entries']} entries", markup=False, highlight=False)
-        if any(f["failed"] and f["check"] in ("params", "flops", "config") for f in report["findings"]):
-            out.print("if the change is intended, regenerate the baseline with `attnbench snapshot`",
-                      markup=False, highlight=False)
+    out.print(clean(gate.headline(report)), markup=False, highlight=False)
+    if not report["passed"] and any(f["failed"] and f["check"] in ("params", "flops", "config") for f in report["findings"]):
+        out.print("if the change is intended, regenerate the baseline with `attnbench snapshot`",
+                  markup=False, highlight=False)
 
 
 def _cell(f: dict[str, Any] | None) -> str:
@@ -198,7 +216,7 @@ def _row_verdict(fs: dict[str, dict[str, Any]]) -> str:
 
 
 def _flops_table(f: dict[str, Any]) -> Table:
-    table = Table(title=f"{f['key']}: FLOPs by op category (multiply-add = 2)")
+    table = Table(title=f"{plain(f['key'])}: FLOPs by op category (multiply-add = 2)")
     for col in ("category", "baseline FLOPs", "current FLOPs", "delta", "baseline mac/op", "current mac/op"):
         table.add_column(col, justify="left" if col == "category" else "right")
     for c in f["categories"]:
