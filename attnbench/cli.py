@@ -108,11 +108,16 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, *rest: Any) -> None:
+    """``warnings.showwarning`` while a command runs: attnbench's own warnings as one ``warning:`` line,
+    anything else as Python shows it."""
     if issubclass(category, AttnBenchWarning):
         say_error(f"warning: {message}")
     else:
-        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, "", 0))  # type: ignore[attr-defined]
+        _python_showwarning(message, category, filename, lineno, *rest)
+
+
+_python_showwarning = warnings.showwarning
 
 
 @app.callback()

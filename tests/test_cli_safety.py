@@ -1,0 +1,269 @@
+"""What a careless or hostile user can do to the CLI: every case ends in one line and exit 2 (or a quiet,
+correct result), and no finished result is lost. One test per item of the "never lose a result" issue."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from attnbench import api, bench, cli
+from attnbench.cli import app
+from attnbench.report import files, store
+
+runner = CliRunner()
+TINY = ["-m", "se", "--C", "16", "--T", "2", "--H", "4", "--W", "4", "--reps", "2", "--target-s", "0.01",
+        "--warmup-s", "0", "--no-roofline"]
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def one_line_error(result, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def attnbench(*args: str, **kw):
+    """The installed program in a fresh process (for what only a real process shows: pipes, closed streams)."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run([sys.executable, "-m", "attnbench", *args], timeout=120, **kw)
+
+
+# -- 1. two outputs that are one file -------------------------------------------------------------------
+
+
+def test_an_output_equal_to_the_results_file_is_refused_and_the_rows_kept(tmp_path) -> None:
+    rows = tmp_path / "same.jsonl"
+    assert run("sweep", "-m", "nl,cs", "--T", "4,8", "--out", str(rows)).exit_code == 0
+    before = rows.read_bytes()
+    line = one_line_error(run("sweep", "-m", "nl,cs", "--T", "4,8", "--resume", "--out", str(rows), "--csv", str(rows)))
+    assert "--out and --csv name the same file" in line and rows.read_bytes() == before
+    line = one_line_error(run("speed", *TINY, "--out", str(tmp_path / "sp.jsonl"), "--md", str(tmp_path / "sp.jsonl")))
+    assert "--out and --md" in line and not (tmp_path / "sp.jsonl").exists()
+    assert "same file" in one_line_error(run("flops", "-m", "cs", "--csv", str(tmp_path / "t"), "--md", str(tmp_path / "t")))
+
+
+# -- 2. devices and links are written through -------------------------------------------------------------
+
+
+def test_a_symlinked_output_writes_its_target(tmp_path) -> None:
+    real = tmp_path / "real.csv"
+    real.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    assert run("flops", "-m", "cs", "--csv", str(link), "--md", "/dev/null").exit_code == 0
+    assert link.is_symlink() and real.read_text().startswith("module,") and os.path.exists("/dev/null")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- 3. resume never reuses rows measured elsewhere or otherwise ------------------------------------------
+
+
+def test_resume_refuses_rows_of_another_device_and_keys_name_the_settings(tmp_path) -> None:
+    out = tmp_path / "speed.jsonl"
+    assert run("speed", *TINY, "--out", str(out)).exit_code == 0
+    row = json.loads(out.read_text().splitlines()[0])
+    case = api.resolve("se", None, {"C": 16, "T": 2, "H": 4, "W": 4})
+    base = dict(device="cpu", min_reps=2, target_s=0.01, max_warmup_s=0)
+    for change, part in (({"min_reps": 3}, ":reps=3:"), ({"target_s": 0.02}, ":target_s=0.02:"),
+                         ({"threads": 1}, ":threads=1:"), ({"precision": "autocast", "dtype": "bf16"}, "autocast")):
+        key = bench.block_target(case).key(bench.Settings(**{**base, **change}), row["fingerprint"])
+        assert part in key and key != row["key"]
+    assert bench.block_target(case).key(bench.Settings(**base), row["fingerprint"]) == row["key"]
+    other = api.resolve("se", None, {"C": 16, "T": 2, "H": 4, "W": 4}, {"r": 4})
+    assert bench.block_target(other).key(bench.Settings(**base), row["fingerprint"]) != row["key"]
+    row["fingerprint"] = {**row["fingerprint"], "device_type": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3"}
+    out.write_text(json.dumps(row) + "\n")
+    line = one_line_error(run("speed", *TINY, "--out", str(out), "--resume"))
+    assert "cannot be reused: it was measured on another device" in line and "gpu_name: NVIDIA H100" in line
+
+
+# -- 4. two runs on one file ----------------------------------------------------------------------------
+
+
+def test_a_second_run_on_a_locked_results_file_exits_2(tmp_path) -> None:
+    out = tmp_path / "sweep.jsonl"
+    with files.locked(out):
+        line = one_line_error(run("sweep", "-m", "cs", "--T", "4", "--out", str(out)))
+    assert "is in use by another attnbench run" in line and not out.exists()
+
+
+# -- 5. re-running without --resume -----------------------------------------------------------------------
+
+
+def test_rerunning_a_sweep_needs_resume_or_overwrite(tmp_path) -> None:
+    out = tmp_path / "sweep.jsonl"
+    assert run("sweep", "-m", "nl,cs", "--T", "4,8", "--out", str(out)).exit_code == 0
+    first = out.read_text().splitlines()
+    assert "already holds 4 of the 4 rows of this run; pass --resume" in one_line_error(
+        run("sweep", "-m", "nl,cs", "--T", "4,8", "--out", str(out)))
+    assert out.read_text().splitlines() == first
+    result = run("sweep", "-m", "nl,cs", "--T", "4,8", "--out", str(out), "--overwrite")
+    assert result.exit_code == 0 and "(4 new, 0 from the file)" in result.output and len(out.read_text().splitlines()) == 4
+    result = run("sweep", "-m", "nl,cs", "--T", "4,8,16", "--out", str(out), "--resume")
+    assert "(2 new, 4 from the file)" in result.output and len(out.read_text().splitlines()) == 6
+
+
+# -- 6. sizes past torch's limits -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes", [["--T", "100000", "--H", "4096", "--W", "4096"], ["--T", "99999999999999999999"]])
+def test_huge_sizes_are_counted_by_the_closed_forms(sizes) -> None:
+    result = run("flops", "-m", "nl", *sizes, "--json")
+    assert result.exit_code == 0, result.output
+    rec = json.loads(result.stdout)
+    assert rec["counted"]["exact"]["flops"] is None and "64-bit" in rec["counted"]["exact"]["skipped"]
+    T, H = int(sizes[1]), int(sizes[3]) if len(sizes) > 2 else 28
+    thw = T * H * H
+    assert rec["analytic"]["affinity_flops"] == 2 * 48 * thw * thw  # B x C_in (THW)^2 x 2, exact Python integers
+    result = run("flops", "-m", "cs", *sizes)
+    assert result.exit_code == 0 and "note: cs: the exact counter cannot run" in result.output
+
+
+# -- 7. results files with lines that are not rows --------------------------------------------------------
+
+
+def test_resume_skips_bad_lines_with_a_warning(tmp_path) -> None:
+    out = tmp_path / "sweep.jsonl"
+    assert run("sweep", "-m", "cs", "--T", "4,8", "--out", str(out)).exit_code == 0
+    with open(out, "ab") as fh:
+        fh.write(b'5\nnull\n[1]\n\xff\xfe\n{"module": "cs"}\n{"key": "x"')
+    result = run("sweep", "-m", "cs", "--T", "4,8,16", "--out", str(out), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "skipped 6 line(s)" in result.output and "(1 new, 2 from the file)" in result.output
+    out = tmp_path / "speed.jsonl"
+    out.write_bytes(b'7\n{"name": "se"}\n')
+    result = run("speed", *TINY, "--out", str(out), "--resume")
+    assert result.exit_code == 0 and "skipped 2 line(s)" in result.output
+
+
+def test_reproduce_and_report_survive_malformed_files(tmp_path, monkeypatch) -> None:
+    from attnbench.papers import reproduce
+    from attnbench.report import job
+
+    folder = tmp_path / "results" / "cpu-x"
+    folder.mkdir(parents=True)
+    good = {"kind": "network", "name": "eco-lite", "variant": "cs@16f", "status": "ok"}
+    (folder / "table-vi.jsonl").write_bytes(b"[]\n\xff\n" + json.dumps({**good, "vps": "fast"}).encode() + b"\n"
+                                            + json.dumps({**good, "vps": 2.0, "settings": 5}).encode() + b"\n")
+    with pytest.warns(Warning):
+        assert reproduce._table_vi_measurement(tmp_path / "results") == (None, "")
+    out = tmp_path / "rep"
+    opts = job.ReportOptions(mode="quick", device=None, resume=True)
+    ctx = job.make_context(opts, out)
+    for name in ("list",):
+        for f in job.expected_files(name):
+            ctx.path(f).write_text("x")
+    ctx.path("list.json").write_text('["not", "a", "section"]')
+    with pytest.warns(Warning, match="not a section file"):
+        assert job._kept(ctx, "list") is None
+    ctx.path("list.json").write_bytes(b"\xff\xfe")
+    with pytest.warns(Warning):
+        assert job._kept(ctx, "list") is None
+
+
+# -- 9. pipes, full disks, closed streams, Ctrl-C -----------------------------------------------------------
+
+
+def test_broken_pipe_full_disk_and_closed_streams() -> None:
+    proc = subprocess.run(f"{sys.executable} -m attnbench flops --all --json --counters exact | head -1", shell=True,
+                          capture_output=True, timeout=180)
+    assert proc.stdout.count(b"\n") == 1 and proc.stderr == b""
+    with open("/dev/full", "w") as full:
+        proc = attnbench("list", stdout=full, stderr=subprocess.PIPE)
+    assert proc.returncode == 2 and proc.stderr.decode().strip() == "error: cannot write standard output: No space left on device"
+    proc = subprocess.run(f"{sys.executable} -m attnbench list >&-", shell=True, capture_output=False,
+                          stderr=subprocess.PIPE, timeout=120)
+    assert proc.returncode == 2 and b"standard output is closed" in proc.stderr and b"Traceback" not in proc.stderr
+    proc = subprocess.run(f"{sys.executable} -m attnbench flops -m nope 2>&-", shell=True, capture_output=True, timeout=120)
+    assert proc.returncode == 2
+    with open("/dev/full", "w") as full:
+        proc = attnbench("flops", "-m", "nope", stdout=subprocess.PIPE, stderr=full)
+    assert proc.returncode == 2
+
+
+def test_ctrl_c_while_torch_is_imported_is_one_line() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "attnbench", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the program finished before the signal")  # a very fast machine
+    assert proc.returncode == 130 and stderr.decode().strip() == "interrupted"
+
+
+# -- 10. report --out -------------------------------------------------------------------------------------
+
+
+def test_report_out_must_be_a_folder_it_may_write(tmp_path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert "it is a file, not a folder" in one_line_error(run("report", "--quick", "--out", str(afile)))
+    assert "empty" in one_line_error(run("report", "--quick", "--out", ""))
+    (tmp_path / "README.md").write_text("# my project\n")
+    assert "not an attnbench report index" in one_line_error(run("report", "--quick", "--out", str(tmp_path)))
+    assert (tmp_path / "README.md").read_text() == "# my project\n" and afile.read_text() == "mine"
+
+
+# -- 11. nonsense numbers and contradicting flags --------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["sweep", "--max-gflops", "nan"], "--max-gflops must be above 0"),
+    (["sweep", "--factor", "nan"], "--factor must be above 1"),
+    (["sweep", "--factor", "inf"], "--factor must be above 1"),
+    (["speed", *TINY, "--target-s", "inf"], "--target-s must be above 0 and at most 600"),
+    (["speed", *TINY, "--warmup-s", "-1"], "--warmup-s must be at least 0"),
+    (["speed", *TINY, "--no-save", "--out", "x.jsonl"], "--no-save writes no results file"),
+    (["speed", *TINY, "--no-save", "--resume"], "--no-save writes no results file"),
+    (["sweep", "--no-save", "--out", "x.jsonl"], "--no-save writes no results file"),
+    (["flops", "-m", "w3", "-o", "stages=99"], "option stages must be <= 5"),
+    (["table-vi", "--target-s", "nan"], "--target-s must be above 0"),
+])
+def test_nonsense_is_refused(args, needle) -> None:
+    assert needle in one_line_error(run(*args))
+
+
+# -- 12. messages ------------------------------------------------------------------------------------------
+
+
+def test_messages_name_the_flag_and_stay_on_one_line(tmp_path, monkeypatch) -> None:
+    line = one_line_error(run("speed", *TINY, "--reps", "2000"))
+    assert "--reps must be at least 1 and at most 1000" in line and "min_reps" not in line
+    assert "1 to 1000" in run("speed", "--help").output
+    line = one_line_error(run("flops", "-m", "cs", "--csv", str(tmp_path / "a\nb"), "--md", str(tmp_path / "a\nb")))
+    assert "a\\nb" in line
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("COLUMNS", "0")
+    assert cli._width(Tty()) == 80
+    monkeypatch.setenv("COLUMNS", "120")
+    assert cli._width(Tty()) is None and cli._width(None) == 200
+
+
+# -- 16. load and threads in every row -----------------------------------------------------------------
+
+
+def test_speed_rows_record_threads_and_load_and_warn_when_loaded(tmp_path, monkeypatch) -> None:
+    from attnbench.measure import device as dev
+
+    out = tmp_path / "speed.jsonl"
+    monkeypatch.setattr(dev, "load_average", lambda: 99.0)
+    result = run("speed", *TINY, "--threads", "1", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "warning: the machine is loaded: 1-minute load average 99.0" in result.output
+    row = next(store.read_rows(out))
+    assert row["threads"] == 1 and row["load_avg_1m"] == 99.0 and row["fingerprint"]["load_avg_1m"] == 99.0
+    assert ":threads=1:" in row["key"]
