@@ -267,3 +267,25 @@ def test_speed_rows_record_threads_and_load_and_warn_when_loaded(tmp_path, monke
     row = next(store.read_rows(out))
     assert row["threads"] == 1 and row["load_avg_1m"] == 99.0 and row["fingerprint"]["load_avg_1m"] == 99.0
     assert ":threads=1:" in row["key"]
+
+
+# -- 13. what files hold is printed as data -----------------------------------------------------------------
+
+
+def test_rows_from_a_results_file_print_inert(tmp_path) -> None:
+    import pandas as pd
+    from rich.console import Console
+
+    from attnbench.report import tables
+
+    out = tmp_path / "speed.jsonl"
+    assert run("speed", *TINY, "--out", str(out)).exit_code == 0
+    row = json.loads(out.read_text())
+    row["name"], row["variant"] = "[bold red]pwn[/]", "\x1b[2JFAKE PASS"
+    out.write_text(json.dumps(row) + "\n")
+    result = run("speed", *TINY, "--out", str(out), "--resume")
+    assert result.exit_code == 0 and "\x1b" not in result.output
+    console = Console(record=True, width=300, force_terminal=True)
+    console.print(tables.to_rich(pd.DataFrame([{"block": "[bold red]pwn[/]", "[x]": "\x1b[2J [/oops]"}]), "t"))
+    text = console.export_text()
+    assert "[bold red]pwn[/]" in text and "[x]" in text and "\\x1b[2J [/oops]" in text

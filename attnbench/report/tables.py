@@ -10,6 +10,7 @@ import pandas as pd
 from rich.table import Table
 
 from attnbench.report import files
+from attnbench.text import plain
 from attnbench.units import human  # noqa: F401  (re-exported: tables.human)
 
 
@@ -52,7 +53,7 @@ def network_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def to_rich(df: pd.DataFrame, title: str, units: dict[str, str] | None = None) -> Table:
     table = Table(title=title, caption=" | ".join(f"{k}: {v}" for k, v in (units or {}).items()) or None)
     for col in df.columns:
-        table.add_column(str(col), justify="right" if pd.api.types.is_numeric_dtype(df[col]) else "left")
+        table.add_column(plain(col), justify="right" if pd.api.types.is_numeric_dtype(df[col]) else "left")
     for _, row in df.iterrows():
         cells = []
         for col in df.columns:
@@ -75,7 +76,7 @@ def to_rich(df: pd.DataFrame, title: str, units: dict[str, str] | None = None) -
                 cells.append(f"{v:.4g}")
             else:
                 cells.append(str(v))
-        table.add_row(*cells)
+        table.add_row(*(plain(c) for c in cells))  # cells may come from results files: never markup or escapes
     return table
 
 
