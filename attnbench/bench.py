@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnbench.api import Case, NetworkCase
+from attnbench.api import Case, NetworkCase, too_big_for_tensors
 from attnbench.blocks.registry import get_block
 from attnbench.errors import AttnBenchError, AttnBenchWarning, UsageError
 from attnbench.flops.count import count, meta_inputs
@@ -250,8 +250,8 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
         state = dev.device_state(dev.resolve_device(s.device).index or 0) if s.device_type == "cuda" else None
         mem = measure_memory(work, device=s.device)
         peak_bytes = tensor_peak_bytes(work) if (tensor_peak and s.device_type == "cpu") else None
-    except (RuntimeError, MemoryError, AttnBenchError) as err:
-        if isinstance(err, UsageError):
+    except (RuntimeError, MemoryError, AttnBenchError, TypeError, OverflowError) as err:
+        if isinstance(err, UsageError) or (isinstance(err, (TypeError, OverflowError)) and not too_big_for_tensors(err)):
             raise
         row["status"] = _status(err)
         failure = err

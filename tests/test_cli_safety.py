@@ -127,6 +127,10 @@ def test_huge_sizes_are_counted_by_the_closed_forms(sizes) -> None:
     assert rec["analytic"]["affinity_flops"] == 2 * 48 * thw * thw  # B x C_in (THW)^2 x 2, exact Python integers
     result = run("flops", "-m", "cs", *sizes)
     assert result.exit_code == 0 and "note: cs: the exact counter cannot run" in result.output
+    result = run("speed", "-m", "cs", *sizes, "--no-save", "--no-roofline", "--json")
+    status = json.loads(result.stdout)["status"] if result.exit_code == 0 else result.output
+    # past the memory guard: an out-of-memory row; past 64-bit sizes: an error row naming the overflow
+    assert status == "OOM" or (status.startswith("error:") and "Overflow" in status), status
 
 
 # -- 7. results files with lines that are not rows --------------------------------------------------------

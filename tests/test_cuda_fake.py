@@ -167,7 +167,7 @@ def test_network_flops_are_counted_lazily_cuda(fake_cuda: FakeCuda, monkeypatch:
 
 def test_gate_cuda_snapshot_and_check_detect_an_injected_slowdown(fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch) -> None:
     items = gate.select(["cs", "se"], "default", TINY)
-    plan = gate.TimingPlan(device="cuda", rounds=2, round_s=0.02, min_reps=5, max_warmup_s=0.01).check()
+    plan = gate.TimingPlan(device="cuda", rounds=5, round_s=0.01, min_reps=5, max_warmup_s=0.01).check()
     baseline = json.loads(json.dumps(gate.snapshot(items, plan, {}), default=str))
     assert baseline["fingerprint"]["device_type"] == "cuda" and baseline["fingerprint"]["driver_version"]
     monkeypatch.setenv(bench.INJECT_SLOWDOWN_ENV, "cs:1.0")
