@@ -255,9 +255,16 @@ def resolve_network(
 
 
 def network_report(case: NetworkCase) -> dict[str, Any]:
-    """Parameters (closed form and counted) and exact FLOPs of a whole network on the meta device."""
-    module = case.build("meta")
-    exact = count(module, meta_inputs(case.input_shapes()))
+    """Parameters (closed form and counted) and exact FLOPs of a whole network on the meta device. A network
+    has no closed form for its whole FLOPs: an input past torch's 64-bit tensor sizes is a usage error."""
+    try:
+        module = case.build("meta")
+        exact = count(module, meta_inputs(case.input_shapes()))
+    except Exception as err:  # noqa: BLE001 - only torch's size limit is turned into a usage error
+        if not too_big_for_tensors(err):
+            raise
+        raise UsageError(f"{case.label}: input {case.kwargs} is past torch's 64-bit tensor sizes; the exact counter "
+                         f"cannot count it and networks have no whole-network closed form") from None
     sites = case.sites()
     block_cost = Cost()
     if case.attn != "none":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from attnbench.measure import device as dev
 from attnbench.measure.memory import is_oom, measure_memory, release_memory, tensor_peak_bytes
 from attnbench.measure.peaks import achieved
 from attnbench.measure.timing import build_workload, compile_stats, time_callable
+from attnbench.report import rows as rows_schema
 from attnbench.report import store
 
 @dataclass(frozen=True)
@@ -322,24 +323,43 @@ def run(
     targets: Iterable[Target], s: Settings, out_path: str | None, resume: bool,
     on_row: Callable[[dict[str, Any]], None] | None = None, roofline: bool = True, overwrite: bool = False,
 ) -> list[dict[str, Any]]:
-    """Measure each target in turn, appending each finished row to ``out_path`` before the next starts.
-    With ``resume``, targets whose key is already in the file are not run again (their rows are returned,
-    if measured on this device); with ``overwrite`` their old rows are replaced; with neither, a key already
-    in the file is an error (see :func:`attnbench.report.store.session`). ``roofline``: calibrate (or read
-    from the cache) the device's measured matmul rate first, so every row says its fraction of it."""
-    targets = list(targets)
-    with dev.torch_threads(s.threads):
-        fingerprint = dev.fingerprint(s.device)
-        keys = [t.key(s, fingerprint) for t in targets]
-        with store.session(out_path, keys, resume=resume, overwrite=overwrite, fingerprint=fingerprint) as have:
+    """:func:`run_jobs` of every target with the settings ``s``."""
+    return run_jobs([(t, s) for t in targets], out_path, resume, on_row, roofline, overwrite)
+
+
+def run_jobs(
+    jobs: Sequence[tuple[Target, Settings]], out_path: str | None, resume: bool,
+    on_row: Callable[[dict[str, Any]], None] | None = None, roofline: bool = True, overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Measure each (target, settings) in turn, appending each finished row to ``out_path`` before the next
+    starts; a job whose key repeats an earlier one's is the same row (measured once, returned once). The
+    jobs share device, dtype and threads (one fingerprint and calibration). One
+    :func:`attnbench.report.store.session` covers them all: with ``resume`` keys already in the file are not
+    run again (their rows are returned, if measured on this device); with ``overwrite`` their old rows are
+    replaced; with neither, a key already in the file stops the run before anything is measured.
+    ``roofline``: calibrate (or read from the cache) the device's measured matmul rate first, so every row
+    says its fraction of it."""
+    if not jobs:
+        return []
+    first = jobs[0][1]
+    if any((s.device, s.dtype, s.threads) != (first.device, first.dtype, first.threads) for _, s in jobs):
+        raise UsageError("one run measures on one device, dtype and thread count")
+    with dev.torch_threads(first.threads):
+        fingerprint = dev.fingerprint(first.device)
+        unique: dict[str, tuple[Target, Settings]] = {}
+        for t, s in jobs:
+            unique.setdefault(t.key(s, fingerprint), (t, s))
+        keyed = list(unique.items())
+        with store.session(out_path, [k for k, _ in keyed], resume=resume, overwrite=overwrite,
+                           fingerprint=fingerprint, check=lambda row: rows_schema.problem(rows_schema.SpeedRow, row)) as have:
             _warn_if_loaded(fingerprint)
             calibration = None
             if roofline:
                 from attnbench.measure.roofline import calibrate
 
-                calibration = calibrate(s.device, s.dtype, fingerprint=fingerprint)
+                calibration = calibrate(first.device, first.dtype, fingerprint=fingerprint)
             rows = []
-            for t, key in zip(targets, keys):
+            for key, (t, s) in keyed:
                 if key in have:
                     row = have[key]
                 else:

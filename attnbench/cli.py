@@ -41,6 +41,16 @@ def _width(stream: object) -> int | None:
     return None
 
 
+def _reader_gone(self: Console) -> None:
+    """Rich's hook for a broken pipe (its own default exits 1): the reader stopped reading (``| head -1``),
+    which is not an error. Also used by Typer's help, which prints through its own Console."""
+    from attnbench.entry import silence_stdout
+
+    silence_stdout()
+    raise SystemExit(0)
+
+
+Console.on_broken_pipe = _reader_gone  # type: ignore[method-assign]
 out = Console(width=_width(sys.stdout))
 err = Console(stderr=True, width=_width(sys.stderr))
 _state = {"debug": False}
@@ -322,32 +332,32 @@ def speed_cmd(
     for b in batch:
         check_range("--batch", b, 1, 1_000_000)
     check_range("--threads", threads, 1, 4096)
-    if no_save and (out_file or resume or overwrite):
+    if no_save and (out_file is not None or resume or overwrite):
         raise api.UsageError("--no-save writes no results file: it cannot be combined with --out, --resume or --overwrite")
     sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
     targets = _speed_targets(module, network, attn, preset, device, sizes, api.parse_options(option))
     fp = dev.fingerprint(device)
-    path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/speed.jsonl")
+    path = None if no_save else (out_file if out_file is not None else f"results/{dev.device_slug(fp)}/speed.jsonl")
     files.distinct({"--out": path, "--csv": csv, "--md": md})
     files.ensure_writable(path, csv, md)
     rows: list[dict[str, Any]] = []
     try:
-        with Progress(console=err, transient=True, disable=json_out) as progress:
-            task = progress.add_task("measuring", total=len(targets) * len(batch))
+        with Progress(console=err, transient=True, disable=json_out or not err.is_terminal) as progress:
+            task = progress.add_task("measuring", total=len(targets) * len(set(batch)))
 
             def finished(row: dict[str, Any]) -> None:
                 rows.append(row)
                 progress.advance(task)
 
-            for b in batch:
-                settings = bench.Settings(device=device, dtype=dtype, batch=b, compile=compile_, graphs=graphs,
-                                          flush_l2=flush_l2, channels_last=channels_last, min_reps=reps,
-                                          target_s=target_s, max_warmup_s=warmup_s, precision=precision,
-                                          timing=timing, threads=threads)
-                bench.run(targets, settings, path, resume, on_row=finished, roofline=roofline, overwrite=overwrite)
+            jobs = [(t, bench.Settings(device=device, dtype=dtype, batch=b, compile=compile_, graphs=graphs,
+                                       flush_l2=flush_l2, channels_last=channels_last, min_reps=reps,
+                                       target_s=target_s, max_warmup_s=warmup_s, precision=precision,
+                                       timing=timing, threads=threads))
+                    for b in dict.fromkeys(batch) for t in targets]
+            bench.run_jobs(jobs, path, resume, on_row=finished, roofline=roofline, overwrite=overwrite)
     except KeyboardInterrupt:
         where = f" in {path}" if path else " (not saved: --no-save)"
-        err.print(f"interrupted: kept {len(rows)} finished rows{where}; rerun with --resume to finish", soft_wrap=True)
+        say_error(f"interrupted: kept {len(rows)} finished rows{where}; rerun with --resume to finish")
         raise typer.Exit(130) from None
     df = tables.speed_frame(rows)
     tables.write_table(df, csv, md)
@@ -369,7 +379,7 @@ def speed_cmd(
     failed = sum(1 for st in statuses if st.startswith("error"))
     out.print(f"{len(rows)} rows: {len(rows) - oom - failed} ok, {oom} out of memory, {failed} other errors")
     if path:
-        out.print(f"rows appended to {path}")
+        out.print(f"rows appended to {clean(path)}", markup=False, highlight=False)
 
 
 def _speed_targets(modules: list[str], networks: list[str], attns: list[str], preset: str | None, device: str,

@@ -27,6 +27,7 @@ from typing import Any
 from attnbench import api
 from attnbench.errors import AttnBenchError, UsageError
 from attnbench.flops.memory import DTYPE_BYTES
+from attnbench.report import rows as rows_schema
 from attnbench.report import store
 
 AXES: tuple[str, ...] = ("T", "HW", "C")
@@ -57,9 +58,11 @@ def sizes_for(axis: str, value: int) -> dict[str, int]:
 
 
 def parse_values(text: str | None, name: str) -> list[int] | None:
-    """``"4,8,16"`` -> [4, 8, 16] (sorted, unique); None or "" -> None."""
-    if text is None or not text.strip():
+    """``"4,8,16"`` -> [4, 8, 16] (sorted, unique); None (not given) -> None; an empty list is refused."""
+    if text is None:
         return None
+    if not text.replace(",", "").strip():
+        raise UsageError(f"--{name} takes a comma list of positive integers, got '{text}'")
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -81,7 +84,7 @@ def parse_modules(text: str | None) -> list[str]:
     """``"nl,cs"`` -> ["nl", "cs"], each checked against the registry; ``all`` -> every block."""
     from attnbench.blocks.registry import all_blocks, get_block
 
-    if text is None or not text.strip():
+    if text is None:
         return list(DEFAULT_MODULES)
     if text.strip() == "all":
         return [s.name for s in all_blocks()]
@@ -256,7 +259,7 @@ def run_sweep(
     points: Iterable[Point], *, device: str | None = None, dtype: str = "fp32", precision: str = "pure", min_reps: int = 5,
     target_s: float = 0.5, out_path: str | None = None, resume: bool = False,
     on_row: Callable[[dict[str, Any]], None] | None = None, measure: Measure | None = None,
-    max_flops: int | None = None, overwrite: bool = False,
+    max_flops: int | None = None, overwrite: bool = False, also: Iterable[str] = (),
 ) -> SweepResult:
     """Compute (and with ``device``, measure) every point, appending each finished row to ``out_path``.
 
@@ -264,7 +267,8 @@ def run_sweep(
     measured on this device); ``overwrite`` replaces them; with neither, a key already in the file is an error
     (:func:`attnbench.report.store.session`). Ctrl-C (KeyboardInterrupt) stops the sweep: the result keeps
     every finished row and says how many were left. ``max_flops``: points whose closed-form FLOPs exceed it
-    are not timed (rows marked skipped, with why)."""
+    are not timed (rows marked skipped, with why). ``also``: keys a later step of the command writes (the
+    max-fit rows), checked before anything runs."""
     from attnbench import bench
     from attnbench.measure import device as dev
 
@@ -278,7 +282,8 @@ def run_sweep(
     keys = [p.key(where) for p in points]
     result = SweepResult(rows=[], out_path=out_path)
     measure = measure or bench_measure
-    with store.session(out_path, keys, resume=resume, overwrite=overwrite, fingerprint=fingerprint) as have:
+    with store.session(out_path, keys, resume=resume, overwrite=overwrite, fingerprint=fingerprint, also=also,
+                       check=lambda row: rows_schema.problem(rows_schema.SweepRow, row)) as have:
         for i, (p, key) in enumerate(zip(points, keys)):
             try:
                 if key in have:

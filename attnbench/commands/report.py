@@ -41,7 +41,7 @@ def report_cmd(
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=json_out) as progress:
+    with Progress(*columns, console=err, transient=True, disable=json_out or not err.is_terminal) as progress:
         task = progress.add_task("report", total=len(job.SECTION_ORDER))
 
         def on_event(kind: str, name: str, res: job.SectionResult | None) -> None:

@@ -57,7 +57,7 @@ def sweep_cmd(
     check_range("--max-gflops", max_gflops, 0, 1e12, low_open=True)
     check_range("--factor", factor, 1, 1e6, low_open=True)
     check_range("--max-fit-limit", max_fit_limit, 1, 2**31)
-    if no_save and (out_file or resume or overwrite):
+    if no_save and (out_file is not None or resume or overwrite):
         raise api.UsageError("--no-save writes no results file: it cannot be combined with --out, --resume or --overwrite")
     if max_fit_axis not in sw.AXES:
         raise api.UsageError(f"--max-fit-axis must be one of {', '.join(sw.AXES)}, got '{max_fit_axis}'")
@@ -78,13 +78,15 @@ def sweep_cmd(
         api.get_block(m).resolve_options(opts, base=api.get_block(m).preset(preset).options)
     points = sw.plan(names, values, preset, opts)
     fp = dev.fingerprint(device or "cpu")
-    path = None if no_save else (out_file or f"results/{dev.device_slug(fp)}/sweep.jsonl")
+    path = None if no_save else (out_file if out_file is not None else f"results/{dev.device_slug(fp)}/sweep.jsonl")
     files.distinct({"--out": path, "--csv": csv, "--md": md})
     files.ensure_writable(path, csv, md)
 
-    with Progress(console=err, transient=True, disable=json_out) as progress:
+    with Progress(console=err, transient=True, disable=json_out or not err.is_terminal) as progress:
         task = progress.add_task("sweeping" + (f" on {device}" if device else " (closed forms)"), total=len(points))
+        fit_keys = _max_fit_keys(names, max_fit_axis, device, dtype, precision, preset, opts, max_fit_limit) if max_fit else {}
         result = sw.run_sweep(points, device=device, dtype=dtype, precision=precision, min_reps=reps, target_s=target_s, out_path=path,
+                              also=fit_keys.values(),
                               resume=resume, overwrite=overwrite, on_row=lambda r: progress.advance(task),
                               max_flops=None if max_gflops is None else int(max_gflops * 1e9))
     if result.interrupted:
@@ -119,19 +121,25 @@ def sweep_cmd(
         out.print(result.summary_line(), markup=False, highlight=False)
 
 
+def _max_fit_keys(names: list[str], axis: str, device: str, dtype: str, precision: str, preset: str | None,
+                  options: dict[str, str], limit: int) -> dict[str, str]:
+    opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+    return {m: f"max-fit:{m}@{preset or 'default'}[{opts}]:{axis}:{sw.where_label(device, dtype, precision)}:limit={limit}"
+            for m in names}
+
+
 def _max_fits(names: list[str], axis: str, device: str, dtype: str, precision: str, preset: str | None,
               options: dict[str, str], limit: int, path: str | None, resume: bool, overwrite: bool,
               result: sw.SweepResult) -> list[dict[str, Any]]:
     from attnbench.measure import device as dev
-    from attnbench.report import store
+    from attnbench.report import rows, store
 
     probe = sw.device_probe(device, dtype, precision)
-    opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
     fp = dev.fingerprint(device)
-    keys = {m: f"max-fit:{m}@{preset or 'default'}[{opts}]:{axis}:{sw.where_label(device, dtype, precision)}:limit={limit}"
-            for m in names}
+    keys = _max_fit_keys(names, axis, device, dtype, precision, preset, options, limit)
     fits = []
-    with store.session(path, keys.values(), resume=resume, overwrite=overwrite, fingerprint=fp) as have:
+    with store.session(path, keys.values(), resume=resume, overwrite=overwrite, fingerprint=fp,
+                       check=lambda row: rows.problem(rows.MaxFitRow, row)) as have:
         for m in names:
             key = keys[m]
             if key in have:

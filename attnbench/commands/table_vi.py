@@ -11,6 +11,7 @@ import typer
 from attnbench import api, bench
 from attnbench.cli import app, check_timing_flags, err, guarded, out
 from attnbench.errors import check_range
+from attnbench.text import clean
 from attnbench.measure import device as dev
 from attnbench.papers.banet import table_vi
 from attnbench.report import files, tables
@@ -55,7 +56,7 @@ def table_vi_cmd(
     check_timing_flags(reps, target_s, warmup_s)
     check_range("--batch", batch, 1, 1_000_000)
     fp = dev.fingerprint(device)
-    path = out_file or f"results/{dev.device_slug(fp)}/table-vi.jsonl"
+    path = out_file if out_file is not None else f"results/{dev.device_slug(fp)}/table-vi.jsonl"
     files.distinct({"--out": path, "--md": md})
     files.ensure_writable(path, md)
     settings = bench.Settings(device=device, dtype=dtype, batch=batch, graphs=graphs, min_reps=reps, target_s=target_s,
@@ -65,8 +66,8 @@ def table_vi_cmd(
     block_targets, net_targets = bench.table_vi_targets(impl, preset=preset)
     err.print(f"timing 2 blocks and 3 networks on {device} ({fp.get('gpu_name') or fp.get('cpu_model')}), "
               f"{settings.precision_label}, impl={impl}")
-    block_rows = bench.run(block_targets, settings, path, resume, overwrite=overwrite)
-    net_rows = bench.run(net_targets, settings, path, resume, overwrite=overwrite)
+    rows = bench.run([*block_targets, *net_targets], settings, path, resume, overwrite=overwrite)  # one session
+    block_rows, net_rows = rows[:len(block_targets)], rows[len(block_targets):]
     result = table_vi(net_rows, block_rows)
     result["device"] = fp
     result["settings"] = {"dtype": dtype, "precision": settings.precision_label, "impl": impl, "batch": batch,
@@ -86,4 +87,4 @@ def table_vi_cmd(
     if "block_latency_ratio_nl_over_cs" in s:
         out.print(f"blocks alone at C=96, T=16, 28x28: NL/CS latency {fmt(s['block_latency_ratio_nl_over_cs'])}, "
                   f"FLOP ratio {fmt(s['block_flop_ratio_nl_over_cs'])}")
-    out.print(f"rows appended to {path}")
+    out.print(f"rows appended to {clean(path)}", markup=False, highlight=False)

@@ -41,7 +41,7 @@ from typing import Any
 
 from torch import nn
 
-from attnbench.errors import AttnBenchWarning, unknown
+from attnbench.errors import AttnBenchWarning, UsageError, unknown
 from attnbench.flops.conventions import CONVENTIONS, OpLog, count_detailed
 from attnbench.flops.cost import Cost
 from attnbench.flops.count import meta_inputs, param_count
@@ -248,7 +248,12 @@ def _table_vi_measurement(results_dir: Path) -> tuple[dict[str, float] | None, s
     runs: dict[tuple[str, str, int], dict[str, Any]] = {}
     for path in sorted(results_dir.glob("*/table-vi.jsonl")) if results_dir.is_dir() else []:
         odd = 0
-        for row in store.read_rows(path):
+        try:
+            rows = store.load(path).rows
+        except UsageError as err:  # a folder or an unreadable file named like the results: skipped
+            warnings.warn(f"skipped {err}", AttnBenchWarning, stacklevel=2)
+            continue
+        for row in rows:
             if row.get("kind") != "network" or row.get("name") != "eco-lite" or row.get("status") != "ok":
                 continue
             variant = str(row.get("variant", ""))
@@ -263,7 +268,7 @@ def _table_vi_measurement(results_dir: Path) -> tuple[dict[str, float] | None, s
                 fp = row.get("fingerprint") or {}
                 if not (math.isfinite(vps) and vps > 0 and isinstance(fp, dict)):
                     raise ValueError(vps)
-            except (TypeError, ValueError, AttributeError):
+            except (TypeError, ValueError, AttributeError, OverflowError):
                 odd += 1
                 continue
             run = runs.setdefault(key, {"vps": {}, "fingerprint": fp})

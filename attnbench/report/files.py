@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -43,11 +44,42 @@ def _special(path: Path) -> bool:
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
+def open_descriptor(path: PathLike) -> int | None:
+    """The already-open file descriptor a path names (``/dev/stdout`` 1, ``/dev/stderr`` 2, ``/dev/fd/N`` and
+    ``/proc/self/fd/N`` N), else None. Such a path must be written through that descriptor: reopening it
+    would truncate a file that standard output is redirected to (``>> log``), and renaming over it would
+    replace that file."""
+    text = os.path.normpath(str(path))
+    named = {"/dev/stdout": 1, "/dev/stderr": 2, "/dev/stdin": 0}
+    if text in named:
+        return named[text]
+    for prefix in ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/"):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            return int(text[len(prefix):])
+    return None
+
+
+def _write_descriptor(fd: int, raw: bytes) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.fileno() == fd:
+                stream.flush()  # what was printed before comes first
+        except (OSError, ValueError, AttributeError):
+            pass
+    view = memoryview(raw)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def atomic_write(path: PathLike, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path``; see the module docstring for how."""
     target = _check_name(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
+        fd = open_descriptor(target)
+        if fd is not None:
+            _write_descriptor(fd, raw)
+            return
         if target.is_dir():
             raise UsageError(f"cannot write {target}: it is a directory")
         if _special(target) or (target.is_symlink() and not target.exists()):
@@ -67,6 +99,8 @@ def atomic_write(path: PathLike, data: str | bytes) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+    except BrokenPipeError:
+        raise  # the reader of a pipe has gone: the CLI ends quietly
     except OSError as err:
         raise UsageError(f"cannot write {target}: {_why(err)}") from None
 
@@ -77,13 +111,37 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+def _nearest_folder(target: Path) -> Path:
+    """The nearest existing ancestor of ``target`` (which is made, later, by the write); refused if it is
+    not a folder or cannot be written into (no permission, read-only file system). Nothing is created."""
+    parent = Path(os.path.abspath(target)).parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {target}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only(parent) else "permission denied"
+        raise UsageError(f"cannot write {target}: {parent}: {why}")
+    return parent
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def ensure_writable(*paths: PathLike | None) -> None:
     """Fail before any work if an output cannot be written: an empty name, a directory, an existing file
-    without write permission, a folder that cannot be made or written (read-only file system)."""
+    without write permission, a folder on the way that is a file, cannot be written into or is on a
+    read-only file system. Nothing is created (a run that then fails on other input leaves no folders)."""
     for path in paths:
         if path is None:
             continue
         target = _check_name(path)
+        if open_descriptor(target) is not None:
+            continue
         if target.is_dir():
             raise UsageError(f"cannot write {target}: it is a directory")
         if target.exists():
@@ -91,27 +149,23 @@ def ensure_writable(*paths: PathLike | None) -> None:
                 raise UsageError(f"cannot write {target}: permission denied")
             if _special(target):
                 continue  # written through (e.g. /dev/null): nothing is made next to it
-        real = Path(os.path.realpath(target))
-        try:
-            real.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=real.parent):
-                pass
-        except OSError as err:
-            raise UsageError(f"cannot write {target}: {_why(err)}") from None
+        _nearest_folder(Path(os.path.realpath(target)) if target.is_symlink() else target)
 
 
 def ensure_writable_dir(path: PathLike) -> Path:
-    """Fail before any work if ``path`` cannot be an output folder: an empty name, an existing file, a
-    folder that cannot be made or written into (read-only file system, no permission). Makes it."""
-    target = _check_name(path)
+    """Fail before any work if ``path`` cannot be an output folder: an empty name, something that is not a
+    folder, a folder that cannot be made or written into (read-only file system, no permission)."""
+    if not str(path).strip():
+        raise UsageError("an output folder name is empty")
+    target = Path(path)
     if target.exists() and not target.is_dir():
-        raise UsageError(f"cannot write into {target}: it is a file, not a folder")
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=target):
-            pass
-    except OSError as err:
-        raise UsageError(f"cannot write into {target}: {_why(err)}") from None
+        raise UsageError(f"cannot write into {target}: it is not a folder")
+    if target.is_dir():
+        if not os.access(target, os.W_OK | os.X_OK):
+            why = "read-only file system" if _read_only(target) else "permission denied"
+            raise UsageError(f"cannot write into {target}: {why}")
+    else:
+        _nearest_folder(target / "x")
     return target
 
 
@@ -119,7 +173,7 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     """Whether two paths name one regular file (or would, once written); devices such as /dev/null may be
     shared by several outputs."""
     pa, pb = Path(a), Path(b)
-    if _special(pa) or _special(pb):
+    if _special(pa) or _special(pb) or open_descriptor(pa) is not None or open_descriptor(pb) is not None:
         return False
     if pa.exists() and pb.exists():
         return os.path.samefile(pa, pb)
@@ -145,7 +199,7 @@ def locked(path: PathLike | None, wait_s: float = 0.0) -> Iterator[None]:
     """Hold an advisory lock on the results file ``path`` (a ``.NAME.lock`` file beside it) while the block
     runs. Another run holding it: wait up to ``wait_s`` seconds, then exit 2 with one line. ``None``: no
     file, no lock."""
-    if path is None or _special(Path(path)):
+    if path is None or _special(Path(path)) or open_descriptor(path) is not None:
         yield
         return
     from filelock import FileLock, Timeout

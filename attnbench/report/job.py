@@ -425,10 +425,10 @@ def section_table_vi(ctx: Context, on_step: Callable[[str], None] | None = None)
     store_path = ctx.path("table-vi.jsonl")
     # rows an earlier `attnbench table-vi` run left here are reused rather than timed again
     reuse = ctx.opts.resume or not (ctx.cuda or (ctx.full and ctx.measure))
-    block_rows = bench.run([bench.block_target(api.resolve(m, "banet")) for m in ("nl", "cs")], settings,
-                           str(store_path), reuse, overwrite=not reuse)
-    net_rows = bench.run([bench.network_target(api.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs")],
-                         settings, str(store_path), reuse, overwrite=not reuse)
+    rows = bench.run([*(bench.block_target(api.resolve(m, "banet")) for m in ("nl", "cs")),
+                      *(bench.network_target(api.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs"))],
+                     settings, str(store_path), reuse, overwrite=not reuse)
+    block_rows, net_rows = rows[:2], rows[2:]
     result = table_vi(net_rows, block_rows)
     df = pd.DataFrame(result["methods"])
     s = result["summary"]
@@ -539,6 +539,14 @@ def make_context(opts: ReportOptions, out_dir: str | Path | None = None) -> Cont
     if index.exists() and not _is_report_index(index):
         raise api.UsageError(f"{folder} holds a README.md that is not an attnbench report index; the report would "
                              f"replace it: give --out an empty folder, a new one, or an earlier report's")
+    if folder.is_dir() and not index.exists():
+        # not a report folder: only results files of the measuring commands may be there (the report adds
+        # rows to them); anything else could be a file of the user's that a section would replace
+        foreign = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.suffix != ".jsonl")
+        if foreign:
+            raise api.UsageError(f"{folder} is not empty and not an attnbench report folder (it holds {foreign[0]}"
+                                 f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); give --out an empty "
+                                 f"folder, a new one, or an earlier report's")
     return Context(opts, folder, device, measure, fp)
 
 
@@ -563,6 +571,7 @@ def run_report(opts: ReportOptions, out_dir: str | Path | None = None, on_event:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     results: list[SectionResult] = []
     report = ReportResult(ctx.out_dir, results, 0.0)
+    write_index(ctx, report, stamp, command, running=True)  # the folder is a report's from the start
     emit = on_event or (lambda *_: None)
     for name in sections:
         why_not = applies(ctx, name)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,10 @@ def append_row(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
         with open(target, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
-            os.fsync(fh.fileno())
+            if target.is_file():  # pipes and devices have nothing to sync
+                os.fsync(fh.fileno())
+    except BrokenPipeError:
+        raise
     except OSError as err:
         raise UsageError(f"cannot write {target}: {err.strerror or err}") from None
 
@@ -83,9 +86,11 @@ def load(path: str | os.PathLike[str] | None, need: Iterable[str] = ("key",), wa
         return out
     if target.is_dir():
         raise UsageError(f"cannot read {target}: it is a directory")
+    if not target.is_file() or files.open_descriptor(target) is not None:
+        return out  # a pipe, a device, standard output: written to, never read back
     try:
         with open(target, "rb") as fh:
-            raw_lines = fh.read().splitlines()
+            raw_lines = fh.read().split(b"\n")
     except OSError as err:
         raise UsageError(f"cannot read {target}: {err.strerror or err}") from None
     for number, raw in enumerate(raw_lines, 1):
@@ -137,16 +142,24 @@ def mismatch(row: Mapping[str, Any], fingerprint: Mapping[str, Any] | None) -> s
 @contextmanager
 def session(
     path: str | os.PathLike[str] | None, keys: Iterable[str], *, resume: bool = False, overwrite: bool = False,
-    fingerprint: Mapping[str, Any] | None = None,
+    fingerprint: Mapping[str, Any] | None = None, also: Iterable[str] = (),
+    check: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> Iterator[dict[str, dict[str, Any]]]:
     """Open the results file ``path`` for a run that will write the rows ``keys``; yields the rows to reuse
-    (``resume``), by key. See the module docstring. ``path`` None: nothing is read, locked or written."""
+    (``resume``), by key. ``also``: keys a later session of the same command will write, checked now so that
+    the command stops before measuring anything. See the module docstring. ``path`` None: nothing is read,
+    locked or written.
+
+    With ``overwrite`` an old row is removed only once its replacement has been written (when the session
+    ends, Ctrl-C included): rows not measured again keep their old version. ``check(row)`` says why a row
+    cannot be reused (fields missing or of the wrong type; see :mod:`attnbench.report.rows`): such rows
+    are measured again, with one warning."""
     if path is None:
         yield {}
         return
     if resume and overwrite:
         raise UsageError("--resume reuses the rows in the file and --overwrite replaces them: give one")
-    keys = list(dict.fromkeys(keys))
+    keys = list(dict.fromkeys([*keys, *also]))
     with files.locked(path):
         loaded = load(path)
         have = {r["key"]: r for r in loaded.rows}
@@ -157,14 +170,36 @@ def session(
                 if why:
                     raise UsageError(f"cannot resume from {path}: its row {k} cannot be reused: {why}; write to "
                                      f"another --out, or pass --overwrite to measure it again")
-            yield {k: have[k] for k in clash}
+            bad = {k: why for k in clash if check is not None and (why := check(have[k]))}
+            if bad:
+                k, why = next(iter(bad.items()))
+                warnings.warn(f"{path}: {len(bad)} row(s) of this run cannot be reused and are measured again "
+                              f"(row {k}: {why})", AttnBenchWarning, stacklevel=3)
+            yield {k: have[k] for k in clash if k not in bad}
             return
         if clash and not overwrite:
             raise UsageError(f"{path} already holds {len(clash)} of the {len(keys)} rows of this run; pass --resume to "
                              f"reuse them and run only the missing ones, or --overwrite to run them again "
                              f"(their old rows are removed)")
-        if clash:
-            drop = set(clash)
-            kept = [raw for raw, row in loaded.lines if row is None or row["key"] not in drop]
-            files.atomic_write(path, b"".join(raw + b"\n" for raw in kept if raw.strip()))
-        yield {}
+        complete = len(loaded.lines) - (1 if loaded.lines and loaded.lines[-1][0] == b"" else 0)
+        try:
+            yield {}
+        finally:
+            if clash:
+                _drop_replaced(path, set(clash), complete)
+
+
+def _drop_replaced(path: str | os.PathLike[str], keys: set[str], old_lines: int) -> None:
+    """Remove the first ``old_lines`` lines' rows of ``keys`` that a later line has replaced; every other line
+    is kept byte for byte."""
+    now = load(path, warn=False)
+    if not now.lines:
+        return
+    replaced = {row["key"] for _, row in now.lines[old_lines:] if row is not None} & keys
+    if not replaced:
+        return
+    kept = [raw for i, (raw, row) in enumerate(now.lines)
+            if not (i < old_lines and row is not None and row["key"] in replaced)]
+    if kept and kept[-1] == b"":
+        kept.pop()  # the empty piece after the last newline
+    files.atomic_write(path, b"".join(raw + b"\n" for raw in kept))

@@ -3,7 +3,6 @@
 import errno
 import os
 import stat
-import tempfile
 
 import pytest
 
@@ -75,26 +74,26 @@ def test_distinct_refuses_two_outputs_that_are_one_file(tmp_path) -> None:
     files.distinct({"--out": str(a), "--csv": str(tmp_path / "other.csv")})
 
 
-def test_ensure_writable_names_the_problem(tmp_path, monkeypatch) -> None:
+def test_ensure_writable_names_the_problem_and_makes_nothing(tmp_path, monkeypatch) -> None:
     with pytest.raises(UsageError, match="empty"):
         files.ensure_writable("")
     with pytest.raises(UsageError, match="is a directory"):
         files.ensure_writable(tmp_path)
-    files.ensure_writable("/dev/null", tmp_path / "sub" / "x.csv")
-    (tmp_path / "sub" / "x.csv").touch()
-    with pytest.raises(UsageError, match="is a file, not a folder"):
-        files.ensure_writable_dir(tmp_path / "sub" / "x.csv")
+    files.ensure_writable("/dev/null", "/dev/stdout", tmp_path / "sub" / "x.csv")
+    assert not (tmp_path / "sub").exists()  # checked, not made
+    (tmp_path / "afile").touch()
+    with pytest.raises(UsageError, match="afile is not a folder"):
+        files.ensure_writable(tmp_path / "afile" / "x.csv")
+    with pytest.raises(UsageError, match="it is not a folder"):
+        files.ensure_writable_dir(tmp_path / "afile")
     with pytest.raises(UsageError, match="empty"):
         files.ensure_writable_dir("")
-
-    def read_only(*_a, **_k):
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
-    with pytest.raises(UsageError, match="Read-only file system"):
+    monkeypatch.setattr(files.os, "access", lambda *_a, **_k: False)
+    monkeypatch.setattr(files, "_read_only", lambda _p: True)
+    with pytest.raises(UsageError, match="read-only file system"):
         files.ensure_writable(tmp_path / "y.csv")
-    with pytest.raises(UsageError, match="Read-only file system"):
-        files.ensure_writable_dir(tmp_path / "folder")
+    with pytest.raises(UsageError, match="read-only file system"):
+        files.ensure_writable_dir(tmp_path)
 
 
 def test_the_lock_refuses_a_second_holder(tmp_path) -> None:

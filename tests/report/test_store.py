@@ -43,8 +43,10 @@ def test_a_key_already_in_the_file_needs_resume_or_overwrite(tmp_path) -> None:
     with pytest.warns(AttnBenchWarning):
         with store.session(path, ["a", "c"], overwrite=True, fingerprint=FP) as have:
             assert have == {}
-    # the old row of "a" is gone; every other line, the unreadable one included, is kept as it was
-    assert path.read_bytes().splitlines() == [b"stray", json.dumps({"key": "b", "v": 2, "fingerprint": FP}).encode()]
+            store.append_row(path, {"key": "a", "v": 3})
+    # the old row of "a" is gone once replaced; every other line, the unreadable one included, is kept as it was
+    assert path.read_bytes().splitlines() == [b"stray", json.dumps({"key": "b", "v": 2, "fingerprint": FP}).encode(),
+                                              json.dumps({"key": "a", "v": 3}).encode()]
     with store.session(path, ["c"]):  # keys the file lacks: appended as usual
         store.append_row(path, {"key": "c"})
     with pytest.raises(UsageError, match="give one"):

@@ -1,0 +1,88 @@
+"""What a results row must hold to be reused by ``--resume``: declared pydantic models of the fields the
+tables, plots and ratios read (any other field may be there). A row that does not fit is measured again."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+Count = Annotated[StrictInt, Field(ge=0)]
+Number = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Timing(_Row):
+    n: Count | None = None
+    median_ms: Number | None = None
+    iqr_ms: Number | None = None
+    p10_ms: Number | None = None
+    p90_ms: Number | None = None
+    noisy: StrictBool | None = None
+    samples_ms: list[Number] | None = None
+
+
+class _Settings(_Row):
+    dtype: StrictStr
+    batch: Annotated[StrictInt, Field(ge=1)] = 1
+
+
+class SpeedRow(_Row):
+    """A row of ``speed``/``table-vi`` (:func:`attnbench.bench.measure_target`)."""
+
+    key: StrictStr
+    kind: StrictStr
+    name: StrictStr
+    variant: StrictStr
+    status: StrictStr
+    input_shapes: Annotated[list[list[Count]], Field(min_length=1)]
+    settings: _Settings
+    flops: Count
+    precision: StrictStr | None = None
+    impl: StrictStr | None = None
+    timing_mode: StrictStr | None = None
+    timing: _Timing | None = None
+    memory: dict[str, Any] | None = None
+    memory_prediction: dict[str, Any] | None = None
+    achieved: dict[str, Any] | None = None
+    vps: Number | None = None
+
+
+class SweepRow(_Row):
+    """A row of ``sweep`` (:func:`attnbench.sweep.analytic_row`, measured or not)."""
+
+    key: StrictStr
+    kind: StrictStr
+    module: StrictStr
+    axis: StrictStr
+    value: Annotated[StrictInt, Field(ge=1)]
+    status: StrictStr
+    flops: Count | None = None
+    macs: Count | None = None
+    params: Count | None = None
+    latency_ms: Number | None = None
+    peak_bytes: Count | None = None
+    timing: _Timing | None = None
+
+
+class MaxFitRow(_Row):
+    """A ``sweep --max-fit`` row."""
+
+    key: StrictStr
+    module: StrictStr
+    axis: StrictStr
+
+
+def problem(model: type[BaseModel], row: Mapping[str, Any]) -> str | None:
+    """The first reason ``row`` does not fit ``model`` (``field.path: message``), or None."""
+    try:
+        model.model_validate(dict(row))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "row"
+        return f"{where}: {first['msg']}"
+    return None
