@@ -702,6 +702,36 @@ def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[
     return doc
 
 
+STEADY_SPREAD = 1.10  # largest max/min of a baseline's round medians that lets a 25% slowdown stand out
+
+
+def round_spread(doc: Mapping[str, Any]) -> dict[str, float]:
+    """How steady a timed baseline was: for the reference workload and every timed entry, the largest round
+    median over the smallest. On a quiet machine this is a few percent; when the machine's speed changes
+    during the snapshot (another tenant of a virtual machine, frequency scaling) it can be 1.4, and then a
+    slowdown smaller than that cannot be told from the machine's own drift."""
+    out: dict[str, float] = {}
+    timed = [(REFERENCE_KEY, (doc.get("reference") or {}).get("timing"))] + [
+        (e["key"], e.get("timing")) for e in doc.get("entries", []) if e.get("status") == "ok"]
+    for key, timing in timed:
+        meds = [m for m in (timing or {}).get("round_medians_ms") or [] if m > 0]
+        if len(meds) >= 2:
+            out[key] = max(meds) / min(meds)
+    return out
+
+
+def unsteady(doc: Mapping[str, Any], limit: float = STEADY_SPREAD) -> str | None:
+    """One line when a timed baseline's rounds spread more than ``limit`` (see :func:`round_spread`)."""
+    spread = round_spread(doc)
+    bad = {k: v for k, v in spread.items() if v > limit}
+    if not bad:
+        return None
+    worst = ", ".join(f"{k} x{v:.2f}" for k, v in sorted(bad.items(), key=lambda kv: -kv[1])[:3])
+    return (f"the machine's speed changed while the baseline was measured (round medians spread {worst}, more than "
+            f"x{limit:.2f}): slowdowns smaller than that cannot be told from drift; take the snapshot again on a "
+            f"quiet machine")
+
+
 # -- reading a baseline ------------------------------------------------------------------------------------
 
 
@@ -926,6 +956,8 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], op
         info: dict[str, Any] = {"compared": latency_ok or memory_ok, "plan": asdict(plan), "fingerprint": new_fp,
                                 "device_differences": differences, "latency_compared": latency_ok,
                                 "memory_compared": memory_ok, "not_compared": []}
+        info["baseline_round_spread"] = round_spread(baseline)
+        info["baseline_unsteady"] = unsteady(baseline)
         if not latency_ok:
             info["not_compared"].append(f"latency: {_mismatch(differences)}")
         if not memory_ok:

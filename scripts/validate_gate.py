@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         snap += ["--threads", str(args.threads)]
 
+    from attnbench import gate
     from attnbench.measure.device import device_slug, fingerprint
 
     stem = args.name or f"{device_slug(fingerprint(args.device))}-{args.clock}"
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "check_command": " ".join(["attnbench"] + check[3:]).replace(str(ROOT) + "/", ""),
         "validation_command": " ".join(["python", "scripts/validate_gate.py", *(sys.argv[1:] if argv is None else argv)]),
         "baseline_settings": json.loads(baseline.read_text()).get("settings"),
+        "baseline_round_spread": {k: round(v, 3) for k, v in gate.round_spread(json.loads(baseline.read_text())).items()},
         "rank_test_as_stated_by_check": rank_test,
         "inject": args.inject,
         "small_inject": args.small_inject,

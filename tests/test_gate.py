@@ -796,3 +796,15 @@ def test_validation_script_schedule_and_summary() -> None:
     assert (s["small_injected_runs"], s["small_detections"], s["small_injected_runs_with_other_blocks_flagged"]) == (2, 1, 1)
     with pytest.raises(SystemExit):
         v.main(["--inject", "cs"])  # NAME:FRACTION
+
+
+def test_an_unsteady_baseline_is_named() -> None:
+    def doc(ref, block):
+        return {"reference": {"timing": {"round_medians_ms": ref}},
+                "entries": [{"key": "cs@x", "status": "ok", "timing": {"round_medians_ms": block}}]}
+
+    steady = doc([20.0, 20.4, 19.9, 20.1, 20.2], [16.0, 16.1, 16.2, 15.9, 16.0])
+    assert gate.unsteady(steady) is None and max(gate.round_spread(steady).values()) < 1.03
+    drifted = doc([19.85, 20.29, 29.04, 30.94, 31.1], [16.08, 16.03, 22.19, 21.89, 22.49])  # a snapshot seen here
+    why = gate.unsteady(drifted)
+    assert why is not None and "reference x1.57" in why and "cs@x x1.40" in why

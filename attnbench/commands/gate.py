@@ -90,6 +90,8 @@ def snapshot_cmd(
     out.print(clean(f"wrote {len(doc['entries'])} entries ({what}) to {out_file}"), markup=False, highlight=False)
     if failed:
         out.print(clean(f"not timed (OOM or error): {', '.join(failed)}"), markup=False, highlight=False)
+    if plan and (why := gate.unsteady(doc)):
+        err.print(clean(f"warning: {why}"), markup=False, highlight=False)
 
 
 @app.command("check")
@@ -175,6 +177,8 @@ def _render(report: dict[str, Any], baseline: str) -> None:
     note = (t.get("rank_test") or {}).get("note")
     if note:
         out.print(clean(f"note: {note}"), markup=False, highlight=False)
+    if t.get("baseline_unsteady"):
+        out.print(clean(f"note: {t['baseline_unsteady']}"), markup=False, highlight=False)
     if t.get("device_differences"):
         out.print(clean(f"device differs from the baseline's: {'; '.join(t['device_differences'])}"), markup=False, highlight=False)
     if not t.get("compared") and t.get("reason"):
