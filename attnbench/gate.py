@@ -714,10 +714,16 @@ def round_spread(doc: Mapping[str, Any]) -> dict[str, float]:
     timed = [(REFERENCE_KEY, (doc.get("reference") or {}).get("timing"))] + [
         (e["key"], e.get("timing")) for e in doc.get("entries", []) if e.get("status") == "ok"]
     for key, timing in timed:
-        meds = [m for m in (timing or {}).get("round_medians_ms") or [] if m > 0]
-        if len(meds) >= 2:
-            out[key] = max(meds) / min(meds)
+        meds = (timing or {}).get("round_medians_ms") or []
+        if len([m for m in meds if m > 0]) >= 2:
+            out[key] = spread_of(meds)
     return out
+
+
+def spread_of(values: Sequence[float]) -> float:
+    """Largest over smallest of the positive values (1.0 for fewer than two)."""
+    vals = [v for v in values if v > 0]
+    return max(vals) / min(vals) if len(vals) >= 2 else 1.0
 
 
 def unsteady(doc: Mapping[str, Any], limit: float = STEADY_SPREAD) -> str | None:
@@ -1045,6 +1051,20 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], op
                 f.update(status="unconfirmed", failed=False,
                          detail=f"looked slower ({', '.join(sorted({c for fl in flags for c in fl}))}) but not consistently "
                                 f"over {n} measurement{'s' if n > 1 else ''}: noise or machine load, not counted")
+        # A block that passes although its rounds (in the baseline or now) spread more than a slowdown worth
+        # catching has not been shown to be unchanged: the verdict says so instead of passing silently.
+        base_spread = round_spread(baseline)
+        ref_now = spread_of(results[REFERENCE_KEY].round_medians_ms)
+        info["inconclusive"] = []
+        for k, f in latency.items():
+            spreads = {"baseline": base_spread.get(k, 1.0), "current": spread_of(results[k].round_medians_ms)}
+            if f["mode"] != "raw":  # the reference's rounds decide too
+                spreads.update(reference_baseline=base_spread.get(REFERENCE_KEY, 1.0), reference_current=ref_now)
+            f["round_spread"] = spreads
+            worst = max(spreads.values())
+            if not f["failed"] and worst > STEADY_SPREAD:
+                f["inconclusive"] = True
+                info["inconclusive"].append(f"{k} (round medians spread x{worst:.2f})")
         findings += latency.values()
         info["first_pass_alarms"] = sum(1 for f in latency.values() if len(f.get("attempts", [{}])[0].get("flags") or []) == len(f["decisive"]))
         info["suspects"] = len(history)
@@ -1151,6 +1171,10 @@ def headline(report: Mapping[str, Any]) -> str:
     s = report["summary"]
     missing = report.get("not_compared") or []
     skipped = f" (NOT compared: {'; '.join(missing)})" if missing else ""
+    unsure = (report.get("timing") or {}).get("inconclusive") or []
+    if unsure:
+        skipped += (f" (latency inconclusive, the machine's speed drifted more than x{STEADY_SPREAD:.2f} between rounds: "
+                    f"{', '.join(unsure)})")
     if report["passed"]:
         return f"PASS{skipped}: {s['entries']} entries, no regressions" + (" in what was compared" if missing else "")
     return f"FAIL{skipped}: {s['failures']} regression(s) in {s['entries']} entries"
@@ -1182,6 +1206,9 @@ def markdown_summary(report: Mapping[str, Any], baseline_path: str = "") -> str:
     title = f"## attnbench performance gate: {'passed' if ok else 'FAILED'}"
     if missing:
         title += f" (NOT compared: {_md_escape('; '.join(missing))})"
+    unsure = (report.get("timing") or {}).get("inconclusive") or []
+    if unsure:
+        title += f" (latency inconclusive: {_md_escape(', '.join(unsure))})"
     lines = [title, ""]
     t = report["timing"]
     lines.append(f"Baseline {_md_escape(baseline_path)}: {s['entries']} entries. Compared: {_md_escape(compared_text(report))}.")

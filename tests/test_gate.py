@@ -808,3 +808,12 @@ def test_an_unsteady_baseline_is_named() -> None:
     drifted = doc([19.85, 20.29, 29.04, 30.94, 31.1], [16.08, 16.03, 22.19, 21.89, 22.49])  # a snapshot seen here
     why = gate.unsteady(drifted)
     assert why is not None and "reference x1.57" in why and "cs@x x1.40" in why
+
+
+def test_a_pass_on_an_unsteady_machine_says_latency_was_inconclusive() -> None:
+    report = {"passed": True, "summary": {"entries": 2, "failures": 0, "by_status": {}}, "not_compared": [],
+              "options": {}, "findings": [],
+              "timing": {"inconclusive": ["cs@x (round medians spread x1.40)"]}}
+    line = gate.headline(report)
+    assert line.startswith("PASS (latency inconclusive") and "cs@x (round medians spread x1.40)" in line
+    assert gate.spread_of([16.0, 22.4, 0.0]) == pytest.approx(1.4) and gate.spread_of([3.0]) == 1.0

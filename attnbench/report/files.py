@@ -87,6 +87,11 @@ def atomic_write(path: PathLike, data: str | bytes) -> None:
                 fh.write(raw)
             return
         real = Path(os.path.realpath(target))  # a link to a regular file: replace the file, keep the link
+        if real.is_file() and real.stat().st_nlink > 1:
+            with open(real, "r+b") as fh:  # hard-linked: a rename would split the names; rewrite in place
+                fh.write(raw)
+                fh.truncate()
+            return
         real.parent.mkdir(parents=True, exist_ok=True)
         mode = stat.S_IMODE(real.stat().st_mode) if real.exists() else _default_mode()
         fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
@@ -194,27 +199,45 @@ def lock_path(path: PathLike) -> Path:
     return real.with_name(f".{real.name}.lock")
 
 
+def _inode_lock(path: PathLike) -> Path | None:
+    """A lock file named after the results file's device and inode, shared by all its names (hard links)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return Path(tempfile.gettempdir()) / "attnbench-locks" / f"{st.st_dev}-{st.st_ino}.lock"
+
+
 @contextlib.contextmanager
 def locked(path: PathLike | None, wait_s: float = 0.0) -> Iterator[None]:
-    """Hold an advisory lock on the results file ``path`` (a ``.NAME.lock`` file beside it) while the block
-    runs. Another run holding it: wait up to ``wait_s`` seconds, then exit 2 with one line. ``None``: no
-    file, no lock."""
+    """Hold an advisory lock on the results file ``path`` while the block runs: a ``.NAME.lock`` file beside
+    it, and when the file exists one named after its inode (so that a hard link is the same file). Another
+    run holding either: wait up to ``wait_s`` seconds, then exit 2 with one line. ``None``, a device or a
+    pipe: no lock."""
     if path is None or _special(Path(path)) or open_descriptor(path) is not None:
         yield
         return
     from filelock import FileLock, Timeout
 
-    where = lock_path(path)
+    where = [lock_path(path)] + [p for p in [_inode_lock(path)] if p is not None]
+    held: list[FileLock] = []
     try:
-        where.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(where), timeout=wait_s)
-        lock.acquire()
+        for w in where:
+            w.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(w), timeout=wait_s)
+            lock.acquire()
+            held.append(lock)
     except Timeout:
-        raise UsageError(f"{path} is in use by another attnbench run (lock {where}); wait for it to finish, "
+        for lock in held:
+            lock.release()
+        raise UsageError(f"{path} is in use by another attnbench run (lock {where[0]}); wait for it to finish, "
                          f"or write to another file") from None
     except OSError as err:
+        for lock in held:
+            lock.release()
         raise UsageError(f"cannot lock {path}: {_why(err)}") from None
     try:
         yield
     finally:
-        lock.release()
+        for lock in reversed(held):
+            lock.release()

@@ -106,3 +106,16 @@ def test_the_lock_refuses_a_second_holder(tmp_path) -> None:
         pass
     with files.locked(None), files.locked("/dev/null"):
         pass
+
+
+def test_hard_links_share_the_lock_and_stay_linked(tmp_path) -> None:
+    first = tmp_path / "h1.jsonl"
+    first.write_text('{"key": "a"}\n')
+    second = tmp_path / "h2.jsonl"
+    os.link(first, second)
+    with files.locked(first):
+        with pytest.raises(UsageError, match="in use by another attnbench run"):
+            with files.locked(second):
+                pass
+    files.atomic_write(second, "rewritten\n")
+    assert first.read_text() == "rewritten\n" and first.stat().st_nlink == 2
