@@ -19,8 +19,10 @@ What is compared, and how
   rounds cannot reach (``--rounds N`` explicitly), or, when the rounds come from the baseline, measures
   as many more current rounds as needed (up to :data:`MAX_AUTO_ROUNDS`) and says so. The false-alarm
   rate of the rank test alone is then exact and printed (:func:`~attnbench.measure.stats.false_alarm_rate`):
-  5 against 5 rounds at alpha 0.01: 2/252 = 0.79% per block and measurement, if rounds of unchanged code
-  are exchangeable. The ratio threshold, the load control and the re-measurement below only lower it:
+  10 against 10 rounds (the default) at alpha 0.01: 0.93% per block and measurement (5 against 5: 2/252 =
+  0.79%), if rounds of unchanged code are exchangeable. Ten short rounds rather than five long ones: on a
+  machine whose speed drifts, one odd round then no longer hides a real slowdown (with 5 against 5, p <=
+  0.01 needs every current round above every baseline round). The ratio threshold, the load control and the re-measurement below only lower it:
   a block fails only if a second, independent measurement is slower too, so for unchanged code that
   happens with about the square of that rate (~6e-5 per block) unless the machine's speed drifts.
 * **Memory**: the call's peak working memory (CUDA: the caching allocator's peak minus what was
@@ -133,8 +135,8 @@ class TimingPlan:
     device: str = "cpu"
     dtype: str = "fp32"
     threads: int | None = None
-    rounds: int = 5
-    round_s: float = 0.4
+    rounds: int = 10  # validated on a drifting 2-core VM: see results/gate-validation/
+    round_s: float = 0.15
     min_reps: int = 5
     max_warmup_s: float = 0.3
     clock: str = "wall"
