@@ -249,7 +249,7 @@ def _table_vi_measurement(results_dir: Path) -> tuple[dict[str, float] | None, s
     for path in sorted(results_dir.glob("*/table-vi.jsonl")) if results_dir.is_dir() else []:
         odd = 0
         try:
-            rows = store.load(path).rows
+            rows = store.load(path, need=()).rows
         except UsageError as err:  # a folder or an unreadable file named like the results: skipped
             warnings.warn(f"skipped {err}", AttnBenchWarning, stacklevel=2)
             continue
