@@ -15,13 +15,16 @@ injected slowdown of two sizes, idle or under a CPU hog.
 4. a JSON summary (counts and rates per kind, the false-alarm rate the check itself states for its rank
    test, every run's ratios and p-values, the machine's load) is written to ``--out-dir``/``NAME.json``.
 
-The full validation (about 9 and 12 minutes on a 2-core machine; run them one after the other, on an
-otherwise idle machine; they replace the summaries in ``results/gate-validation/``)::
+The full validation at the gate's default settings (10 rounds of 0.15 s; about 26 minutes each on a 2-core
+machine, re-measurements included; run them one after the other, on an otherwise idle machine; they
+replace the summaries in ``results/gate-validation/``)::
 
     python scripts/validate_gate.py --runs 20 --inject-runs 10 --small-inject-runs 10 --modules cs,nl \
-        --sizes C=96,T=8,H=20,W=20 --round-s 0.3 --name cpu-amd-epyc-default
+        --sizes C=96,T=8,H=20,W=20 --rounds 10 --round-s 0.15 --name cpu-amd-epyc-rounds10
     python scripts/validate_gate.py --runs 20 --inject-runs 10 --small-inject-runs 10 --modules cs,nl \
-        --sizes C=96,T=8,H=20,W=20 --round-s 0.3 --hog 1 --hog-mode always --name cpu-amd-epyc-default-hog
+        --sizes C=96,T=8,H=20,W=20 --rounds 10 --round-s 0.15 --hog 1 --hog-mode always --name cpu-amd-epyc-rounds10-hog
+
+(``--rounds 5 --round-s 0.3 --name cpu-amd-epyc-default[-hog]`` gave the earlier 5-round summaries.)
 
 A smoke test of the script itself (about a minute): ``--runs 1 --inject-runs 1 --small-inject-runs 0
 --rounds 5 --round-s 0.05 --out-dir /tmp/gate-smoke``.
