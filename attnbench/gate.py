@@ -94,7 +94,7 @@ import attnbench
 from attnbench import api, bench
 from attnbench import baseline_schema as schema
 from attnbench.blocks.registry import all_blocks, get_block
-from attnbench.errors import UsageError
+from attnbench.errors import UsageError, check_range
 from attnbench.flops.cost import CATEGORIES, KINDS
 from attnbench.measure import device as dev
 from attnbench.measure.device import torch_threads
@@ -146,19 +146,14 @@ class TimingPlan:
     def check(self) -> "TimingPlan":
         device = dev.resolve_device(self.device)
         dev.resolve_dtype(self.dtype)
-        if not 1 <= self.rounds <= schema.MAX_ROUNDS:
-            raise UsageError(f"--rounds must be between 1 and {schema.MAX_ROUNDS}, got {self.rounds}")
-        if not 0 < self.round_s <= schema.MAX_ROUND_S:
-            raise UsageError(f"--round-s must be > 0 and <= {schema.MAX_ROUND_S:g} (seconds), got {self.round_s}")
-        if not 1 <= self.min_reps <= schema.MAX_MIN_REPS:
-            raise UsageError(f"min_reps must be between 1 and {schema.MAX_MIN_REPS}, got {self.min_reps}")
-        if not 0 <= self.max_warmup_s <= schema.MAX_WARMUP_S:
-            raise UsageError(f"max_warmup_s must be between 0 and {schema.MAX_WARMUP_S:g}, got {self.max_warmup_s}")
+        check_range("--rounds", self.rounds, 1, schema.MAX_ROUNDS)
+        check_range("--round-s", self.round_s, 0, schema.MAX_ROUND_S, low_open=True)
+        check_range("min_reps", self.min_reps, 1, schema.MAX_MIN_REPS)
+        check_range("max_warmup_s", self.max_warmup_s, 0, schema.MAX_WARMUP_S)
         if self.rounds * (self.round_s + self.max_warmup_s) > schema.MAX_TIMED_S_PER_BLOCK:
             raise UsageError(f"--rounds x (--round-s + warm-up) is {self.rounds * (self.round_s + self.max_warmup_s):.4g} s "
                              f"per block, more than the {schema.MAX_TIMED_S_PER_BLOCK:.0f} s allowed")
-        if self.threads is not None and not 1 <= self.threads <= schema.MAX_THREADS:
-            raise UsageError(f"--threads must be between 1 and {schema.MAX_THREADS}, got {self.threads}")
+        check_range("--threads", self.threads, 1, schema.MAX_THREADS)
         if self.timing not in schema.TIMING_MODES:
             raise api.unknown("timing mode", self.timing, schema.TIMING_MODES)
         if self.malloc not in MALLOC_MODES:
@@ -201,16 +196,11 @@ class CheckOptions:
     def check(self) -> "CheckOptions":
         if not 0 < self.alpha < 1:
             raise UsageError(f"--alpha must be between 0 and 1, got {self.alpha}")
-        if not self.max_slowdown >= 1:
-            raise UsageError(f"--max-slowdown is a ratio of medians and must be >= 1, got {self.max_slowdown}")
-        if not self.memory_tolerance >= 0:
-            raise UsageError(f"--memory-tolerance must be >= 0, got {self.memory_tolerance}")
-        if not 0 <= self.retries <= 10:
-            raise UsageError(f"--retries must be between 0 and 10, got {self.retries}")
-        if self.rounds is not None and not 1 <= self.rounds <= schema.MAX_ROUNDS:
-            raise UsageError(f"--rounds must be between 1 and {schema.MAX_ROUNDS}, got {self.rounds}")
-        if self.round_s is not None and not 0 < self.round_s <= schema.MAX_ROUND_S:
-            raise UsageError(f"--round-s must be > 0 and <= {schema.MAX_ROUND_S:g} (seconds), got {self.round_s}")
+        check_range("--max-slowdown", self.max_slowdown, 1, 100)  # a ratio of medians
+        check_range("--memory-tolerance", self.memory_tolerance, 0, 100)  # a fraction of the baseline's peak
+        check_range("--retries", self.retries, 0, 10)
+        check_range("--rounds", self.rounds, 1, schema.MAX_ROUNDS)
+        check_range("--round-s", self.round_s, 0, schema.MAX_ROUND_S, low_open=True)
         return self
 
 
@@ -1055,7 +1045,7 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], op
                                 f"over {n} measurement{'s' if n > 1 else ''}: noise or machine load, not counted")
         # A block that passes although its rounds (in the baseline or now) spread more than a slowdown worth
         # catching has not been shown to be unchanged: the verdict says so instead of passing silently.
-        base_spread = round_spread(baseline)
+        base_spread = info["baseline_round_spread"]
         ref_now = spread_of(results[REFERENCE_KEY].round_medians_ms)
         info["inconclusive"] = []
         for k, f in latency.items():

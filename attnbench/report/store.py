@@ -120,10 +120,6 @@ def read_rows(path: str | os.PathLike[str] | None, need: Iterable[str] = ()) -> 
     yield from load(path, need).rows
 
 
-def done_keys(path: str | os.PathLike[str]) -> set[str]:
-    return {row["key"] for row in load(path).rows}
-
-
 def mismatch(row: Mapping[str, Any], fingerprint: Mapping[str, Any] | None) -> str | None:
     """Why ``row`` may not be reused by a run on the device ``fingerprint`` (None if it may): a measured row
     must carry the fingerprint of the same device (same CPU model, cores and threads; or same GPU, driver,
