@@ -4,7 +4,7 @@ A :class:`Target` is a block at a shape or a network at its input; it knows its 
 batch (networks: counted lazily, once per shape, on first use), its predicted peak memory and how to build
 itself. :func:`measure_target` times it with :mod:`attnbench.measure` and returns a JSON-able row; an
 out-of-memory, a failed CUDA-graph capture or another device fault becomes a row whose ``status`` says so,
-and the run goes on. Rows are appended to a JSON-lines file one at a time (:mod:`attnbench.report.store`).
+and the run goes on. Rows are appended to a JSON-lines file one at a time (:mod:`attnbench.store.jsonl`).
 
 A row's ``key`` names everything that changes what is measured: the target and its block options, the
 device identity, dtype and precision, batch, compile, graphs, timing mode, L2 flush, channels-last, torch
@@ -32,8 +32,8 @@ from attnbench.measure import device as dev
 from attnbench.measure.memory import is_oom, measure_memory, release_memory, tensor_peak_bytes
 from attnbench.measure.peaks import achieved
 from attnbench.measure.timing import build_workload, compile_stats, time_callable
-from attnbench.report import rows as rows_schema
-from attnbench.report import store
+from attnbench.store import rows as rows_schema
+from attnbench.store import jsonl
 
 @dataclass(frozen=True)
 class Settings:
@@ -334,7 +334,7 @@ def run_jobs(
     """Measure each (target, settings) in turn, appending each finished row to ``out_path`` before the next
     starts; a job whose key repeats an earlier one's is the same row (measured once, returned once). The
     jobs share device, dtype and threads (one fingerprint and calibration). One
-    :func:`attnbench.report.store.session` covers them all: with ``resume`` keys already in the file are not
+    :func:`attnbench.store.jsonl.session` covers them all: with ``resume`` keys already in the file are not
     run again (their rows are returned, if measured on this device); with ``overwrite`` their old rows are
     replaced; with neither, a key already in the file stops the run before anything is measured.
     ``roofline``: calibrate (or read from the cache) the device's measured matmul rate first, so every row
@@ -350,7 +350,7 @@ def run_jobs(
         for t, s in jobs:
             unique.setdefault(t.key(s, fingerprint), (t, s))
         keyed = list(unique.items())
-        with store.session(out_path, [k for k, _ in keyed], resume=resume, overwrite=overwrite,
+        with jsonl.session(out_path, [k for k, _ in keyed], resume=resume, overwrite=overwrite,
                            fingerprint=fingerprint, check=lambda row: rows_schema.problem(rows_schema.SpeedRow, row)) as have:
             _warn_if_loaded(fingerprint)
             calibration = None
@@ -368,7 +368,7 @@ def run_jobs(
                     if calibration is not None:
                         row["roofline"] = {k: calibration.get(k) for k in ("matmul", "matmul_tf32", "copy", "cached")}
                     if out_path:
-                        store.append_row(out_path, row)
+                        jsonl.append_row(out_path, row)
                 rows.append(row)
                 if on_row:
                     on_row(row)

@@ -15,7 +15,8 @@ from rich.console import Console
 
 from attnbench import api
 from attnbench.errors import AttnBenchError, AttnBenchWarning, check_range
-from attnbench.report import files, tables
+from attnbench.report import tables
+from attnbench.store import files
 from attnbench.text import clean
 
 app = typer.Typer(

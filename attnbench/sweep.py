@@ -12,7 +12,7 @@ metric), :func:`crossovers` (where NL and CS part: the first size from which CS 
 by a factor 2, in the data and by scanning the closed forms over every integer size), and :func:`max_fit`
 (the largest size that fits on a device: doubling, then bisection, out-of-memory handled).
 
-Rows are appended to a JSON-lines file one at a time (:mod:`attnbench.report.store`): an interrupted sweep
+Rows are appended to a JSON-lines file one at a time (:mod:`attnbench.store.jsonl`): an interrupted sweep
 keeps every finished row, and ``resume`` runs only the rows missing from the file.
 """
 
@@ -27,8 +27,8 @@ from typing import Any
 from attnbench import api
 from attnbench.errors import AttnBenchError, UsageError
 from attnbench.flops.memory import DTYPE_BYTES
-from attnbench.report import rows as rows_schema
-from attnbench.report import store
+from attnbench.store import rows as rows_schema
+from attnbench.store import jsonl
 
 AXES: tuple[str, ...] = ("T", "HW", "C")
 AXIS_LABELS = {"T": "T (frames)", "HW": "H = W (pixels)", "C": "C (channels)"}
@@ -265,7 +265,7 @@ def run_sweep(
 
     ``resume`` takes rows whose key is already in the file instead of running them (measured rows only if
     measured on this device); ``overwrite`` replaces them; with neither, a key already in the file is an error
-    (:func:`attnbench.report.store.session`). Ctrl-C (KeyboardInterrupt) stops the sweep: the result keeps
+    (:func:`attnbench.store.jsonl.session`). Ctrl-C (KeyboardInterrupt) stops the sweep: the result keeps
     every finished row and says how many were left. ``max_flops``: points whose closed-form FLOPs exceed it
     are not timed (rows marked skipped, with why). ``also``: keys a later step of the command writes (the
     max-fit rows), checked before anything runs."""
@@ -282,7 +282,7 @@ def run_sweep(
     keys = [p.key(where) for p in points]
     result = SweepResult(rows=[], out_path=out_path)
     measure = measure or bench_measure
-    with store.session(out_path, keys, resume=resume, overwrite=overwrite, fingerprint=fingerprint, also=also,
+    with jsonl.session(out_path, keys, resume=resume, overwrite=overwrite, fingerprint=fingerprint, also=also,
                        check=lambda row: rows_schema.problem(rows_schema.SweepRow, row)) as have:
         for i, (p, key) in enumerate(zip(points, keys)):
             try:
@@ -292,7 +292,7 @@ def run_sweep(
                 else:
                     row = _compute(p, key, device, dtype, precision, min_reps, target_s, max_flops, fingerprint, measure)
                     if out_path:
-                        store.append_row(out_path, row)
+                        jsonl.append_row(out_path, row)
                     result.new += 1
             except KeyboardInterrupt:
                 result.interrupted = True

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     path = out_dir / f"{stem}.json"
-    from attnbench.report.files import atomic_write
+    from attnbench.store.files import atomic_write
 
     atomic_write(path, json.dumps(summary, indent=1) + "\n")
     print(f"false alarms: {summary['false_alarms']}/{summary['clean_runs']} (clean runs whose first measurement alone "

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from attnbench import bench
 from attnbench.api import resolve
 from attnbench.cli import app
-from attnbench.report import store
+from attnbench.store import jsonl
 
 FAST = bench.Settings(device="cpu", min_reps=3, target_s=0.01, max_warmup_s=0.05)
 
@@ -39,7 +39,7 @@ def test_out_of_memory_is_a_row_and_the_run_goes_on(tmp_path) -> None:
     oom = bench.Target("block", "nl", "huge", ((1, 8, 2, 4, 4),), 1, explode)
     rows = bench.run([oom, tiny("nl")], FAST, str(tmp_path / "s.jsonl"), resume=False)
     assert [r["status"] for r in rows] == ["OOM", "ok"]
-    assert len(list(store.read_rows(tmp_path / "s.jsonl"))) == 2
+    assert len(list(jsonl.read_rows(tmp_path / "s.jsonl"))) == 2
 
 
 def test_resume_skips_finished_rows_and_tolerates_a_torn_line(tmp_path) -> None:
@@ -50,7 +50,7 @@ def test_resume_skips_finished_rows_and_tolerates_a_torn_line(tmp_path) -> None:
     calls = []
     again = bench.run([tiny("se"), tiny("eca")], FAST, str(path), resume=True, on_row=calls.append)
     assert again[0] == first[0]
-    keys = [r["key"] for r in store.read_rows(path)]
+    keys = [r["key"] for r in jsonl.read_rows(path)]
     assert len(keys) == len(set(keys)) == 2
 
 

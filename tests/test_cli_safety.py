@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from attnbench import api, bench, cli
 from attnbench.cli import app
-from attnbench.report import files, store
+from attnbench.store import files, jsonl
 
 runner = CliRunner()
 TINY = ["-m", "se", "--C", "16", "--T", "2", "--H", "4", "--W", "4", "--reps", "2", "--target-s", "0.01",
@@ -270,7 +270,7 @@ def test_speed_rows_record_threads_and_load_and_warn_when_loaded(tmp_path, monke
     result = run("speed", *TINY, "--threads", "1", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "warning: the machine is loaded: 1-minute load average 99.0" in result.output
-    row = next(store.read_rows(out))
+    row = next(jsonl.read_rows(out))
     assert row["threads"] == 1 and row["load_avg_1m"] == 99.0 and row["fingerprint"]["load_avg_1m"] == 99.0
     assert ":threads=1:" in row["key"]
 
@@ -323,8 +323,8 @@ def test_overwrite_removes_an_old_row_only_once_it_is_replaced(tmp_path) -> None
     old = [json.dumps({"key": k, "v": "old"}).encode() for k in ("a", "b")]
     path.write_bytes(old[0] + b"\n" + b"x\ry\n" + old[1] + b"\n")
     with pytest.raises(KeyboardInterrupt):
-        with store.session(path, ["a", "b"], overwrite=True):
-            store.append_row(path, {"key": "a", "v": "new"})
+        with jsonl.session(path, ["a", "b"], overwrite=True):
+            jsonl.append_row(path, {"key": "a", "v": "new"})
             raise KeyboardInterrupt  # Ctrl-C before b is measured again
     assert path.read_bytes() == b"x\ry\n" + old[1] + b"\n" + json.dumps({"key": "a", "v": "new"}).encode() + b"\n"
 

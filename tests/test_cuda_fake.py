@@ -20,7 +20,7 @@ from attnbench import bench, gate
 from attnbench.api import resolve, resolve_network
 from attnbench.cli import run
 from attnbench.measure.timing import build_workload, time_callable
-from attnbench.report import store
+from attnbench.store import jsonl
 from attnbench.testing.fake_cuda import CAPTURE_ERROR, FakeCuda
 
 pytestmark = pytest.mark.cuda
@@ -38,7 +38,7 @@ def test_speed_cuda_cli_end_to_end(fake_cuda: FakeCuda, tmp_path: Path, capsys: 
     code = run(["speed", "--device", "cuda", "-m", "nl", "-m", "cs", "--C", "32", "--T", "2", "--H", "6", "--W", "6",
                 "--reps", "3", "--target-s", "0.005", "--warmup-s", "0.01", "--out", str(out), "--json"])
     assert code == 0, capsys.readouterr().err
-    rows = list(store.read_rows(out))
+    rows = list(jsonl.read_rows(out))
     assert [r["name"] for r in rows] == ["nl", "cs"] and all(r["status"] == "ok" for r in rows)
     for r in rows:
         # --timing auto (the default): CUDA-graph replay where the capture works
@@ -121,8 +121,8 @@ def test_cuda_max_fit_naive_vs_sdpa(tmp_path: Path) -> None:
                     "--target-s", "0.001", "--max-fit", "--max-fit-limit", "64", "-o", "impl=sdpa",
                     "--out", str(tmp_path / "b.jsonl")])
         assert code == 0
-    naive = [r for r in store.read_rows(tmp_path / "a.jsonl") if r.get("kind") == "max-fit"][0]
-    sdpa = [r for r in store.read_rows(tmp_path / "b.jsonl") if r.get("kind") == "max-fit"][0]
+    naive = [r for r in jsonl.read_rows(tmp_path / "a.jsonl") if r.get("kind") == "max-fit"][0]
+    sdpa = [r for r in jsonl.read_rows(tmp_path / "b.jsonl") if r.get("kind") == "max-fit"][0]
     assert naive["failure"] == "OOM" and 1 <= naive["largest_fit"] < 64
     assert sdpa["impl"] == "sdpa" and (sdpa["largest_fit"] or 0) > naive["largest_fit"]
     assert "impl=sdpa" in sdpa["key"]

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from attnbench import api
 from attnbench import sweep as sw
-from attnbench.report import store
+from attnbench.store import jsonl
 
 
 def fake_measure(calls: list, interrupt_at: int | None = None):
@@ -133,7 +133,7 @@ def test_resume_runs_only_missing_rows_and_each_row_appears_once(tmp_path) -> No
     result = sw.run_sweep(points, device="cpu", out_path=path, resume=True, measure=fake_measure(calls))
     assert len(first_calls) == 2 and len(calls) == len(points) - 2
     assert (result.reused, result.new) == (2, len(points) - 2)
-    keys = [r["key"] for r in store.read_rows(path)]
+    keys = [r["key"] for r in jsonl.read_rows(path)]
     assert sorted(keys) == sorted(r["key"] for r in result.rows) and len(set(keys)) == len(keys) == len(points)
     assert all(":cpu:fp32:threads=" in k and ":reps=5:target_s=0.5" in k for k in keys)
     again: list = []
@@ -146,7 +146,7 @@ def test_keyboard_interrupt_keeps_finished_rows(tmp_path) -> None:
     points = sw.plan(["nl"], {"T": [2, 4, 8, 16]})
     result = sw.run_sweep(points, device="cpu", out_path=path, measure=fake_measure([], interrupt_at=3))
     assert result.interrupted and len(result.rows) == 2 and result.remaining == 2
-    assert [r["value"] for r in store.read_rows(path)] == [2, 4]
+    assert [r["value"] for r in jsonl.read_rows(path)] == [2, 4]
     assert result.summary_line().startswith("interrupted: kept 2 sweep rows") and "2 not run" in result.summary_line()
 
 
@@ -205,7 +205,7 @@ def test_sweep_command_json_csv_md(tmp_path) -> None:
     assert len(doc["rows"]) == 10 and {c["axis"] for c in doc["crossovers"]} == {"T", "HW"}
     assert {(e["module"], e["axis"]) for e in doc["exponents"] if e["metric"] == "flops"} == {
         ("nl", "T"), ("nl", "HW"), ("cs", "T"), ("cs", "HW")}
-    assert len(list(store.read_rows(out))) == 10
+    assert len(list(jsonl.read_rows(out))) == 10
     assert "FLOPs" in (tmp_path / "s.csv").read_text() and "Growth exponents" in (tmp_path / "s.md").read_text()
     human = cli("sweep", "--modules", "nl,cs", "--T", "4,8", "--out", str(out), "--resume")
     assert human.exit_code == 0 and "kept 4 sweep rows" in human.output and "0 new" in human.output
@@ -216,7 +216,7 @@ def test_sweep_command_ctrl_c_prints_what_was_kept(tmp_path, monkeypatch) -> Non
     out = tmp_path / "s.jsonl"
     result = cli("sweep", "--modules", "cs", "--T", "2,4,8", "--device", "cpu", "--out", str(out))
     assert result.exit_code == 130
-    assert "interrupted: kept 1 sweep rows" in result.output and len(list(store.read_rows(out))) == 1
+    assert "interrupted: kept 1 sweep rows" in result.output and len(list(jsonl.read_rows(out))) == 1
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -20,7 +20,7 @@ from rich.table import Table
 from attnbench import gate
 from attnbench.cli import BOpt, COpt, HOpt, TOpt, WOpt, app, err, guarded, out
 from attnbench.errors import UsageError
-from attnbench.report import files
+from attnbench.store import files
 from attnbench.text import clean, plain
 
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads while timing (default: torch's)", show_default=False)]

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from attnbench.cli import app, err, guarded, out
-from attnbench.report import files, tables
+from attnbench.report import tables
+from attnbench.store import files
 
 
 def _frame(rows: list[dict[str, Any]]):

@@ -11,7 +11,8 @@ from attnbench import api
 from attnbench import sweep as sw
 from attnbench.cli import app, check_timing_flags, err, guarded, out
 from attnbench.errors import check_range
-from attnbench.report import files, tables
+from attnbench.report import tables
+from attnbench.store import files
 from attnbench.report.job import sweep_markdown
 
 
@@ -132,13 +133,13 @@ def _max_fits(names: list[str], axis: str, device: str, dtype: str, precision: s
               options: dict[str, str], limit: int, path: str | None, resume: bool, overwrite: bool,
               result: sw.SweepResult) -> list[dict[str, Any]]:
     from attnbench.measure import device as dev
-    from attnbench.report import rows, store
+    from attnbench.store import rows, jsonl
 
     probe = sw.device_probe(device, dtype, precision)
     fp = dev.fingerprint(device)
     keys = _max_fit_keys(names, axis, device, dtype, precision, preset, options, limit)
     fits = []
-    with store.session(path, keys.values(), resume=resume, overwrite=overwrite, fingerprint=fp,
+    with jsonl.session(path, keys.values(), resume=resume, overwrite=overwrite, fingerprint=fp,
                        check=lambda row: rows.problem(rows.MaxFitRow, row)) as have:
         for m in names:
             key = keys[m]
@@ -155,6 +156,6 @@ def _max_fits(names: list[str], axis: str, device: str, dtype: str, precision: s
             r["device"], r["dtype"], r["precision"] = device, dtype, precision
             r["fingerprint"] = fp
             if path:
-                store.append_row(path, r)
+                jsonl.append_row(path, r)
             fits.append(r)
     return fits

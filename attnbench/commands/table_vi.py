@@ -14,7 +14,8 @@ from attnbench.errors import check_range
 from attnbench.text import clean
 from attnbench.measure import device as dev
 from attnbench.papers.banet import table_vi
-from attnbench.report import files, tables
+from attnbench.report import tables
+from attnbench.store import files
 
 
 @app.command("table-vi")

@@ -47,7 +47,7 @@ from attnbench.flops.cost import Cost
 from attnbench.flops.count import meta_inputs, param_count
 from attnbench.papers import banet, eam, sta, stpa, w3
 from attnbench.papers.figures import Figure
-from attnbench.report import store
+from attnbench.store import jsonl
 from attnbench.shapes import VideoShape
 
 PAPERS: tuple[str, ...] = ("banet", "sta", "eam", "w3", "stpa")
@@ -249,7 +249,7 @@ def _table_vi_measurement(results_dir: Path) -> tuple[dict[str, float] | None, s
     for path in sorted(results_dir.glob("*/table-vi.jsonl")) if results_dir.is_dir() else []:
         odd = 0
         try:
-            rows = store.load(path, need=()).rows
+            rows = jsonl.load(path, need=()).rows
         except UsageError as err:  # a folder or an unreadable file named like the results: skipped
             warnings.warn(f"skipped {err}", AttnBenchWarning, stacklevel=2)
             continue

@@ -38,8 +38,8 @@ from attnbench import api
 from attnbench.errors import AttnBenchWarning
 from attnbench import sweep as sw
 from attnbench.report import tables
-from attnbench.report import files
-from attnbench.report.files import atomic_write
+from attnbench.store import files
+from attnbench.store.files import atomic_write
 
 MODES = ("quick", "default", "full")
 INDEX_TITLE = "# attnbench report"  # first line of the folder's README.md: how a report folder is recognised

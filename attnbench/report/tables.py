@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from attnbench.report import files
+from attnbench.store import files
 from attnbench.text import plain
 from attnbench.units import human  # noqa: F401  (re-exported: tables.human)
 

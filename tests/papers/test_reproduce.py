@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from attnbench.cli import app
 from attnbench.errors import UsageError
 from attnbench.papers import reproduce as rp
-from attnbench.report import store
+from attnbench.store import jsonl
 
 runner = CliRunner()
 
@@ -79,7 +79,7 @@ def test_banet_r_reproduced_and_table_vi_needs_a_device(tmp_path) -> None:
 def test_table_vi_read_from_a_device_run(tmp_path) -> None:
     path = tmp_path / "cuda-test-gpu" / "table-vi.jsonl"
     for attn, vps in (("none", 40.0), ("nl", 10.0), ("cs", 30.0)):
-        store.append_row(path, _vps_row(attn, vps))
+        jsonl.append_row(path, _vps_row(attn, vps))
     rows = [r for r in rp._reproduce("banet", tmp_path) if r["table"] == "Table VI"]
     assert [r["value"] for r in rows] == [0.25, 0.75, 3.0]  # nl/none, cs/none, cs/nl
     assert all(r["verdict"] == "off" and "Test GPU" in r["reason"] for r in rows)

@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from attnbench.errors import AttnBenchWarning, UsageError
-from attnbench.report import store
+from attnbench.store import jsonl
 
 FP = {"device_type": "cpu", "machine": "x86_64", "cpu_model": "AMD EPYC", "logical_cores": 2, "torch_threads": 2}
 
@@ -22,13 +22,13 @@ def test_lines_that_are_not_rows_are_skipped_and_counted(tmp_path) -> None:
     _write(path, [good, b"5", b"null", b"[1, 2]", b"\xff\xfe not utf-8", b'{"module": "nl"}', b"[" * 100_000,
                   b'{"key": 3}', b'{"key": "torn'])
     with pytest.warns(AttnBenchWarning, match=r"skipped 8 line\(s\).*line 2, 3, 4, 5, 6, \.\.\."):
-        loaded = store.load(path)
+        loaded = jsonl.load(path)
     assert [r["key"] for r in loaded.rows] == ["a"] and loaded.bad == [2, 3, 4, 5, 6, 7, 8, 9]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert store.load(tmp_path / "missing.jsonl").rows == []
+        assert jsonl.load(tmp_path / "missing.jsonl").rows == []
     with pytest.raises(UsageError, match="is a directory"):
-        store.load(tmp_path)
+        jsonl.load(tmp_path)
 
 
 def test_a_key_already_in_the_file_needs_resume_or_overwrite(tmp_path) -> None:
@@ -36,21 +36,21 @@ def test_a_key_already_in_the_file_needs_resume_or_overwrite(tmp_path) -> None:
     _write(path, [json.dumps({"key": "a", "v": 1, "fingerprint": FP}).encode(), b"stray",
                   json.dumps({"key": "b", "v": 2, "fingerprint": FP}).encode()])
     with pytest.raises(UsageError, match="already holds 1 of the 2 rows of this run; pass --resume"):
-        with store.session(path, ["a", "c"], fingerprint=FP):
+        with jsonl.session(path, ["a", "c"], fingerprint=FP):
             pass
-    with store.session(path, ["a", "c"], resume=True, fingerprint=FP) as have:
+    with jsonl.session(path, ["a", "c"], resume=True, fingerprint=FP) as have:
         assert list(have) == ["a"] and have["a"]["v"] == 1
     with pytest.warns(AttnBenchWarning):
-        with store.session(path, ["a", "c"], overwrite=True, fingerprint=FP) as have:
+        with jsonl.session(path, ["a", "c"], overwrite=True, fingerprint=FP) as have:
             assert have == {}
-            store.append_row(path, {"key": "a", "v": 3})
+            jsonl.append_row(path, {"key": "a", "v": 3})
     # the old row of "a" is gone once replaced; every other line, the unreadable one included, is kept as it was
     assert path.read_bytes().splitlines() == [b"stray", json.dumps({"key": "b", "v": 2, "fingerprint": FP}).encode(),
                                               json.dumps({"key": "a", "v": 3}).encode()]
-    with store.session(path, ["c"]):  # keys the file lacks: appended as usual
-        store.append_row(path, {"key": "c"})
+    with jsonl.session(path, ["c"]):  # keys the file lacks: appended as usual
+        jsonl.append_row(path, {"key": "c"})
     with pytest.raises(UsageError, match="give one"):
-        with store.session(path, ["a"], resume=True, overwrite=True):
+        with jsonl.session(path, ["a"], resume=True, overwrite=True):
             pass
 
 
@@ -59,19 +59,19 @@ def test_resume_refuses_rows_of_another_device(tmp_path) -> None:
     other = {**FP, "logical_cores": 64}
     _write(path, [json.dumps({"key": "a", "fingerprint": other}).encode(), json.dumps({"key": "b"}).encode()])
     with pytest.raises(UsageError, match=r"row a cannot be reused: it was measured on another device \(logical_cores: 64 -> 2\)"):
-        with store.session(path, ["a"], resume=True, fingerprint=FP):
+        with jsonl.session(path, ["a"], resume=True, fingerprint=FP):
             pass
     with pytest.raises(UsageError, match="row b cannot be reused: it has no device fingerprint"):
-        with store.session(path, ["b"], resume=True, fingerprint=FP):
+        with jsonl.session(path, ["b"], resume=True, fingerprint=FP):
             pass
     cuda = {"device_type": "cuda", "gpu_name": "NVIDIA H100", "torch_version": "2.11"}
-    assert "another device" in store.mismatch({"fingerprint": cuda}, FP)
-    assert store.mismatch({"fingerprint": FP}, FP) is None and store.mismatch({}, None) is None
+    assert "another device" in jsonl.mismatch({"fingerprint": cuda}, FP)
+    assert jsonl.mismatch({"fingerprint": FP}, FP) is None and jsonl.mismatch({}, None) is None
 
 
 def test_a_session_holds_the_lock(tmp_path) -> None:
     path = tmp_path / "rows.jsonl"
-    with store.session(path, ["a"]):
+    with jsonl.session(path, ["a"]):
         with pytest.raises(UsageError, match="in use by another attnbench run"):
-            with store.session(path, ["b"]):
+            with jsonl.session(path, ["b"]):
                 pass

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench.errors import AttnBenchWarning, UsageError
-from attnbench.report import files
+from attnbench.store import files
 
 
 def append_row(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
@@ -148,7 +148,7 @@ def session(
 
     With ``overwrite`` an old row is removed only once its replacement has been written (when the session
     ends, Ctrl-C included): rows not measured again keep their old version. ``check(row)`` says why a row
-    cannot be reused (fields missing or of the wrong type; see :mod:`attnbench.report.rows`): such rows
+    cannot be reused (fields missing or of the wrong type; see :mod:`attnbench.store.rows`): such rows
     are measured again, with one warning."""
     if path is None:
         yield {}

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from attnbench.errors import UsageError
-from attnbench.report import files
+from attnbench.store import files
 
 
 def test_atomic_write_replaces_a_regular_file_with_its_mode(tmp_path) -> None:
