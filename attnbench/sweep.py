@@ -25,6 +25,7 @@ from fractions import Fraction
 from typing import Any
 
 from attnbench import api
+from attnbench.defaults import SWEEP_MODULES, SWEEP_VALUES
 from attnbench.errors import AttnBenchError, UsageError
 from attnbench.flops.memory import DTYPE_BYTES
 from attnbench.store import rows as rows_schema
@@ -32,8 +33,8 @@ from attnbench.store import jsonl
 
 AXES: tuple[str, ...] = ("T", "HW", "C")
 AXIS_LABELS = {"T": "T (frames)", "HW": "H = W (pixels)", "C": "C (channels)"}
-DEFAULT_VALUES: dict[str, tuple[int, ...]] = {"T": (4, 8, 16, 32, 64), "HW": (7, 14, 28, 56), "C": (64, 96, 256)}
-DEFAULT_MODULES: tuple[str, ...] = ("nl", "cs")
+DEFAULT_VALUES = SWEEP_VALUES
+DEFAULT_MODULES = SWEEP_MODULES
 UNITS = {
     "flops": "FLOPs, closed form (equal to the exact counter): a multiply-add counts 2, any other op 1",
     "params": "learnable parameters (count)",

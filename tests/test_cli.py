@@ -17,8 +17,11 @@ def run(*args: str):
 def test_list_shows_blocks_and_presets() -> None:
     result = run("list", "--json")
     assert result.exit_code == 0
-    names = {json.loads(line)["module"] for line in result.stdout.splitlines()}
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    names = {r["module"] for r in records if r["kind"] == "block"}
     assert {"nl", "cs", "fa"} <= names
+    networks = {r["network"]: r for r in records if r["kind"] == "network"}
+    assert {"eco-lite", "tsm-r50"} <= set(networks) and "nl" in networks["eco-lite"]["attn"]
 
 
 def test_flops_cs_t16_shows_ratio() -> None:

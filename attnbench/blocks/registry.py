@@ -86,21 +86,37 @@ class Preset:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+DEFAULT_SHAPE = VideoShape(1, 64, 8, 14, 14)
+
+
 @dataclass(frozen=True)
 class BlockSpec:
+    """A block: how to build it at a shape, its paper shapes and (optionally) its closed forms. ``cost`` and
+    ``params`` may be None (a user's block with no formulas yet): it is then counted and timed, and its
+    analytic column says "none declared". Without presets it gets one, ``default`` at :data:`DEFAULT_SHAPE`."""
+
     name: str
     title: str
     paper: str
     build: Callable[..., nn.Module]
-    cost: Callable[..., Cost]
-    params: Callable[..., int]
-    presets: tuple[Preset, ...]
+    presets: tuple[Preset, ...] = ()
+    cost: Callable[..., Cost] | None = None
+    params: Callable[..., int] | None = None
     options: tuple[Option, ...] = ()
     terms: Callable[..., dict[str, Any]] | None = None
     inputs: Callable[..., list[tuple[int, ...]]] | None = None
     check: Callable[..., None] | None = None
     largest_intermediate: Callable[..., tuple[str, int]] | None = None
     memory: Callable[..., Peak] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.presets:
+            default = Preset("default", DEFAULT_SHAPE, "attnbench's default shape for a block that declares no presets")
+            object.__setattr__(self, "presets", (default,))
+
+    def closed_forms(self) -> bool:
+        """Whether the block declares its closed-form FLOPs and parameters."""
+        return self.cost is not None and self.params is not None
 
     @property
     def default_preset(self) -> Preset:
@@ -147,17 +163,45 @@ class BlockSpec:
 
 
 _REGISTRY: dict[str, BlockSpec] = {}
+_ORIGIN: dict[str, str] = {}  # block name -> "attnbench", a plugin's distribution, or a file
+PLUGIN_GROUP = "attnbench.blocks"
 
 
-def register_block(spec: BlockSpec) -> BlockSpec:
+def register_block(spec: BlockSpec, origin: str | None = None) -> BlockSpec:
+    """Add ``spec`` to the registry (every command then knows it by ``spec.name``). ``origin`` says where it
+    came from in ``attnbench list`` (default: the module that defines ``spec.build``)."""
+    if not isinstance(spec, BlockSpec):
+        raise UsageError(f"register_block takes a BlockSpec, got {type(spec).__name__}")
     if spec.name in _REGISTRY:
-        raise ValueError(f"block '{spec.name}' registered twice")
+        raise UsageError(f"block '{spec.name}' registered twice (first from {_ORIGIN.get(spec.name, '?')})")
     _REGISTRY[spec.name] = spec
+    _ORIGIN[spec.name] = origin or _origin_of(spec)
     return spec
 
 
+def unregister_block(name: str) -> None:
+    """Remove a block registered with :func:`register_block` (tests, notebooks that redefine a block)."""
+    _REGISTRY.pop(name, None)
+    _ORIGIN.pop(name, None)
+
+
+def _origin_of(spec: BlockSpec) -> str:
+    module = getattr(spec.build, "__module__", "") or ""
+    return "attnbench" if module.startswith("attnbench.") else (module or "user code")
+
+
+def origin(name: str) -> str:
+    return _ORIGIN.get(name, "attnbench")
+
+
 def get_block(name: str) -> BlockSpec:
+    """A registered block by name, or a block in a Python file: ``path/to/file.py:ClassName`` (see
+    :mod:`attnbench.blocks.external`)."""
     _load_all()
+    if name not in _REGISTRY and ":" in name and name.split(":", 1)[0].endswith(".py"):
+        from attnbench.blocks.external import from_file
+
+        return from_file(name)
     if name not in _REGISTRY:
         raise unknown("module", name, _REGISTRY)
     return _REGISTRY[name]
@@ -168,5 +212,15 @@ def all_blocks() -> list[BlockSpec]:
     return list(_REGISTRY.values())
 
 
+_loaded = {"builtin": False, "plugins": False}
+
+
 def _load_all() -> None:
-    import attnbench.blocks  # noqa: F401  (importing the package registers every block)
+    if not _loaded["builtin"]:
+        _loaded["builtin"] = True
+        import attnbench.blocks  # noqa: F401  (importing the package registers every block)
+    if not _loaded["plugins"]:
+        _loaded["plugins"] = True
+        from attnbench.blocks.external import load_plugins
+
+        load_plugins(PLUGIN_GROUP)

@@ -7,13 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from attnbench import api
-from attnbench.cli import app, err, guarded, out
-from attnbench.report import job
+from attnbench.commands.common import err, guarded, out
+from attnbench.errors import UsageError
 
 
-@app.command("report")
-@guarded
 def report_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="first preset of each block, exact counter only, a short NL/CS sweep (< 1 min)")] = False,
     full: Annotated[bool, typer.Option("--full", help="all counters (fvcore, ptflops), every block in a longer sweep, networks and Table VI timed on CPU too")] = False,
@@ -28,8 +25,10 @@ def report_cmd(
     and an index README.md; a failing section is recorded there and the job goes on."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from attnbench.report import job
+
     if quick and full:
-        raise api.UsageError("give --quick or --full, not both")
+        raise UsageError("give --quick or --full, not both")
     opts = job.ReportOptions(mode="quick" if quick else "full" if full else "default", device=device, dtype=dtype,
                              resume=resume)
     ctx = job.make_context(opts, out_dir)  # checks device and dtype before anything runs
@@ -70,3 +69,6 @@ def report_cmd(
         out.print(result.summary_line(), markup=False, highlight=False)
     if result.interrupted:
         raise typer.Exit(130)
+
+
+report_cmd = guarded(report_cmd)

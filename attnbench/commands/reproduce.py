@@ -6,9 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.cli import app, err, guarded, out
-from attnbench.report import tables
-from attnbench.store import files
+from attnbench.commands.common import err, guarded, out
 
 
 def _frame(rows: list[dict[str, Any]]):
@@ -31,8 +29,6 @@ def _num(v: Any) -> str:
     return str(v)
 
 
-@app.command("reproduce")
-@guarded
 def reproduce_cmd(
     paper: Annotated[str, typer.Option("--paper", help="banet, sta, eam, w3, stpa or all")] = "all",
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per row on stdout")] = False,
@@ -42,6 +38,9 @@ def reproduce_cmd(
     """Every complexity figure printed in the papers' tables and text, one row each: the paper's value, ours
     under the counting convention the paper's numbers imply (found by trying them all), the difference, a
     verdict (reproduced within 1% / off / not determinable) and the reason for every gap."""
+    from attnbench.report import tables
+    from attnbench.store import files
+
     files.distinct({"--csv": csv, "--md": md})
     files.ensure_writable(csv, md)
     from rich.table import Table
@@ -91,3 +90,6 @@ def reproduce_cmd(
     v = s["verdicts"]
     out.print(f"reproduced within 1%: {v['reproduced']} of {s['rows']} rows ({s['share_reproduced']:.1%}); "
               f"off: {v['off']}; not determinable: {v['not determinable']}", markup=False)
+
+
+reproduce_cmd = guarded(reproduce_cmd)

@@ -7,19 +7,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench import api
-from attnbench import sweep as sw
-from attnbench.cli import app, check_timing_flags, err, guarded, out
-from attnbench.errors import check_range
-from attnbench.report import tables
-from attnbench.store import files
-from attnbench.report.job import sweep_markdown
+from attnbench.commands.common import CsvOpt, JsonOpt, check_timing_flags, err, guarded, out, progress
+from attnbench.defaults import SWEEP_MODULES
+from attnbench.errors import UsageError, check_range
 
 
-@app.command("sweep")
-@guarded
 def sweep_cmd(
-    modules: Annotated[str, typer.Option("--modules", "-m", help="comma list of blocks, or 'all'")] = ",".join(sw.DEFAULT_MODULES),
+    modules: Annotated[list[str], typer.Option(
+        "--module", "--modules", "-m", help="block (repeatable, or a comma list; 'all': every block; default: "
+        + ",".join(SWEEP_MODULES) + ")")] = [],  # noqa: B006
     t_values: Annotated[Optional[str], typer.Option("--T", help="frames to sweep, e.g. 4,8,16,32,64")] = None,
     hw_values: Annotated[Optional[str], typer.Option("--HW", help="frame sizes H = W to sweep, e.g. 7,14,28,56")] = None,
     c_values: Annotated[Optional[str], typer.Option("--C", help="channels to sweep, e.g. 64,96,256")] = None,
@@ -39,18 +35,21 @@ def sweep_cmd(
     no_save: Annotated[bool, typer.Option("--no-save", help="do not append rows to a results file")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="run only the rows missing from the results file (measured rows: on this device)")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="measure rows already in the results file again (their old rows are removed)")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="print rows, exponents, crossovers (and max-fit) as one JSON object")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print rows, exponents, crossovers (and max-fit) as one JSON object")] = False,  # noqa: E501
     csv: Annotated[Optional[str], typer.Option("--csv", help="write the rows as CSV")] = None,
     md: Annotated[Optional[str], typer.Option("--md", help="write rows, exponents and crossovers as Markdown")] = None,
 ) -> None:
     """Sweep T, H = W and C one at a time (others at each block's preset): closed-form FLOPs, parameters and
     predicted largest intermediate; with --device also latency and peak memory. Fits growth exponents and
     reports where NL and CS part. Rejected shapes are rows marked skipped; every row is appended as it finishes."""
-    from rich.progress import Progress
-
+    from attnbench import api
+    from attnbench import sweep as sw
     from attnbench.measure import device as dev
+    from attnbench.report import tables
+    from attnbench.report.job import sweep_markdown
+    from attnbench.store import files
 
-    names = sw.parse_modules(modules)
+    names = sw.parse_modules(",".join(modules) if modules else None)
     given = {"T": sw.parse_values(t_values, "T"), "HW": sw.parse_values(hw_values, "HW"), "C": sw.parse_values(c_values, "C")}
     values = {a: v for a, v in given.items() if v} or {a: list(v) for a, v in sw.DEFAULT_VALUES.items()}
     opts = api.parse_options(option)
@@ -59,9 +58,9 @@ def sweep_cmd(
     check_range("--factor", factor, 1, 1e6, low_open=True)
     check_range("--max-fit-limit", max_fit_limit, 1, 2**31)
     if no_save and (out_file is not None or resume or overwrite):
-        raise api.UsageError("--no-save writes no results file: it cannot be combined with --out, --resume or --overwrite")
+        raise UsageError("--no-save writes no results file: it cannot be combined with --out, --resume or --overwrite")
     if max_fit_axis not in sw.AXES:
-        raise api.UsageError(f"--max-fit-axis must be one of {', '.join(sw.AXES)}, got '{max_fit_axis}'")
+        raise UsageError(f"--max-fit-axis must be one of {', '.join(sw.AXES)}, got '{max_fit_axis}'")
     dev.resolve_dtype(dtype)
     from attnbench.measure.timing import resolve_precision
 
@@ -73,7 +72,7 @@ def sweep_cmd(
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dev.resolve_device(device)
     if max_fit and (device is None or not device.startswith("cuda")):
-        raise api.UsageError("--max-fit needs --device cuda: on CPU running out of memory ends the process (the OS "
+        raise UsageError("--max-fit needs --device cuda: on CPU running out of memory ends the process (the OS "
                              "kills it) instead of raising, so the search cannot be done safely")
     for m in names:  # every block has the base preset and takes the options: fail before running anything
         api.get_block(m).resolve_options(opts, base=api.get_block(m).preset(preset).options)
@@ -83,12 +82,12 @@ def sweep_cmd(
     files.distinct({"--out": path, "--csv": csv, "--md": md})
     files.ensure_writable(path, csv, md)
 
-    with Progress(console=err, transient=True, disable=json_out or not err.is_terminal) as progress:
-        task = progress.add_task("sweeping" + (f" on {device}" if device else " (closed forms)"), total=len(points))
+    what = "sweeping" + (f" on {device}" if device else " (closed forms)")
+    with progress(len(points), what, quiet=json_out) as step:
         fit_keys = _max_fit_keys(names, max_fit_axis, device, dtype, precision, preset, opts, max_fit_limit) if max_fit else {}
         result = sw.run_sweep(points, device=device, dtype=dtype, precision=precision, min_reps=reps, target_s=target_s, out_path=path,
                               also=fit_keys.values(),
-                              resume=resume, overwrite=overwrite, on_row=lambda r: progress.advance(task),
+                              resume=resume, overwrite=overwrite, on_row=lambda r: step(f"{r.get('module')} {r.get('axis')}={r.get('value')}"),
                               max_flops=None if max_gflops is None else int(max_gflops * 1e9))
     if result.interrupted:
         err.print(result.summary_line(), markup=False, highlight=False)
@@ -124,6 +123,8 @@ def sweep_cmd(
 
 def _max_fit_keys(names: list[str], axis: str, device: str, dtype: str, precision: str, preset: str | None,
                   options: dict[str, str], limit: int) -> dict[str, str]:
+    from attnbench import sweep as sw
+
     opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
     return {m: f"max-fit:{m}@{preset or 'default'}[{opts}]:{axis}:{sw.where_label(device, dtype, precision)}:limit={limit}"
             for m in names}
@@ -131,7 +132,8 @@ def _max_fit_keys(names: list[str], axis: str, device: str, dtype: str, precisio
 
 def _max_fits(names: list[str], axis: str, device: str, dtype: str, precision: str, preset: str | None,
               options: dict[str, str], limit: int, path: str | None, resume: bool, overwrite: bool,
-              result: sw.SweepResult) -> list[dict[str, Any]]:
+              result: Any) -> list[dict[str, Any]]:
+    from attnbench import sweep as sw
     from attnbench.measure import device as dev
     from attnbench.store import rows, jsonl
 
@@ -159,3 +161,6 @@ def _max_fits(names: list[str], axis: str, device: str, dtype: str, precision: s
                 jsonl.append_row(path, r)
             fits.append(r)
     return fits
+
+
+sweep_cmd = guarded(sweep_cmd)

@@ -5,21 +5,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 
-from attnbench import api, bench
-from attnbench.cli import app, check_timing_flags, err, guarded, out
-from attnbench.errors import check_range
+from attnbench.commands.common import check_timing_flags, err, guarded, out
+from attnbench.errors import UsageError, check_range
 from attnbench.text import clean
-from attnbench.measure import device as dev
-from attnbench.papers.banet import table_vi
-from attnbench.report import tables
-from attnbench.store import files
 
 
-@app.command("table-vi")
-@guarded
 def table_vi_cmd(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N, or auto")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16")] = "fp32",
@@ -40,7 +32,14 @@ def table_vi_cmd(
 ) -> None:
     """BANet Table VI: VPS of ECO-Lite (16 frames, 224x224) plain, with 1 NL and with 1 CS, in one run,
     beside the paper's 23.2 / 8.1 / 19.9 (GTX 1080 Ti), with the NL and CS blocks' latency and FLOP ratios."""
+    import pandas as pd
     import torch
+
+    from attnbench import bench
+    from attnbench.measure import device as dev
+    from attnbench.papers.banet import table_vi
+    from attnbench.report import tables
+    from attnbench.store import files
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -51,9 +50,9 @@ def table_vi_cmd(
 
     resolve_precision(precision)
     if impl not in IMPLS:
-        raise api.UsageError(f"unknown impl '{impl}'; valid choices: {', '.join(IMPLS)}")
+        raise UsageError(f"unknown impl '{impl}'; valid choices: {', '.join(IMPLS)}")
     if timing not in TIMING_MODES:
-        raise api.UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
+        raise UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
     check_timing_flags(reps, target_s, warmup_s)
     check_range("--batch", batch, 1, 1_000_000)
     fp = dev.fingerprint(device)
@@ -63,7 +62,7 @@ def table_vi_cmd(
     settings = bench.Settings(device=device, dtype=dtype, batch=batch, graphs=graphs, min_reps=reps, target_s=target_s,
                               max_warmup_s=warmup_s, precision=precision, timing=timing)
     if preset not in ("16f", "8f", "4f"):
-        raise api.UsageError(f"unknown preset '{preset}'; valid choices: 16f, 8f, 4f")
+        raise UsageError(f"unknown preset '{preset}'; valid choices: 16f, 8f, 4f")
     block_targets, net_targets = bench.table_vi_targets(impl, preset=preset)
     err.print(f"timing 2 blocks and 3 networks on {device} ({fp.get('gpu_name') or fp.get('cpu_model')}), "
               f"{settings.precision_label}, impl={impl}")
@@ -89,3 +88,6 @@ def table_vi_cmd(
         out.print(f"blocks alone at C=96, T=16, 28x28: NL/CS latency {fmt(s['block_latency_ratio_nl_over_cs'])}, "
                   f"FLOP ratio {fmt(s['block_flop_ratio_nl_over_cs'])}")
     out.print(f"rows appended to {clean(path)}", markup=False, highlight=False)
+
+
+table_vi_cmd = guarded(table_vi_cmd)

@@ -65,7 +65,7 @@ MODELS = {"torch": "macs", "fvcore": "fvcore", "ptflops": "ptflops", "ptflops-at
 @dataclass
 class ReconRow:
     category: str
-    analytic: int
+    analytic: int | None  # None: the block declares no closed form
     exact: int
     counters: dict[str, int | None]
     reasons: dict[str, str]
@@ -76,9 +76,10 @@ class ReconRow:
 
 
 def reconcile(
-    analytic: Cost, exact: Cost, per_op: dict[str, Cost], externals: list[ExternalCount], log: Any = None
+    analytic: Cost | None, exact: Cost, per_op: dict[str, Cost], externals: list[ExternalCount], log: Any = None
 ) -> list[ReconRow]:
-    """Rows per category plus a total row; FLOPs throughout (multiply-add = 2)."""
+    """Rows per category plus a total row; FLOPs throughout (multiply-add = 2). ``analytic`` is None for a block
+    that declares no closed form (its cells are then None)."""
     ops_by_row: dict[str, list[str]] = {r: [] for r in ROW_CATEGORIES}
     for name, cost in per_op.items():
         for cat in CATEGORIES:
@@ -87,7 +88,7 @@ def reconcile(
                 ops_by_row[row].append(name)
     rows: list[ReconRow] = []
     for row in ROW_CATEGORIES:
-        a_mac, a_op = _cells(analytic, row)
+        a_mac, a_op = _cells(analytic, row) if analytic is not None else (0, 0)
         e_mac, e_op = _cells(exact, row)
         values: dict[str, int | None] = {}
         reasons: dict[str, str] = {}
@@ -100,7 +101,7 @@ def reconcile(
             values[ext.counter] = v
             reasons[ext.counter] = explain(row, exact, v, sorted(ops_by_row[row]))
         if 2 * a_mac + a_op or 2 * e_mac + e_op or any(values.values()):
-            rows.append(ReconRow(row, 2 * a_mac + a_op, 2 * e_mac + e_op, values, reasons))
+            rows.append(ReconRow(row, 2 * a_mac + a_op if analytic is not None else None, 2 * e_mac + e_op, values, reasons))
     total_values: dict[str, int | None] = {}
     total_reasons: dict[str, str] = {}
     for ext in externals:
@@ -127,5 +128,5 @@ def reconcile(
             if ext.missed:
                 parts.append("missed: " + "; ".join(ext.missed[:4]) + (" ..." if len(ext.missed) > 4 else ""))
             total_reasons[ext.counter] = ", ".join(parts)
-    rows.append(ReconRow("total", analytic.flops, exact.flops, total_values, total_reasons))
+    rows.append(ReconRow("total", analytic.flops if analytic is not None else None, exact.flops, total_values, total_reasons))
     return rows

@@ -14,40 +14,56 @@ from attnbench.text import plain
 from attnbench.units import human  # noqa: F401  (re-exported: tables.human)
 
 
+NONE_DECLARED = "none declared"
+
+
 def flops_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per block case; every numeric column names its unit."""
+    """One row per block case; every numeric column names its unit. A block without closed forms says
+    "none declared" in its analytic columns."""
     rows = []
     for r in records:
         counted = r["counted"]
+        analytic = r["analytic"]
+        agrees = counted["exact"]["equals_analytic"]
         row = {
             "module": r["module"],
             "preset": r["preset"] or "custom",
             "input [B,C,T,H,W]": "x".join(str(v) for v in r["input_shape"]),
             "params": r["params"],
-            "analytic FLOPs": r["analytic"]["flops"],
-            "analytic MACs": r["analytic"]["macs"],
+            "analytic FLOPs": analytic["flops"] if analytic else NONE_DECLARED,
+            "analytic MACs": analytic["macs"] if analytic else NONE_DECLARED,
             "exact FLOPs": counted["exact"]["flops"],
-            "exact == analytic": counted["exact"]["equals_analytic"] and r["params"] == r["params_analytic"],
+            "exact == analytic": (agrees and r["params"] == r["params_analytic"]) if analytic else NONE_DECLARED,
         }
-        for name in ("torch", "fvcore", "ptflops", "ptflops_aten"):
+        training = counted["exact"].get("training_step")
+        if training:
+            row["train-step FLOPs"] = training["flops"]
+        for name in ("torch", "fvcore", "ptflops", "ptflops-aten"):
             if name in counted:
                 row[f"{name} FLOPs"] = counted[name]["flops"]
         for key in ("affinity_flops", "ratio"):
-            if key in r["analytic"]:
-                row[key.replace("_flops", " FLOPs")] = r["analytic"][key]
+            if analytic and key in analytic:
+                row[key.replace("_flops", " FLOPs")] = analytic[key]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def network_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per network report (``api.network_report``); every numeric column names its unit."""
-    return [{
-        "network": r["network"], "attn": r["attn"], "preset": r["preset"],
-        "input [B,3,T,H,W]": "x".join(str(v) for v in r["input_shape"]),
-        "params": r["params"], "params == closed form": r["params"] == r["params_analytic"],
-        "exact FLOPs": r["counted"]["exact"]["flops"], "exact MACs": r["counted"]["exact"]["macs"],
-        "attention sites": len(r["attention_sites"]), "attention FLOPs": r["attention_flops_analytic"],
-    } for r in records]
+    rows = []
+    for r in records:
+        row = {
+            "network": r["network"], "attn": r["attn"], "preset": r["preset"],
+            "input [B,3,T,H,W]": "x".join(str(v) for v in r["input_shape"]),
+            "params": r["params"], "params == closed form": r["params"] == r["params_analytic"],
+            "exact FLOPs": r["counted"]["exact"]["flops"], "exact MACs": r["counted"]["exact"]["macs"],
+            "attention sites": len(r["attention_sites"]), "attention FLOPs": r["attention_flops_analytic"],
+        }
+        for name in ("torch", "fvcore", "ptflops", "ptflops-aten"):
+            if name in r["counted"]:
+                row[f"{name} FLOPs"] = r["counted"][name]["flops"]
+        rows.append(row)
+    return rows
 
 
 def to_rich(df: pd.DataFrame, title: str, units: dict[str, str] | None = None) -> Table:
@@ -84,7 +100,8 @@ def reconciliation_frame(record: dict[str, Any]) -> pd.DataFrame:
     """Per category: analytic, exact and each counter, all in FLOPs (multiply-add = 2)."""
     rows = []
     for r in record["reconciliation"]:
-        row: dict[str, Any] = {"category": r["category"], "analytic FLOPs": r["analytic_flops"],
+        analytic = r["analytic_flops"] if r["analytic_flops"] is not None else NONE_DECLARED
+        row: dict[str, Any] = {"category": r["category"], "analytic FLOPs": analytic,
                                "exact FLOPs": r["exact_flops"]}
         for counter, value in r["counters_flops"].items():
             row[f"{counter} FLOPs"] = value

@@ -1,0 +1,72 @@
+"""`attnbench list`: the blocks (built in, from plugins) and the networks, with their presets and options."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from attnbench.commands.common import guarded, out
+
+
+def _options(options: Any) -> list[dict[str, Any]]:
+    return [{"name": o.name, "type": o.type.__name__, "default": o.default,
+             "choices": list(o.choices) if o.choices else None, "help": o.help} for o in options]
+
+
+def records() -> list[dict[str, Any]]:
+    """One record per block and per network (``kind`` says which), for ``--json``."""
+    from attnbench.blocks.registry import all_blocks, origin
+    from attnbench.networks.registry import all_networks
+
+    blocks = [{
+        "schema": 1, "kind": "block", "module": s.name, "title": s.title, "paper": s.paper, "origin": origin(s.name),
+        "closed_forms": s.closed_forms(),
+        "presets": [{"preset": p.name, "input_shape": p.shape.as_list(), "options": dict(p.options),
+                     "preset_source": p.source} for p in s.presets],
+        "options": _options(s.options),
+    } for s in all_blocks()]
+    networks = [{
+        "schema": 1, "kind": "network", "network": n.name, "title": n.title, "paper": n.paper,
+        "attn": list(n.attn_choices),
+        "presets": [{"preset": p.name, "frames": p.frames, "size": p.size, "options": dict(p.options),
+                     "preset_source": p.source} for p in n.presets],
+        "options": _options(n.options),
+    } for n in all_networks()]
+    return blocks + networks
+
+
+def list_cmd(
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per block and per network")] = False,
+) -> None:
+    """Blocks (built in and from plugins), their papers, presets and options; then the networks."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from attnbench.report import tables
+
+    recs = records()
+    if json_out:
+        print(tables.json_lines(recs))
+        return
+    table = Table(title="attnbench blocks")
+    for col in ("module", "paper", "block", "presets [B,C,T,H,W]", "options (default)", "closed forms"):
+        table.add_column(col, overflow="fold")
+    for r in (r for r in recs if r["kind"] == "block"):
+        presets = "\n".join(f"{p['preset']}: {p['input_shape']}" for p in r["presets"])
+        options = "\n".join(f"{o['name']}={o['default']}" for o in r["options"]) or "-"
+        paper = r["paper"] if r["origin"] == "attnbench" else f"{r['paper']} ({r['origin']})"
+        table.add_row(*map(Text, (r["module"], paper, r["title"], presets, options,
+                                  "yes" if r["closed_forms"] else "none declared")))
+    out.print(table)
+    nets = Table(title="attnbench networks (flops/speed --network NAME --attn BLOCK)")
+    for col in ("network", "paper", "title", "presets (frames x size)", "attn", "options (default)"):
+        nets.add_column(col, overflow="fold")
+    for r in (r for r in recs if r["kind"] == "network"):
+        presets = "\n".join(f"{p['preset']}: {p['frames']} x {p['size']}x{p['size']}" for p in r["presets"])
+        options = "\n".join(f"{o['name']}={o['default']}" for o in r["options"]) or "-"
+        nets.add_row(*map(Text, (r["network"], r["paper"], r["title"], presets, ", ".join(r["attn"]), options)))
+    out.print(nets)
+
+
+list_cmd = guarded(list_cmd)

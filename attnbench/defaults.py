@@ -1,0 +1,8 @@
+"""Names and defaults the command line shows in its help, kept apart so that ``attnbench --help`` imports no
+torch: the FLOP counters, and what ``attnbench sweep`` sweeps when not told."""
+
+from __future__ import annotations
+
+COUNTERS: tuple[str, ...] = ("exact", "torch", "fvcore", "ptflops", "ptflops-aten")
+SWEEP_MODULES: tuple[str, ...] = ("nl", "cs")
+SWEEP_VALUES: dict[str, tuple[int, ...]] = {"T": (4, 8, 16, 32, 64), "HW": (7, 14, 28, 56), "C": (64, 96, 256)}
