@@ -33,6 +33,7 @@ from attnbench.measure.memory import is_oom, measure_memory, release_memory, ten
 from attnbench.measure.peaks import achieved
 from attnbench.measure.timing import build_workload, compile_stats, time_callable
 from attnbench.store import rows as rows_schema
+from attnbench.store.rows import ROW_SCHEMA
 from attnbench.store import jsonl
 
 @dataclass(frozen=True)
@@ -95,6 +96,14 @@ class Target:
     memory: Callable[[Precision, int], tuple[Peak | None, str | None]] | None = None
     by_category: dict[str, int] | None = None
     _counted: tuple[int, dict[str, int]] | None = field(default=None, repr=False)
+
+    def identity(self) -> dict[str, str]:
+        """The row's naming fields, the same as ``flops``'s: ``module`` and ``preset`` for a block (and the
+        gate's reference workload); ``network``, ``attn`` and ``preset`` for a network."""
+        if self.kind == "network":
+            attn, _, preset = self.variant.partition("@")
+            return {"network": self.name, "attn": attn, "preset": preset}
+        return {"module": self.name, "preset": self.variant}
 
     def flops(self) -> tuple[int, dict[str, int] | None]:
         """FLOPs of one clip and their split by op category (counted now if this is the first use)."""
@@ -217,7 +226,7 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
     CPU-time clock sizes the test-only injected slowdown on that clock)."""
     flops, by_category = t.flops()
     row: dict[str, Any] = {
-        "key": t.key(s, fingerprint), "kind": t.kind, "name": t.name, "variant": t.variant,
+        "schema": ROW_SCHEMA, "key": t.key(s, fingerprint), "kind": t.kind, **t.identity(),
         "options": dict(t.options), "impl": t.options.get("impl"),
         "precision": s.precision_label, "timing_mode": s.timing_label,
         "input_shapes": [[s.batch, *shape[1:]] for shape in t.input_shapes],
@@ -388,7 +397,8 @@ def _warn_if_loaded(fingerprint: Mapping[str, Any]) -> None:
 def latency_ratio(rows: list[dict[str, Any]], slow: str, fast: str, impl: str | None = None) -> dict[str, Any] | None:
     """Median-latency and FLOP ratios of two measured names (e.g. nl vs cs at the same shape); with
     ``impl``, only rows of that attention kernel."""
-    by = {r["name"]: r for r in rows if r.get("status") == "ok" and (impl is None or r.get("impl") == impl)}
+    by = {r["module"]: r for r in rows
+          if r.get("module") and r.get("status") == "ok" and (impl is None or r.get("impl") == impl)}
     if slow not in by or fast not in by:
         return None
     a, b = by[slow], by[fast]

@@ -66,7 +66,7 @@ def test_speed_cli_on_cpu_and_cuda_absent(tmp_path) -> None:
     res = runner.invoke(app, ["speed", "--device", "cpu", "-m", "eca", "--reps", "3", "--target-s", "0.01",
                               "--out", str(tmp_path / "r.jsonl"), "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout.splitlines()[0])["name"] == "eca"
+    assert json.loads(res.stdout.splitlines()[0])["module"] == "eca"
     if not torch.cuda.is_available():
         res = runner.invoke(app, ["speed", "--device", "cuda", "-m", "cs"])
         assert res.exit_code == 2

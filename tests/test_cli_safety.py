@@ -11,7 +11,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from attnbench import api, bench, cli
+from attnbench import api, bench
+from attnbench.commands import common
 from attnbench.cli import app
 from attnbench.store import files, jsonl
 
@@ -254,9 +255,9 @@ def test_messages_name_the_flag_and_stay_on_one_line(tmp_path, monkeypatch) -> N
             return True
 
     monkeypatch.setenv("COLUMNS", "0")
-    assert cli._width(Tty()) == 80
+    assert common._width(Tty()) == 80
     monkeypatch.setenv("COLUMNS", "120")
-    assert cli._width(Tty()) is None and cli._width(None) == 200
+    assert common._width(Tty()) is None and common._width(None) == 200
 
 
 # -- 16. load and threads in every row -----------------------------------------------------------------
@@ -287,7 +288,7 @@ def test_rows_from_a_results_file_print_inert(tmp_path) -> None:
     out = tmp_path / "speed.jsonl"
     assert run("speed", *TINY, "--out", str(out)).exit_code == 0
     row = json.loads(out.read_text())
-    row["name"], row["variant"] = "[bold red]pwn[/]", "\x1b[2JFAKE PASS"
+    row["module"], row["preset"] = "[bold red]pwn[/]", "\x1b[2JFAKE PASS"
     out.write_text(json.dumps(row) + "\n")
     result = run("speed", *TINY, "--out", str(out), "--resume")
     assert result.exit_code == 0 and "\x1b" not in result.output

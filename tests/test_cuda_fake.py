@@ -39,7 +39,7 @@ def test_speed_cuda_cli_end_to_end(fake_cuda: FakeCuda, tmp_path: Path, capsys: 
                 "--reps", "3", "--target-s", "0.005", "--warmup-s", "0.01", "--out", str(out), "--json"])
     assert code == 0, capsys.readouterr().err
     rows = list(jsonl.read_rows(out))
-    assert [r["name"] for r in rows] == ["nl", "cs"] and all(r["status"] == "ok" for r in rows)
+    assert [r["module"] for r in rows] == ["nl", "cs"] and all(r["status"] == "ok" for r in rows)
     for r in rows:
         # --timing auto (the default): CUDA-graph replay where the capture works
         assert r["timing"]["timer"] == "cuda_event" and r["timing_mode"] == r["timing"]["timing_mode"] == "graph"

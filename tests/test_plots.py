@@ -27,8 +27,8 @@ def test_latency_plot_and_vps_bars(tmp_path) -> None:
             for m, k in (("nl", 2.0), ("cs", 0.5)) for t in (4, 8, 16)]
     rows.append({"module": "nl", "axis": "T", "value": 32, "status": "OOM"})
     assert_png(plots.cost_vs_size(rows, "T", "latency_ms", tmp_path / "lat.png"))
-    speed = [{"name": "eco-lite", "variant": f"{a}@16f", "vps": v, "status": "ok"} for a, v in (("none", 23.2), ("nl", 8.1), ("cs", 19.9))]
-    speed.append({"name": "tsm-r50", "variant": "none@8f", "status": "OOM"})
+    speed = [{"network": "eco-lite", "attn": a, "preset": "16f", "vps": v, "status": "ok"} for a, v in (("none", 23.2), ("nl", 8.1), ("cs", 19.9))]
+    speed.append({"network": "tsm-r50", "attn": "none", "preset": "8f", "status": "OOM"})
     assert_png(plots.vps_bars(speed, tmp_path / "vps.png"))
 
 
@@ -36,6 +36,6 @@ def test_nothing_to_draw_writes_nothing(tmp_path) -> None:
     assert plots.cost_vs_size([], "T", "flops", tmp_path / "a.png") is None
     assert plots.cost_vs_size([{"module": "nl", "axis": "T", "value": 4, "status": "skipped"}], "T", "flops",
                               tmp_path / "b.png") is None
-    assert plots.vps_bars([{"name": "x", "variant": "y", "status": "OOM"}], tmp_path / "c.png") is None
+    assert plots.vps_bars([{"network": "x", "attn": "y", "preset": "z", "status": "OOM"}], tmp_path / "c.png") is None
     assert plots.ratio_vs_size({"comparable": False}, tmp_path / "d.png") is None
     assert list(tmp_path.iterdir()) == []

@@ -48,7 +48,7 @@ def table_vi(network_rows: list[dict[str, Any]], block_rows: list[dict[str, Any]
 
     ``network_rows`` are speed rows of eco-lite with attn none/nl/cs; ``block_rows`` speed rows of the nl and cs
     blocks at the BANet preset, measured in the same run."""
-    by_attn = {r["variant"].split("@")[0]: r for r in network_rows}
+    by_attn = {r["attn"]: r for r in network_rows}
     methods = []
     base = by_attn.get("none")
     base_vps = base.get("vps") if base else None
@@ -65,7 +65,7 @@ def table_vi(network_rows: list[dict[str, Any]], block_rows: list[dict[str, Any]
             "network FLOPs": r["flops"] if r else None,
         })
     nl, cs = by_attn.get("nl"), by_attn.get("cs")
-    blocks = {r["name"]: r for r in block_rows if r.get("status") == "ok"}
+    blocks = {r["module"]: r for r in block_rows if r.get("status") == "ok"}
     summary: dict[str, Any] = {
         "paper_cs_over_nl_speed": TABLE_VI_VPS["cs"] / TABLE_VI_VPS["nl"],
         "measured_cs_over_nl_speed": (cs["vps"] / nl["vps"]) if (nl and cs and nl.get("vps") and cs.get("vps")) else None,

@@ -254,10 +254,9 @@ def _table_vi_measurement(results_dir: Path) -> tuple[dict[str, float] | None, s
             warnings.warn(f"skipped {err}", AttnBenchWarning, stacklevel=2)
             continue
         for row in rows:
-            if row.get("kind") != "network" or row.get("name") != "eco-lite" or row.get("status") != "ok":
+            if row.get("kind") != "network" or row.get("network") != "eco-lite" or row.get("status") != "ok":
                 continue
-            variant = str(row.get("variant", ""))
-            attn, _, preset = variant.partition("@")
+            attn, preset = str(row.get("attn", "")), str(row.get("preset", ""))
             if preset != "16f" or attn not in ("none", "nl", "cs") or not row.get("vps"):
                 continue
             try:  # a row whose fields have the wrong types is not a measurement

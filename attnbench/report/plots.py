@@ -153,18 +153,18 @@ def vps_bars(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str], title
     rows = [r for r in rows if r.get("vps")]
     if not rows:
         return None
-    networks = list(dict.fromkeys(r["name"] for r in rows))
-    ordered = [r for net in networks for r in rows if r["name"] == net]
+    networks = list(dict.fromkeys(r["network"] for r in rows))
+    ordered = [r for net in networks for r in rows if r["network"] == net]
     fig = Figure(figsize=(8.0, 1.2 + 0.32 * len(ordered) + 0.2 * len(networks)))
     ax = fig.add_subplot(1, 1, 1)
     cmap = matplotlib.colormaps["tab10"]
     y, ticks, labels = 0.0, [], []
     for i, net in enumerate(networks):
-        for r in (r for r in ordered if r["name"] == net):
+        for r in (r for r in ordered if r["network"] == net):
             bar = ax.barh(y, r["vps"], color=cmap(i % 10), height=0.8)
             ax.bar_label(bar, labels=[f"{r['vps']:.3g}"], fontsize=7, padding=2)
             ticks.append(y)
-            labels.append(f"{net} + {r['variant']}")
+            labels.append(f"{net} + {r['attn']}@{r['preset']}")
             y += 1
         y += 0.5
     ax.set_yticks(ticks)

@@ -160,7 +160,9 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
         t, m, a = r.get("timing") or {}, r.get("memory") or {}, r.get("achieved") or {}
         pred = r.get("memory_prediction") or {}
         out_rows.append({
-            "name": r["name"], "variant": r["variant"], "impl": r.get("impl") or "-",
+            "module / network": r.get("module") or r.get("network"),
+            "preset": r["preset"] if r.get("kind") != "network" else f"{r['attn']}@{r['preset']}",
+            "impl": r.get("impl") or "-",
             "input": "x".join(str(v) for v in r["input_shapes"][0]),
             "precision": r.get("precision") or r["settings"]["dtype"], "timing": r.get("timing_mode") or "-",
             "status": r["status"],

@@ -24,6 +24,7 @@ from typing import Any
 
 from attnbench.errors import AttnBenchWarning, UsageError
 from attnbench.store import files
+from attnbench.store.rows import upgrade
 
 
 def append_row(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
@@ -112,7 +113,7 @@ def _row(raw: bytes, need: tuple[str, ...]) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict) or any(not isinstance(value.get(k), str) for k in need):
         return None
-    return value
+    return upgrade(value)
 
 
 def read_rows(path: str | os.PathLike[str] | None, need: Iterable[str] = ()) -> Iterator[dict[str, Any]]:

@@ -36,8 +36,10 @@ class SpeedRow(_Row):
 
     key: StrictStr
     kind: StrictStr
-    name: StrictStr
-    variant: StrictStr
+    module: StrictStr | None = None  # blocks (and the gate's reference workload)
+    network: StrictStr | None = None  # networks, with attn
+    attn: StrictStr | None = None
+    preset: StrictStr
     status: StrictStr
     input_shapes: Annotated[list[list[Count]], Field(min_length=1)]
     settings: _Settings
@@ -75,6 +77,24 @@ class MaxFitRow(_Row):
     key: StrictStr
     module: StrictStr
     axis: StrictStr
+
+
+ROW_SCHEMA = 2  # version 2: rows name things as `flops` does (module / network + attn, preset)
+
+
+def upgrade(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of an older results file in the current schema (read, never rewritten): version 1 speed rows
+    said ``name`` and ``variant`` (a network's variant was ``attn@preset``)."""
+    if row.get("schema") is None and "name" in row and "variant" in row and "key" in row:
+        row = dict(row)
+        name, variant = row.pop("name"), str(row.pop("variant"))
+        if row.get("kind") == "network":
+            attn, _, preset = variant.partition("@")
+            row.update(network=name, attn=attn, preset=preset)
+        else:
+            row.update(module=name, preset=variant)
+        row["schema"] = 1
+    return row
 
 
 def problem(model: type[BaseModel], row: Mapping[str, Any]) -> str | None:

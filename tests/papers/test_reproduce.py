@@ -57,7 +57,7 @@ def test_stpa_has_no_rows() -> None:
 
 
 def _vps_row(attn: str, vps: float) -> dict:
-    return {"kind": "network", "name": "eco-lite", "variant": f"{attn}@16f", "status": "ok", "vps": vps,
+    return {"kind": "network", "network": "eco-lite", "attn": attn, "preset": "16f", "status": "ok", "vps": vps,
             "device_slug": "cuda-test-gpu", "settings": {"dtype": "fp32", "batch": 1},
             "fingerprint": {"gpu_name": "Test GPU", "device_type": "cuda"}}
 
