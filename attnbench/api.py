@@ -15,13 +15,12 @@ from attnbench.errors import UsageError, unknown  # noqa: F401  (UsageError re-e
 from attnbench.flops import counters as ext
 from attnbench.flops.cost import Cost
 from attnbench.flops.conventions import count_detailed
-from attnbench.defaults import COUNTERS
+from attnbench.defaults import COUNTERS, SCHEMA
 from attnbench.flops.count import CountResult, meta_inputs, param_count
 from attnbench.flops.count import count as count_exact
 from attnbench.flops.reconcile import ReconRow, reconcile
 from attnbench.shapes import VideoShape
 
-SCHEMA = 2  # the version of every JSON object the commands print; see README "Output fields and units"
 UNITS = {
     "flops": "FLOPs: a multiply-add counts 2, any other arithmetic op 1",
     "macs": "MACs: multiply-accumulates of convolutions, linear layers and matrix products, each 1",
@@ -37,7 +36,8 @@ class Case:
     spec: BlockSpec
     shape: VideoShape
     options: Mapping[str, Any]
-    preset: Preset | None
+    preset: Preset | None  # None: the shape or options differ from the preset's (a custom case)
+    base: str = ""  # the preset the case starts from (its name even when custom)
 
     @property
     def label(self) -> str:
@@ -82,7 +82,7 @@ def resolve(
     kernel = {o.name for o in spec.options if o.kernel}
     custom = shape != p.shape or any(k not in kernel and (k not in p.options or p.options[k] != v)
                                      for k, v in (options or {}).items())
-    return Case(spec, shape, opts, None if custom else p)
+    return Case(spec, shape, opts, None if custom else p, p.name)
 
 
 def preset_cases(modules: Sequence[str] | None = None) -> list[Case]:
@@ -163,8 +163,9 @@ class FlopsReport:
             "module": c.spec.name,
             "title": c.spec.title,
             "paper": c.spec.paper,
-            "preset": c.preset.name if c.preset else None,
-            "preset_source": c.preset.source if c.preset else None,
+            "preset": c.base,
+            "custom": c.preset is None,
+            "preset_source": c.spec.preset(c.base).source,
             "input_shape": c.shape.as_list(),
             "input_shapes": [list(s) for s in c.input_shapes()],
             "options": dict(c.options),

@@ -95,6 +95,8 @@ class Target:
     options: Mapping[str, Any] = field(default_factory=dict)
     memory: Callable[[Precision, int], tuple[Peak | None, str | None]] | None = None
     by_category: dict[str, int] | None = None
+    preset: str | None = None  # the block's base preset, when ``variant`` names a custom shape
+    flops_source: str = ""  # "closed form" or "exact counter" (default: by kind)
     _counted: tuple[int, dict[str, int]] | None = field(default=None, repr=False)
 
     def identity(self) -> dict[str, str]:
@@ -103,7 +105,7 @@ class Target:
         if self.kind == "network":
             attn, _, preset = self.variant.partition("@")
             return {"network": self.name, "attn": attn, "preset": preset}
-        return {"module": self.name, "preset": self.variant}
+        return {"module": self.name, "preset": self.preset or self.variant, "custom": self.preset is not None}
 
     def flops(self) -> tuple[int, dict[str, int] | None]:
         """FLOPs of one clip and their split by op category (counted now if this is the first use)."""
@@ -135,7 +137,7 @@ def identity(fp: Mapping[str, Any]) -> str:
 def block_target(case: Case) -> Target:
     """A block at its case's shape, with batch 1 per item (the run's batch scales it)."""
     one = case.shape.replace(B=1)
-    cost = case.spec.cost(one, **case.options)
+    cost, source = case.cost(one)  # the closed form, or counted for a block that declares none
     largest = case.spec.largest_intermediate(one, **case.options) if case.spec.largest_intermediate else None
     shapes = tuple(tuple(s) for s in case.spec.input_shapes(one, case.options))
 
@@ -147,7 +149,8 @@ def block_target(case: Case) -> Target:
         return case.spec.peak_memory(case.shape.replace(B=batch), p, case.options)
 
     return Target("block", case.spec.name, case.preset.name if case.preset else str(case.shape), shapes, cost.flops,
-                  build, largest, options=dict(case.options), memory=memory, by_category=cost.by_category())
+                  build, largest, options=dict(case.options), memory=memory, by_category=cost.by_category(),
+                  preset=None if case.preset else case.base, flops_source=source)
 
 
 _NETWORK_FLOPS: dict[tuple[Any, ...], tuple[int, dict[str, int]]] = {}
@@ -229,11 +232,13 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
         "schema": ROW_SCHEMA, "key": t.key(s, fingerprint), "kind": t.kind, **t.identity(),
         "options": dict(t.options), "impl": t.options.get("impl"),
         "precision": s.precision_label, "timing_mode": s.timing_label,
+        "input_shape": [s.batch, *t.input_shapes[0][1:]],
         "input_shapes": [[s.batch, *shape[1:]] for shape in t.input_shapes],
         "settings": asdict(s), "device_slug": dev.device_slug(fingerprint),
         "threads": torch.get_num_threads(), "load_avg_1m": dev.load_average(), "logical_cores": os.cpu_count(),
         "flops": flops * s.batch,
-        "flops_unit": "FLOPs (multiply-add = 2), whole batch; " + ("closed form" if t.kind == "block" else "exact counter"),
+        "flops_unit": "FLOPs (multiply-add = 2), whole batch; "
+                      + (t.flops_source or ("closed form" if t.kind == "block" else "exact counter")),
         "status": "ok",
     }
     precision = Precision(s.dtype, s.precision, s.device_type)
@@ -339,8 +344,9 @@ def run(
 def run_jobs(
     jobs: Sequence[tuple[Target, Settings]], out_path: str | None, resume: bool,
     on_row: Callable[[dict[str, Any]], None] | None = None, roofline: bool = True, overwrite: bool = False,
+    on_start: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure each (target, settings) in turn, appending each finished row to ``out_path`` before the next
+    """Measure each (target, settings) in turn (``on_start(label)`` is called before each is measured), appending each finished row to ``out_path`` before the next
     starts; a job whose key repeats an earlier one's is the same row (measured once, returned once). The
     jobs share device, dtype and threads (one fingerprint and calibration). One
     :func:`attnbench.store.jsonl.session` covers them all: with ``resume`` keys already in the file are not
@@ -372,6 +378,8 @@ def run_jobs(
                 if key in have:
                     row = have[key]
                 else:
+                    if on_start:
+                        on_start(f"{t.name}[{t.variant}] batch {s.batch}")
                     row = measure_target(t, s, fingerprint, roofline=calibration)
                     row["fingerprint"] = fingerprint
                     if calibration is not None:

@@ -6,3 +6,4 @@ from __future__ import annotations
 COUNTERS: tuple[str, ...] = ("exact", "torch", "fvcore", "ptflops", "ptflops-aten")
 SWEEP_MODULES: tuple[str, ...] = ("nl", "cs")
 SWEEP_VALUES: dict[str, tuple[int, ...]] = {"T": (4, 8, 16, 32, 64), "HW": (7, 14, 28, 56), "C": (64, 96, 256)}
+SCHEMA = 2  # the version of every JSON object and results row the commands write (README: "Output fields and units")

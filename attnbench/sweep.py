@@ -25,7 +25,7 @@ from fractions import Fraction
 from typing import Any
 
 from attnbench import api
-from attnbench.defaults import SWEEP_MODULES, SWEEP_VALUES
+from attnbench.defaults import SCHEMA, SWEEP_MODULES, SWEEP_VALUES
 from attnbench.errors import AttnBenchError, UsageError
 from attnbench.flops.memory import DTYPE_BYTES
 from attnbench.store import rows as rows_schema
@@ -141,7 +141,7 @@ def analytic_row(p: Point, dtype: str = "fp32", precision: str = "pure", device_
     and the block's reason (the case is then None)."""
     spec_preset = api.get_block(p.module).preset(p.preset)  # unknown block / preset: a usage error, raised
     row: dict[str, Any] = {
-        "kind": "sweep", "module": p.module, "axis": p.axis, "value": p.value, "preset": spec_preset.name,
+        "schema": SCHEMA, "kind": "sweep", "module": p.module, "axis": p.axis, "value": p.value, "preset": spec_preset.name,
         "options": dict(p.options), "input_shape": None, "status": "ok", "reason": None,
     }
     try:
@@ -151,15 +151,15 @@ def analytic_row(p: Point, dtype: str = "fp32", precision: str = "pure", device_
         return row, None
     spec, shape, opts = case.spec, case.shape, case.options
     try:
-        cost = spec.cost(shape, **opts)
-        params = spec.params(shape, **opts)
+        cost, _ = case.cost()
+        params, _ = case.params()
         terms = spec.terms(shape, **opts) if spec.terms else {}
         largest = spec.largest_intermediate(shape, **opts) if spec.largest_intermediate else None
     except (AttnBenchError, ValueError, ZeroDivisionError) as e:  # a closed form undefined at this shape
         row.update(status="skipped", reason=f"{type(e).__name__}: {e}")
         return row, None
     row.update(
-        input_shape=shape.as_list(), options=dict(opts), flops=cost.flops, macs=cost.macs, params=params,
+        input_shape=shape.as_list(), input_shapes=[list(s) for s in case.input_shapes()], options=dict(opts), flops=cost.flops, macs=cost.macs, params=params,
         by_category_flops=cost.by_category(),
     )
     for k in ("affinity_flops", "nl_affinity_flops", "ratio", "ratio_exact"):

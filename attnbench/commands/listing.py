@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from attnbench.commands.common import guarded, out
+from attnbench.defaults import SCHEMA
 
 
 def _options(options: Any) -> list[dict[str, Any]]:
@@ -20,14 +21,14 @@ def records() -> list[dict[str, Any]]:
     from attnbench.networks.registry import all_networks
 
     blocks = [{
-        "schema": 1, "kind": "block", "module": s.name, "title": s.title, "paper": s.paper, "origin": origin(s.name),
+        "schema": SCHEMA, "kind": "block", "module": s.name, "title": s.title, "paper": s.paper, "origin": origin(s.name),
         "closed_forms": s.closed_forms(),
         "presets": [{"preset": p.name, "input_shape": p.shape.as_list(), "options": dict(p.options),
                      "preset_source": p.source} for p in s.presets],
         "options": _options(s.options),
     } for s in all_blocks()]
     networks = [{
-        "schema": 1, "kind": "network", "network": n.name, "title": n.title, "paper": n.paper,
+        "schema": SCHEMA, "kind": "network", "network": n.name, "title": n.title, "paper": n.paper,
         "attn": list(n.attn_choices),
         "presets": [{"preset": p.name, "frames": p.frames, "size": p.size, "options": dict(p.options),
                      "preset_source": p.source} for p in n.presets],

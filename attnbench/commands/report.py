@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from attnbench.commands.common import err, guarded, out
+from attnbench.defaults import SCHEMA
 from attnbench.errors import UsageError
 
 
@@ -60,7 +61,7 @@ def report_cmd(
         result = job.run_report(opts, ctx.out_dir, on_event=on_event, command=command)
     if json_out:
         print(json.dumps({
-            "out_dir": str(result.out_dir), "index": str(result.index), "seconds": result.seconds,
+            "schema": SCHEMA, "kind": "report", "out_dir": str(result.out_dir), "index": str(result.index), "seconds": result.seconds,
             "interrupted": result.interrupted,
             "sections": [{"name": s.name, "status": s.status, "error": s.error, "seconds": s.seconds,
                           "files": s.files, "summary": s.summary} for s in result.sections],

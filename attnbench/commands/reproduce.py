@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import err, guarded, out
+from attnbench.commands.common import guarded, out, progress
 
 
 def _frame(rows: list[dict[str, Any]]):
@@ -51,9 +51,16 @@ def reproduce_cmd(
         from attnbench.errors import unknown
 
         raise unknown("paper", paper, CHOICES)
-    if not json_out:
-        err.print(f"counting the networks of {paper if paper != 'all' else 'all five papers'} on the meta device ...")
-    rows = reproduce(paper)
+    from attnbench.papers.reproduce import PAPERS
+
+    started: list[str] = []
+    with progress(len(PAPERS) if paper == "all" else 1, "counting on the meta device", quiet=json_out) as step:
+
+        def on_paper(name: str) -> None:
+            step(name, advance=1 if started else 0)  # the previous paper is done
+            started.append(name)
+
+        rows = reproduce(paper, on_paper=on_paper)
     s = summary(rows)
     if csv or md:
         tables.write_table(_frame(rows), csv, md)

@@ -75,14 +75,15 @@ def speed_cmd(
 
             def finished(row: dict[str, Any]) -> None:
                 rows.append(row)
-                step(row.get("module") or row.get("network"))
+                step()
 
             jobs = [(t, bench.Settings(device=device, dtype=dtype, batch=b, compile=compile_, graphs=graphs,
                                        flush_l2=flush_l2, channels_last=channels_last, min_reps=reps,
                                        target_s=target_s, max_warmup_s=warmup_s, precision=precision,
                                        timing=timing, threads=threads))
                     for b in dict.fromkeys(batch) for t in targets]
-            bench.run_jobs(jobs, path, resume, on_row=finished, roofline=roofline, overwrite=overwrite)
+            bench.run_jobs(jobs, path, resume, on_row=finished, roofline=roofline, overwrite=overwrite,
+                           on_start=lambda label: step(label, advance=0))
     except KeyboardInterrupt:
         where = f" in {path}" if path else " (not saved: --no-save)"
         say_error(f"interrupted: kept {len(rows)} finished rows{where}; rerun with --resume to finish")

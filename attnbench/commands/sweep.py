@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from attnbench.commands.common import CsvOpt, JsonOpt, check_timing_flags, err, guarded, out, progress
-from attnbench.defaults import SWEEP_MODULES
+from attnbench.defaults import SCHEMA, SWEEP_MODULES
 from attnbench.errors import UsageError, check_range
 
 
@@ -105,7 +105,7 @@ def sweep_cmd(
     if md:
         files.atomic_write(md, sweep_markdown(df, exps, cross, fits))
     if json_out:
-        print(json.dumps({"rows": rows, "exponents": exps, "crossovers": cross, "max_fit": fits, "units": sw.UNITS}, default=str))
+        print(json.dumps({"schema": SCHEMA, "kind": "sweep", "rows": rows, "exponents": exps, "crossovers": cross, "max_fit": fits, "units": sw.UNITS}, default=str))
         return
     caption = {"FLOPs": "closed form = exact counter, multiply-add = 2", "pred. largest": f"largest intermediate, {dtype}"}
     if device:

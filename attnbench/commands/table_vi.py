@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from attnbench.commands.common import check_timing_flags, err, guarded, out
+from attnbench.defaults import SCHEMA
 from attnbench.errors import UsageError, check_range
 from attnbench.text import clean
 
@@ -69,6 +70,7 @@ def table_vi_cmd(
     rows = bench.run([*block_targets, *net_targets], settings, path, resume, overwrite=overwrite)  # one session
     block_rows, net_rows = rows[:len(block_targets)], rows[len(block_targets):]
     result = table_vi(net_rows, block_rows)
+    result = {"schema": SCHEMA, "kind": "table-vi", **result}
     result["device"] = fp
     result["settings"] = {"dtype": dtype, "precision": settings.precision_label, "impl": impl, "batch": batch,
                           "graphs": graphs, "timing": settings.timing_label}

@@ -41,6 +41,7 @@ from typing import Any
 
 from torch import nn
 
+from attnbench.defaults import SCHEMA
 from attnbench.errors import AttnBenchWarning, UsageError, unknown
 from attnbench.flops.conventions import CONVENTIONS, OpLog, count_detailed
 from attnbench.flops.cost import Cost
@@ -641,12 +642,14 @@ def _reason(s: Spec, row: dict[str, Any], conv: str | None) -> str:
 # Public API
 
 
-def reproduce(paper: str = "all") -> list[dict[str, Any]]:
-    """Rows (dicts, JSON-able) for every complexity figure of ``paper`` (banet, sta, eam, w3, stpa or all)."""
-    return _reproduce(paper, Path("results"))
+def reproduce(paper: str = "all", on_paper: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Rows (dicts, JSON-able) for every complexity figure of ``paper`` (banet, sta, eam, w3, stpa or all);
+    ``on_paper(name)`` is called as each paper starts."""
+    return _reproduce(paper, Path("results"), on_paper=on_paper)
 
 
-def _reproduce(paper: str, results_dir: Path, counter: Counter | None = None) -> list[dict[str, Any]]:
+def _reproduce(paper: str, results_dir: Path, counter: Counter | None = None,
+               on_paper: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     if paper not in CHOICES:
         raise unknown("paper", paper, CHOICES)
     ctr = counter or Counter()
@@ -660,8 +663,10 @@ def _reproduce(paper: str, results_dir: Path, counter: Counter | None = None) ->
     assert not stpa.FIGURES
     rows: list[dict[str, Any]] = []
     for name in PAPERS if paper == "all" else (paper,):
+        if on_paper:
+            on_paper(name)
         rows += _evaluate(builders[name]())
-    return rows
+    return [{"schema": SCHEMA, "kind": "paper-figure", **r} for r in rows]
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from attnbench.store import files
 from attnbench.text import plain
-from attnbench.units import human  # noqa: F401  (re-exported: tables.human)
+from attnbench.units import human, human_bytes, yes_no  # noqa: F401  (re-exported: tables.human)
 
 
 NONE_DECLARED = "none declared"
@@ -27,7 +27,7 @@ def flops_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         agrees = counted["exact"]["equals_analytic"]
         row = {
             "module": r["module"],
-            "preset": r["preset"] or "custom",
+            "preset": f"{r['preset']}, custom" if r.get("custom") else r["preset"],
             "input [B,C,T,H,W]": "x".join(str(v) for v in r["input_shape"]),
             "params": r["params"],
             "analytic FLOPs": analytic["flops"] if analytic else NONE_DECLARED,
@@ -66,33 +66,48 @@ def network_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+IDENTIFYING = ("module", "preset", "network", "attn", "block", "method", "module / network", "paper", "table", "item",
+               "category", "axis")
+
+
+def _cell(col: str, v: Any) -> str:
+    """One table cell, by the column's unit (see :mod:`attnbench.units`)."""
+    if isinstance(v, bool):
+        return yes_no(v)
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "n/a"
+    if not isinstance(v, (int, float)):
+        return str(v)
+    if "ratio" in col and isinstance(v, float):
+        return f"{v:.2%}"
+    if "FLOP/s" in col:
+        return human(v, "FLOP/s")
+    if "FLOPs" in col:
+        return human(int(v) if float(v).is_integer() else v, "FLOP")
+    if "MACs" in col:
+        return human(v, "MAC")
+    if "bytes" in col:
+        return human_bytes(v)
+    if isinstance(v, int) and col == "params":
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
 def to_rich(df: pd.DataFrame, title: str, units: dict[str, str] | None = None) -> Table:
+    """A Rich table: every number in its unit; identifying columns (module, preset, input ...) never cut, even
+    when the output is piped into a narrow width."""
     table = Table(title=title, caption=" | ".join(f"{k}: {v}" for k, v in (units or {}).items()) or None)
-    for col in df.columns:
-        table.add_column(plain(col), justify="right" if pd.api.types.is_numeric_dtype(df[col]) else "left")
-    for _, row in df.iterrows():
-        cells = []
-        for col in df.columns:
-            v = row[col]
-            if isinstance(v, bool):
-                cells.append("yes" if v else "no")
-            elif v is None or (isinstance(v, float) and pd.isna(v)):
-                cells.append("n/a")
-            elif isinstance(v, float) and "ratio" in str(col):
-                cells.append(f"{v:.2%}")
-            elif isinstance(v, float) and v.is_integer() and "FLOPs" in str(col):
-                cells.append(human(int(v), "FLOP"))
-            elif isinstance(v, (int, float)) and "FLOPs" in str(col):
-                cells.append(human(v, "FLOP"))
-            elif isinstance(v, (int, float)) and "MACs" in str(col):
-                cells.append(human(v, "MAC"))
-            elif isinstance(v, int) and str(col) == "params":
-                cells.append(f"{v:,}")
-            elif isinstance(v, float):
-                cells.append(f"{v:.4g}")
-            else:
-                cells.append(str(v))
-        table.add_row(*(plain(c) for c in cells))  # cells may come from results files: never markup or escapes
+    cells = [[plain(_cell(str(col), row[col])) for col in df.columns] for _, row in df.iterrows()]
+    for i, col in enumerate(df.columns):
+        name = str(col)
+        whole = name in IDENTIFYING or name.startswith("input")
+        longest = max((len(r[i]) for r in cells), default=0)
+        table.add_column(plain(name), justify="right" if pd.api.types.is_numeric_dtype(df[col]) else "left",
+                         no_wrap=whole, min_width=longest if whole else None, overflow="fold")
+    for row in cells:
+        table.add_row(*row)  # cells may come from results files: plain() keeps them inert
     return table
 
 
@@ -168,7 +183,8 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
             "status": r["status"],
             "n": t.get("n"), "median ms": t.get("median_ms"), "IQR ms": t.get("iqr_ms"),
             "p10 ms": t.get("p10_ms"), "p90 ms": t.get("p90_ms"), "noisy": t.get("noisy"),
-            "FLOPs": r["flops"], "achieved TFLOP/s": a.get("achieved_tflops_per_s"),
+            "FLOPs": r["flops"],
+            "achieved FLOP/s": None if a.get("achieved_tflops_per_s") is None else a["achieved_tflops_per_s"] * 1e12,
             "% of spec peak": None if a.get("fraction_of_peak") is None else 100 * a["fraction_of_peak"],
             "% of measured matmul": None if a.get("fraction_of_measured_matmul") is None else 100 * a["fraction_of_measured_matmul"],
             "pred. peak MiB": _mib(pred.get("bytes")),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
+from attnbench.defaults import SCHEMA
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 Count = Annotated[StrictInt, Field(ge=0)]
@@ -79,7 +80,7 @@ class MaxFitRow(_Row):
     axis: StrictStr
 
 
-ROW_SCHEMA = 2  # version 2: rows name things as `flops` does (module / network + attn, preset)
+ROW_SCHEMA = SCHEMA  # version 2: rows name things as `flops` does (module / network + attn, preset)
 
 
 def upgrade(row: dict[str, Any]) -> dict[str, Any]:
