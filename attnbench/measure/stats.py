@@ -5,8 +5,8 @@ read it later (what was timed, on which device, in which dtype, at which batch s
 threads). All summaries (median, mean, spread, percentiles, throughput) are derived from the samples on
 demand, so a saved measurement can always be re-summarised and nothing is ever averaged away.
 
-Percentiles use linear interpolation between closest ranks, the same definition as numpy's default
-(``method="linear"``): for sorted samples ``x[0..n-1]`` the q-th percentile sits at position
+Percentiles are numpy's (:func:`numpy.percentile`, ``method="linear"``: linear interpolation between
+closest ranks): for sorted samples ``x[0..n-1]`` the q-th percentile sits at position
 ``h = (n - 1) * q / 100`` and is ``x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)])``.
 The standard deviation is the sample one (divisor ``n - 1``); it is None for a single sample.
 """
@@ -18,6 +18,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
 
 # A measurement whose interquartile range exceeds this fraction of its median is flagged noisy.
 NOISY_IQR_OVER_MEDIAN = 0.10
@@ -36,15 +39,11 @@ def _checked(samples: Iterable[float]) -> list[float]:
 
 
 def percentile(samples: Iterable[float], q: float) -> float:
-    """The q-th percentile (0 <= q <= 100) by linear interpolation between closest ranks (numpy's
-    default)."""
+    """The q-th percentile (0 <= q <= 100) by linear interpolation between closest ranks
+    (:func:`numpy.percentile`, ``method="linear"``)."""
     if not 0 <= q <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {q}")
-    xs = sorted(_checked(samples))
-    h = (len(xs) - 1) * q / 100
-    lo = math.floor(h)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+    return float(np.percentile(_checked(samples), q, method="linear"))
 
 
 def median(samples: Iterable[float]) -> float:
@@ -250,22 +249,25 @@ def summarise(samples: Sequence[float], **labels: Any) -> Measurement:
 # -- comparing two sets of samples: the Mann-Whitney U test ---------------------------------------
 #
 # Used by the CI performance gate (attnbench.gate) to ask "are the new times stochastically larger than
-# the baseline's?". Written from the textbook definition; no scipy needed.
+# the baseline's?"; the test itself is scipy's (scipy.stats.mannwhitneyu).
 #
-# U of the first sample x counts the pairs (x_i, y_j) with x_i > y_j, a tie counting one half. With
-# average ranks over the pooled samples (ties share the mean of their ranks) U = R_x - n_x (n_x + 1) / 2,
-# where R_x is the sum of the ranks of x. Under the null hypothesis (the n = n_x + n_y values are
-# exchangeable: independent and from one distribution) every choice of which n_x of the pooled values are
-# x is equally likely, C(n, n_x) choices in all.
+# U of the first sample x counts the pairs (x_i, y_j) with x_i > y_j, a tie counting one half. Under the
+# null hypothesis (the n = n_x + n_y values are exchangeable: independent and from one distribution)
+# every choice of which n_x of the pooled values are x is equally likely, C(n, n_x) choices in all.
 #
-# * Exact p-value (``method="exact"``, and ``"auto"`` when n <= EXACT_MAX_N): the fraction of those
-#   C(n, n_x) choices whose rank sum is at least as extreme as the observed one, counted exactly (ties
-#   included: the permutation distribution of the average ranks). With few values the p-value can only
-#   take few values; its smallest one-sided value is 1 / C(n, n_x) (5 against 5 values: 1/252 = 0.004), so
-#   a significance level below that can never be reached (see :func:`min_p_value`).
-# * Normal approximation (``"asymptotic"``, and ``"auto"`` for larger n): U has mean n_x n_y / 2 and, with
-#   tie groups of sizes t_k, variance  n_x n_y / 12 * ((n + 1) - sum_k (t_k^3 - t_k) / (n (n - 1))),
-#   with a continuity correction of 1/2.
+# Which p-value (see choose_method):
+# * exact (scipy's method="exact": the null distribution of U counted exactly) when there are no ties
+#   and at most EXACT_MAX_N values in all. With few values the p-value can take only few values: its
+#   smallest one-sided value is 1 / C(n, n_x) (5 against 5: 1/252 = 0.004), so a significance level
+#   below that can never be reached (min_p_value). scipy's own "auto" switches to the normal
+#   approximation as soon as both samples exceed 8 values, i.e. at the gate's default of 10 against 10
+#   rounds; its exact count takes milliseconds up to 50 against 50 values (but ~1 s at 200 against 200,
+#   ~40 s at 400 against 400), so it is used up to EXACT_MAX_N values.
+# * otherwise what scipy's "auto" chooses: with ties (scipy's exact count ignores them) or more values,
+#   the normal approximation with the tie correction of the variance and a continuity correction of 1/2
+#   (exact still, without ties, when one sample has at most 8 values). With ties in very small samples
+#   the approximation can give a smaller p-value than an exact permutation count would; round medians of
+#   a fine-grained clock are practically never tied.
 #
 # The test assumes independent values. Consecutive per-call times of one run are not (a slow stretch of
 # the machine makes many consecutive calls slow), so the gate tests one value per independent unit: the
@@ -273,24 +275,21 @@ def summarise(samples: Sequence[float], **labels: Any) -> Measurement:
 
 MW_ALTERNATIVES = ("greater", "less", "two-sided")
 MW_METHODS = ("auto", "exact", "asymptotic")
-EXACT_MAX_N = 50  # "auto" counts the exact distribution up to this many pooled values
+EXACT_MAX_N = 100  # "auto" is exact without ties up to this many values in all (the gate: 10 + 10 rounds)
+_SCIPY_EXACT_MAX = 8  # scipy's "auto" is exact (without ties) while one sample has at most this many values
 
 
 @dataclass(frozen=True)
 class MannWhitney:
-    """Result of :func:`mann_whitney_u`: U of the first sample, its null mean and standard deviation,
-    the z score, the p-value, the alternative tested and how the p-value was computed (``exact`` or
-    ``asymptotic``)."""
+    """Result of :func:`mann_whitney_u`: U of the first sample, the sample sizes, the p-value, the
+    alternative tested and how the p-value was computed (``exact`` or ``asymptotic``)."""
 
     u: float
     n_x: int
     n_y: int
-    mean_u: float
-    std_u: float
-    z: float
     p_value: float
     alternative: str
-    method: str = "asymptotic"
+    method: str
 
     @property
     def effect(self) -> float:
@@ -298,147 +297,92 @@ class MannWhitney:
         return self.u / (self.n_x * self.n_y)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "u": self.u, "n_x": self.n_x, "n_y": self.n_y, "mean_u": self.mean_u, "std_u": self.std_u,
-            "z": self.z, "p_value": self.p_value, "alternative": self.alternative, "method": self.method,
-            "prob_x_greater": self.effect,
-        }
+        return {"u": self.u, "n_x": self.n_x, "n_y": self.n_y, "p_value": self.p_value,
+                "alternative": self.alternative, "method": self.method, "prob_x_greater": self.effect}
 
 
-def average_ranks(values: Sequence[float]) -> tuple[list[float], list[int]]:
-    """1-based ranks of ``values`` (ties get the mean of the ranks they span) and the sizes of the tie
-    groups (every group of equal values, size >= 2)."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    ties: list[int] = []
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        rank = (i + j) / 2 + 1  # mean of the 1-based ranks i+1 .. j+1
-        for k in range(i, j + 1):
-            ranks[order[k]] = rank
-        if j > i:
-            ties.append(j - i + 1)
-        i = j + 1
-    return ranks, ties
-
-
-def _normal_sf(z: float) -> float:
-    """P(Z > z) for a standard normal Z."""
-    return 0.5 * math.erfc(z / math.sqrt(2))
-
-
-@functools.lru_cache(maxsize=128)
-def subset_sum_counts(scores: tuple[int, ...], m: int) -> tuple[int, ...]:
-    """``counts[s]``: how many of the C(len(scores), m) ways to choose m of the (non-negative integer)
-    ``scores`` have the sum s. Counted with one generating polynomial per subset size, each held in a
-    Python integer (one coefficient per fixed-width field), so adding a score is a shift and an add."""
-    if m < 0 or m > len(scores) or any(s < 0 for s in scores):
-        raise ValueError("need 0 <= m <= len(scores) and scores >= 0")
-    width = 8 * (len(scores) // 8 + 1)  # bits per coefficient: every count is <= C(n, m) < 2**n
-    poly = [1] + [0] * m  # poly[k]: sum over k-subsets of x**sum
-    for i, score in enumerate(scores):
-        for k in range(min(i + 1, m), 0, -1):
-            if poly[k - 1]:
-                poly[k] += poly[k - 1] << (score * width)
-    top = sum(sorted(scores)[len(scores) - m:]) if m else 0
-    raw = poly[m].to_bytes((top + 1) * width // 8, "little")
-    step = width // 8
-    return tuple(int.from_bytes(raw[i:i + step], "little") for i in range(0, len(raw), step))
-
-
-def _exact_p(ranks: Sequence[float], n_x: int, alternative: str) -> float:
-    """Exact permutation p-value of the rank sum of the first ``n_x`` of ``ranks`` (average ranks)."""
-    doubled = [round(2 * r) for r in ranks]  # average ranks are multiples of 1/2
-    observed = sum(doubled[:n_x])
-    counts = subset_sum_counts(tuple(sorted(doubled)), n_x)
-    total = math.comb(len(doubled), n_x)
-    if alternative == "greater":
-        hits = sum(counts[observed:])
-    elif alternative == "less":
-        hits = sum(counts[:observed + 1])
-    else:
-        mean2 = n_x * (len(doubled) + 1)  # twice the null mean of the rank sum
-        dist = abs(observed - mean2)
-        hits = sum(c for s, c in enumerate(counts) if abs(s - mean2) >= dist)
-    return min(1.0, hits / total)
+def choose_method(n_x: int, n_y: int, ties: bool) -> str:
+    """The p-value ``method="auto"`` uses (see the comment above :data:`EXACT_MAX_N`)."""
+    if ties:
+        return "asymptotic"
+    return "exact" if n_x + n_y <= EXACT_MAX_N or min(n_x, n_y) <= _SCIPY_EXACT_MAX else "asymptotic"
 
 
 def mann_whitney_u(
     x: Iterable[float], y: Iterable[float], alternative: str = "greater", continuity: bool = True,
     method: str = "auto",
 ) -> MannWhitney:
-    """Mann-Whitney U test of samples ``x`` against ``y``.
+    """Mann-Whitney U test of samples ``x`` against ``y`` (:func:`scipy.stats.mannwhitneyu`).
 
     ``alternative="greater"``: x tends to be larger than y (for times: x is slower); ``"less"``: x tends
-    to be smaller; ``"two-sided"``: either. ``method``: ``exact`` (the permutation distribution of the
-    ranks, ties included), ``asymptotic`` (normal approximation, tie-corrected, continuity correction if
-    ``continuity``) or ``auto`` (exact up to :data:`EXACT_MAX_N` values in all). When every value is tied
-    the test has no information and the p-value is 1.
+    to be smaller; ``"two-sided"``: either. ``method``: ``exact`` (the exact null distribution of U; not
+    corrected for ties), ``asymptotic`` (normal approximation, tie-corrected, continuity correction if
+    ``continuity``) or ``auto`` (:func:`choose_method`). When every value is tied the test has no
+    information and the p-value is 1.
     """
     if alternative not in MW_ALTERNATIVES:
         raise ValueError(f"alternative must be one of {', '.join(MW_ALTERNATIVES)}, got {alternative!r}")
     if method not in MW_METHODS:
         raise ValueError(f"method must be one of {', '.join(MW_METHODS)}, got {method!r}")
-    xs, ys = [float(v) for v in x], [float(v) for v in y]
-    if not xs or not ys:
+    xs, ys = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
+    if not xs.size or not ys.size:
         raise ValueError("both samples need at least one value")
-    if not all(math.isfinite(v) for v in xs + ys):
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
         raise ValueError("samples must be finite")
-    n_x, n_y = len(xs), len(ys)
-    n = n_x + n_y
-    ranks, ties = average_ranks(xs + ys)
-    u = math.fsum(ranks[:n_x]) - n_x * (n_x + 1) / 2
-    mean_u = n_x * n_y / 2
-    tie_term = sum(t**3 - t for t in ties) / (n * (n - 1)) if n > 1 else 0.0
-    var_u = n_x * n_y / 12 * ((n + 1) - tie_term)
-    std_u = math.sqrt(var_u) if var_u > 0 else 0.0
-    cc = 0.5 if continuity else 0.0
-    exact = method == "exact" or (method == "auto" and n <= EXACT_MAX_N)
-    used = "exact" if exact else "asymptotic"
-    if std_u == 0:
-        return MannWhitney(u, n_x, n_y, mean_u, 0.0, 0.0, 1.0, alternative, used)
-    if alternative == "greater":
-        z = (u - mean_u - cc) / std_u
-        p = _normal_sf(z)
-    elif alternative == "less":
-        z = (u - mean_u + cc) / std_u
-        p = _normal_sf(-z)
-    else:
-        z = (abs(u - mean_u) - cc) / std_u
-        p = min(1.0, 2 * _normal_sf(z))
-    if exact:
-        p = _exact_p(ranks, n_x, alternative)
-    return MannWhitney(u, n_x, n_y, mean_u, std_u, z, p, alternative, used)
+    pooled = np.concatenate([xs, ys])
+    used = choose_method(xs.size, ys.size, np.unique(pooled).size < pooled.size) if method == "auto" else method
+    res = scipy_stats.mannwhitneyu(xs, ys, use_continuity=continuity, alternative=alternative, method=used)
+    p = 1.0 if pooled.min() == pooled.max() else float(res.pvalue)
+    return MannWhitney(float(res.statistic), int(xs.size), int(ys.size), p, alternative, used)
+
+
+def samples_with_u(n_x: int, n_y: int, u: int) -> tuple[list[float], list[float]]:
+    """Samples of ``n_x`` and ``n_y`` distinct values whose U (pairs with x above y) is ``u``: y = 0, 1,
+    ..., n_y - 1; of the x (ascending), the top u // n_y lie above every y, one more above u % n_y of
+    them, the rest below all."""
+    if not 0 <= u <= n_x * n_y:
+        raise ValueError(f"U must be between 0 and {n_x * n_y}, got {u}")
+    above, rest = divmod(u, n_y)
+    beats = [0] * (n_x - above - (1 if rest else 0)) + ([rest] if rest else []) + [n_y] * above
+    xs = [b - 1 + (i + 1) / (n_x + 1) for i, b in enumerate(beats)]  # between y = b - 1 and y = b
+    return xs, [float(j) for j in range(n_y)]
+
+
+@functools.lru_cache(maxsize=256)
+def _p_at(n_x: int, n_y: int, u: int, method: str) -> float:
+    """The one-sided (``greater``) p-value of U = ``u`` for ``n_x`` against ``n_y`` values without ties."""
+    xs, ys = samples_with_u(n_x, n_y, u)
+    return mann_whitney_u(xs, ys, "greater", method=method).p_value
 
 
 def min_p_value(n_x: int, n_y: int) -> float:
-    """The smallest one-sided p-value the exact test can give for ``n_x`` against ``n_y`` values: every x
-    above every y, 1 / C(n_x + n_y, n_x). A significance level below it can never be reached."""
+    """The smallest one-sided p-value the test (``method="auto"``) can give for ``n_x`` against ``n_y``
+    values: every x above every y, 1 / C(n_x + n_y, n_x) where it is exact. A significance level below it
+    can never be reached."""
     if n_x < 1 or n_y < 1:
         raise ValueError("both samples need at least one value")
-    return 1 / math.comb(n_x + n_y, n_x)
+    return _p_at(n_x, n_y, n_x * n_y, choose_method(n_x, n_y, False))
 
 
 def false_alarm_rate(n_x: int, n_y: int, alpha: float) -> float:
-    """The false-alarm rate of the one-sided test at level ``alpha`` for ``n_x`` against ``n_y``
-    exchangeable values without ties: P(p <= alpha) under the null hypothesis. With the exact method
-    this is the largest attainable p-value not above ``alpha`` (0 if none is), often well below
-    ``alpha``; with the normal approximation (``auto`` above :data:`EXACT_MAX_N` values) it is about
-    ``alpha``."""
+    """The false-alarm rate of the one-sided test (``method="auto"``) at level ``alpha`` for ``n_x``
+    against ``n_y`` exchangeable values without ties: P(p <= alpha) under the null hypothesis. The test
+    rejects when U reaches the smallest u* whose p-value is <= ``alpha``, so the rate is P(U >= u*), 0 if
+    no u* exists. Where the p-value is exact (:func:`choose_method`) that is the largest attainable
+    p-value not above ``alpha``, often well below ``alpha``; beyond, it is the normal approximation of
+    P(U >= u*), about ``alpha``."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
-    n = n_x + n_y
-    if n > EXACT_MAX_N:
-        return alpha
-    counts = subset_sum_counts(tuple(range(2, 2 * n + 1, 2)), n_x)
-    total = math.comb(n, n_x)
-    size, tail = 0.0, 0
-    for c in reversed(counts):  # P(rank sum >= s), from the top down
-        tail += c
-        if tail / total > alpha:
-            break
-        size = tail / total
-    return size
+    if n_x < 1 or n_y < 1:
+        raise ValueError("both samples need at least one value")
+    method = choose_method(n_x, n_y, False)
+    lo, hi = 0, n_x * n_y  # p falls as U grows: find the smallest U with p <= alpha
+    if _p_at(n_x, n_y, hi, method) > alpha:
+        return 0.0
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _p_at(n_x, n_y, mid, method) <= alpha:
+            hi = mid
+        else:
+            lo = mid + 1
+    return _p_at(n_x, n_y, lo, method)

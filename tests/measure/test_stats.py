@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 import json
 import math
 import random
@@ -10,13 +12,19 @@ import random
 import pytest
 
 from attnbench.measure.stats import (
+    EXACT_MAX_N,
     Measurement,
+    choose_method,
+    false_alarm_rate,
     iqr,
     is_noisy,
+    mann_whitney_u,
     mean,
     median,
+    min_p_value,
     percentile,
     sample_std,
+    samples_with_u,
 )
 
 
@@ -113,69 +121,121 @@ def test_frozen_and_validated() -> None:
         percentile([1.0], 101)
 
 
-# -- the exact Mann-Whitney U test ----------------------------------------------------------------------
+# -- the Mann-Whitney U test (scipy's, through mann_whitney_u) ----------------------------------------
 
 
-def _brute_force_p(x: list[float], y: list[float], alternative: str) -> float:
-    """The permutation p-value by enumerating every choice of which pooled values are x."""
-    import itertools
-
-    from attnbench.measure.stats import average_ranks
-
-    pooled = x + y
-    ranks, _ = average_ranks(pooled)
-    m, n = len(x), len(pooled)
-    observed, mean = sum(ranks[:m]), m * (n + 1) / 2
-    hits = total = 0
-    for chosen in itertools.combinations(range(n), m):
-        s = sum(ranks[i] for i in chosen)
-        total += 1
-        if alternative == "greater":
-            hits += s >= observed - 1e-9
-        elif alternative == "less":
-            hits += s <= observed + 1e-9
-        else:
-            hits += abs(s - mean) >= abs(observed - mean) - 1e-9
-    return hits / total
+def test_u_without_ties_by_hand() -> None:
+    # every x beats every y: U = 3 * 4 = 12. Exact: of the C(7, 3) = 35 equally likely ways to place the
+    # x among the 7 values, one is this extreme.
+    exact = mann_whitney_u([5, 6, 7], [1, 2, 3, 4], "greater")
+    assert exact.u == 12 and exact.method == "exact" and exact.p_value == pytest.approx(1 / 35)
+    assert exact.effect == 1.0 and (exact.n_x, exact.n_y) == (3, 4)
+    assert mann_whitney_u([5, 6, 7], [1, 2, 3, 4], "less").p_value == 1.0
+    assert mann_whitney_u([5, 6, 7], [1, 2, 3, 4], "two-sided").p_value == pytest.approx(2 / 35)
+    # normal approximation: mean 6, variance 3*4/12 * (7 + 1) = 8, continuity correction 1/2
+    r = mann_whitney_u([5, 6, 7], [1, 2, 3, 4], "greater", method="asymptotic")
+    z = (12 - 6 - 0.5) / math.sqrt(8)
+    assert r.method == "asymptotic" and r.p_value == pytest.approx(0.5 * math.erfc(z / math.sqrt(2)))  # 0.0259
+    assert r.p_value == pytest.approx(0.02592, abs=1e-5)
+    less = mann_whitney_u([5, 6, 7], [1, 2, 3, 4], "less", method="asymptotic")
+    assert less.p_value == pytest.approx(0.98922, abs=1e-5)  # P(Z < (12 - 6 + 0.5) / sqrt(8))
+    assert mann_whitney_u([5, 6, 7], [1, 2, 3, 4], "two-sided", method="asymptotic").p_value == pytest.approx(2 * r.p_value)
 
 
-def test_exact_p_matches_enumeration_with_and_without_ties() -> None:
-    from attnbench.measure.stats import mann_whitney_u
+def test_u_with_ties_by_hand() -> None:
+    # x = 3, 4, 5 vs y = 1, 2, 3: pairs won 2.5 + 3 + 3 = 8.5 (the tie 3 vs 3 counts one half).
+    # Ties: "auto" takes the normal approximation with the tie-corrected variance (scipy's exact count
+    # ignores ties): one tie group of 2, variance = 9/12 * (7 - (8 - 2) / 30) = 0.75 * 6.8 = 5.1.
+    r = mann_whitney_u([3, 4, 5], [1, 2, 3], "greater")
+    assert r.u == 8.5 and r.method == "asymptotic"
+    assert r.p_value == pytest.approx(0.5 * math.erfc((8.5 - 4.5 - 0.5) / math.sqrt(5.1) / math.sqrt(2)))
+    assert r.p_value == pytest.approx(0.06059, abs=1e-5)
 
+
+def test_u_all_tied_has_no_evidence() -> None:
+    for method in ("auto", "asymptotic", "exact"):
+        assert mann_whitney_u([1, 1, 1], [1, 1], "greater", method=method).p_value == 1.0
+    with pytest.raises(ValueError):
+        mann_whitney_u([], [1.0])
+    with pytest.raises(ValueError):
+        mann_whitney_u([1.0], [1.0], "bigger")
+    with pytest.raises(ValueError):
+        mann_whitney_u([1.0], [1.0], method="magic")
+    with pytest.raises(ValueError):
+        mann_whitney_u([1.0, float("nan")], [1.0])
+
+
+def _u(x: list[float], y: list[float]) -> float:
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y)
+
+
+def test_exact_p_matches_enumeration_without_ties() -> None:
+    """The exact one-sided p-value is the fraction of the C(n, n_x) equally likely choices of which pooled
+    values are x whose U is at least the observed one (counted here by brute force)."""
     rng = random.Random(7)
-    for _ in range(120):
-        x = [rng.randint(0, 6) + 0.5 * (rng.random() < 0.3) for _ in range(rng.randint(1, 6))]
-        y = [rng.randint(0, 6) for _ in range(rng.randint(1, 6))]
-        for alternative in ("greater", "less", "two-sided"):
-            r = mann_whitney_u(x, y, alternative, method="exact")
-            assert r.method == "exact"
-            expected = 1.0 if len(set(x + y)) < 2 else _brute_force_p(x, y, alternative)
-            assert r.p_value == pytest.approx(expected, abs=1e-12), (x, y, alternative)
+    for _ in range(60):
+        n_x, n_y = rng.randint(1, 6), rng.randint(1, 6)
+        pooled = rng.sample(range(100), n_x + n_y)
+        x, y = pooled[:n_x], pooled[n_x:]
+        observed = _u(x, y)
+        us = [_u([pooled[i] for i in c], [pooled[i] for i in range(n_x + n_y) if i not in c])
+              for c in itertools.combinations(range(n_x + n_y), n_x)]
+        r = mann_whitney_u(x, y, "greater")
+        assert r.method == "exact" and r.u == observed
+        assert r.p_value == pytest.approx(sum(u >= observed for u in us) / len(us), abs=1e-12), (x, y)
+        assert mann_whitney_u(x, y, "less").p_value == pytest.approx(sum(u <= observed for u in us) / len(us), abs=1e-12)
 
 
-def test_exact_by_hand_and_auto_switch() -> None:
-    from attnbench.measure.stats import EXACT_MAX_N, mann_whitney_u, subset_sum_counts
+def test_auto_method() -> None:
+    # exact without ties at the gate's 10 against 10 rounds (scipy's own "auto" would approximate there)
+    assert choose_method(10, 10, ties=False) == "exact"
+    assert mann_whitney_u(range(10, 20), range(10), "greater").method == "exact"
+    assert choose_method(10, 10, ties=True) == "asymptotic"
+    assert choose_method(EXACT_MAX_N, 9, ties=False) == "asymptotic"  # many values: the normal approximation
+    assert choose_method(EXACT_MAX_N, 8, ties=False) == "exact"  # as scipy's "auto": one sample of <= 8
+    big = mann_whitney_u(range(EXACT_MAX_N), [x + 0.5 for x in range(9)], "greater")
+    assert big.method == "asymptotic" and 0 < big.p_value < 1e-3
 
-    # ranks 1..4, choose 2: sums 3 (1+2), 4 (1+3), 5 (1+4, 2+3), 6 (2+4), 7 (3+4)
-    assert subset_sum_counts((1, 2, 3, 4), 2) == (0, 0, 0, 1, 1, 2, 1, 1)
-    assert sum(subset_sum_counts(tuple(range(1, 21)), 10)) == math.comb(20, 10)
-    # 5 rounds all slower than 5 others: 1 of C(10, 5) = 252 arrangements
-    r = mann_whitney_u([6, 7, 8, 9, 10], [1, 2, 3, 4, 5], "greater")
-    assert r.method == "exact" and r.p_value == pytest.approx(1 / 252)
-    big = mann_whitney_u(list(range(EXACT_MAX_N)), [0.5], "greater")
-    assert big.method == "asymptotic"  # more than EXACT_MAX_N values: the normal approximation
-    assert mann_whitney_u(list(range(EXACT_MAX_N)), [0.5], "greater", method="exact").method == "exact"
+
+def test_samples_with_u() -> None:
+    for n_x in range(1, 5):
+        for n_y in range(1, 5):
+            for u in range(n_x * n_y + 1):
+                x, y = samples_with_u(n_x, n_y, u)
+                assert len(x) == n_x and len(y) == n_y and len(set(x + y)) == n_x + n_y and _u(x, y) == u
+    with pytest.raises(ValueError):
+        samples_with_u(2, 2, 5)
+
+
+def _rate_by_enumeration(n_x: int, n_y: int, alpha: float) -> tuple[float, float]:
+    """(false-alarm rate, smallest p-value) of mann_whitney_u at ``alpha`` under the null hypothesis,
+    counted over all C(n_x + n_y, n_x) equally likely rank arrangements (U = R_x - n_x (n_x + 1) / 2)."""
+    counts = collections.Counter(sum(c) - n_x * (n_x + 1) // 2 for c in itertools.combinations(range(1, n_x + n_y + 1), n_x))
+    p = {u: mann_whitney_u(*samples_with_u(n_x, n_y, u), "greater").p_value for u in counts}
+    total = math.comb(n_x + n_y, n_x)
+    return sum(c for u, c in counts.items() if p[u] <= alpha) / total, min(p.values())
+
+
+@pytest.mark.parametrize(("n_x", "n_y", "alpha"), [(10, 10, 0.01), (10, 5, 0.01), (5, 5, 0.01), (5, 5, 0.05), (13, 2, 0.01)])
+def test_false_alarm_rate_is_the_tests_real_size(n_x: int, n_y: int, alpha: float) -> None:
+    """What ``check`` states (the gate's default: 10 current against 10 baseline rounds, 0.93% at alpha
+    0.01) is the share of equally likely arrangements of unchanged code for which the test rejects."""
+    rate, smallest = _rate_by_enumeration(n_x, n_y, alpha)
+    assert false_alarm_rate(n_x, n_y, alpha) == pytest.approx(rate, rel=1e-9)
+    assert min_p_value(n_x, n_y) == pytest.approx(smallest, rel=1e-9)
+    assert min_p_value(n_x, n_y) == pytest.approx(1 / math.comb(n_x + n_y, n_x), rel=1e-9)
+    assert rate <= alpha
 
 
 def test_min_p_value_and_false_alarm_rate() -> None:
-    from attnbench.measure.stats import false_alarm_rate, min_p_value
-
     assert min_p_value(5, 5) == pytest.approx(1 / 252)
     assert min_p_value(3, 3) == pytest.approx(1 / 20)
     # the exact test's real false-alarm rate is the largest attainable p-value not above alpha
     assert false_alarm_rate(5, 5, 0.01) == pytest.approx(2 / 252)
     assert false_alarm_rate(5, 5, 0.05) == pytest.approx(12 / 252)  # P(U >= 21): 1+1+2+3+5 arrangements
+    assert false_alarm_rate(10, 10, 0.01) == pytest.approx(0.00927, abs=5e-6)  # README: 0.93%
     assert false_alarm_rate(3, 3, 0.01) == 0.0  # unreachable: the test can never reject
-    assert false_alarm_rate(40, 40, 0.01) == 0.01  # normal approximation above EXACT_MAX_N values
+    # beyond EXACT_MAX_N values the p-value is approximate, and so is the rate: about alpha
+    assert 0.0099 < false_alarm_rate(1000, 20, 0.01) <= 0.01
     with pytest.raises(ValueError):
         false_alarm_rate(5, 5, 0)
