@@ -37,6 +37,17 @@ KINDS: tuple[str, ...] = ("mac", "op")
 SOFTMAX_OPS_PER_ELEMENT = 5  # max, subtract, exp, sum, divide
 BATCHNORM_OPS_PER_ELEMENT = 2  # inference: folded scale (multiply) and shift (add)
 ELEMENTWISE_OPS_PER_ELEMENT = 1  # add, mul, relu, sigmoid, clamp ...: one op per output element
+# Normalisation that computes its statistics (layer, group, instance norm; batch norm in training): the mean
+# (1 add), centring (1 subtract), the variance (square and accumulate: a multiply-add, 2) and normalising
+# (1 multiply by the reciprocal standard deviation); then 1 multiply for an affine weight, 1 add for a bias.
+# Per-row or per-channel work (the divide by n, eps, rsqrt) is not counted, as for reductions.
+NORM_STATS_OPS_PER_ELEMENT = 5
+RMS_NORM_OPS_PER_ELEMENT = 3  # square and accumulate (2), normalise (1): no mean, no centring
+VARIANCE_OPS_PER_ELEMENT = 4  # var / std / var_mean: mean (1), centre (1), square and accumulate (2)
+LOGSUMEXP_OPS_PER_ELEMENT = 4  # max, subtract, exp, sum (the log per output is not counted)
+# Softmax backward, per element: y * (g - sum(g * y)): multiply, accumulate, subtract, multiply. Log-softmax
+# backward g - exp(y) * sum(g): accumulate, exp, multiply, subtract. Both 4.
+SOFTMAX_BACKWARD_OPS_PER_ELEMENT = 4
 
 
 @dataclass(frozen=True)
@@ -164,3 +175,117 @@ def adaptive_window_sum(in_size: int, out_size: int) -> int:
         end = -((-(i + 1) * in_size) // out_size)
         total += end - start
     return total
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Primitives of the op-level counter's wider coverage (transformer blocks, training). Each docstring states
+# the convention; FLOPs = 2 x mac + op as everywhere.
+
+
+def norm(elements: int, weight: bool, bias: bool, centred: bool = True) -> Cost:
+    """A normalisation that computes its statistics (layer / group / instance norm, batch norm in training):
+    ``NORM_STATS_OPS_PER_ELEMENT`` per input element (``RMS_NORM_OPS_PER_ELEMENT`` for an RMS norm,
+    ``centred=False``), plus 1 per element for an affine weight and 1 for a bias."""
+    per = (NORM_STATS_OPS_PER_ELEMENT if centred else RMS_NORM_OPS_PER_ELEMENT) + int(weight) + int(bias)
+    return Cost({("normalisation", "op"): per * elements})
+
+
+def norm_backward(
+    elements: int, grad_input: bool, grad_weight: bool, grad_bias: bool, weight: bool,
+    statistics: bool = True, centred: bool = True,
+) -> Cost:
+    """Backward of a normalisation, per input element, each requested gradient counted as if computed alone:
+
+    * x_hat recomputed from the saved statistics (subtract, multiply; 1 multiply for an RMS norm), once, when
+      the input or weight gradient is wanted;
+    * grad_bias: accumulate g (1); grad_weight: multiply g x x_hat and accumulate (2);
+    * grad_input with statistics: g w (1 if weight), sum(g w) (1, centred only), sum(g w x_hat) (2),
+      x_hat x that mean (1), the subtracts (2 centred, 1 RMS), multiply by rstd (1): 7 (5 RMS) + weight;
+    * grad_input without statistics (batch norm in eval): one multiply by the folded scale (1).
+    """
+    per = 0
+    if (grad_input and statistics) or grad_weight:
+        per += 2 if centred else 1
+    if grad_bias:
+        per += 1
+    if grad_weight:
+        per += 2
+    if grad_input:
+        per += ((7 if centred else 5) + int(weight)) if statistics else 1
+    return Cost({("normalisation", "op"): per * elements})
+
+
+def softmax_backward(elements: int) -> Cost:
+    """Backward of softmax or log-softmax: ``SOFTMAX_BACKWARD_OPS_PER_ELEMENT`` per element."""
+    return Cost({("softmax", "op"): SOFTMAX_BACKWARD_OPS_PER_ELEMENT * elements})
+
+
+def variance(in_elems: int) -> Cost:
+    """var / std / var_mean / std_mean: ``VARIANCE_OPS_PER_ELEMENT`` per input element (a reduction)."""
+    return Cost({("pooling", "op"): VARIANCE_OPS_PER_ELEMENT * in_elems})
+
+
+def logsumexp(in_elems: int) -> Cost:
+    """logsumexp: ``LOGSUMEXP_OPS_PER_ELEMENT`` per input element (a reduction)."""
+    return Cost({("pooling", "op"): LOGSUMEXP_OPS_PER_ELEMENT * in_elems})
+
+
+def vector_norm(in_elems: int, ord: float) -> Cost:
+    """A p-norm over some dimensions, per input element: 2 for p = 2 (square and accumulate), for p = 1
+    (abs, add), for +-inf (abs, compare) and for p = 0 (compare, add); 3 for any other p (abs, pow, add). The
+    root per output is not counted."""
+    per = 2 if ord in (2, 1, 0) or ord in (float("inf"), float("-inf")) else 3
+    return Cost({("pooling", "op"): per * in_elems})
+
+
+def interpolate(out_elems: int, neighbours: int) -> Cost:
+    """Linear-family interpolation (and grid sampling): each output is a weighted sum of its ``neighbours``
+    input values (2 per dimension for linear, 4 per dimension for cubic): one multiply per neighbour and one
+    add fewer, 2 n - 1 per output element. The weights depend only on the output coordinate and are not
+    counted."""
+    return Cost({("elementwise", "op"): (2 * neighbours - 1) * out_elems})
+
+
+def interpolate_backward(grad_out_elems: int, neighbours: int) -> Cost:
+    """Backward of :func:`interpolate`: each output gradient is multiplied by its ``neighbours`` weights and
+    accumulated into them, 2 n per output-gradient element (n = 1 for nearest: one accumulate)."""
+    return Cost({("elementwise", "op"): (2 * neighbours if neighbours > 1 else 1) * grad_out_elems})
+
+
+def accumulate(elements: int, category: str = "elementwise") -> Cost:
+    """Scatter-style accumulation (scatter_add, index_add, embedding backward, max-pool backward, padding
+    backward, col2im): one add per accumulated element."""
+    return Cost({(category, "op"): elements})
+
+
+def conv_backward(forward_macs: int, grad_out_elems: int, grad_input: bool, grad_weight: bool, grad_bias: bool) -> Cost:
+    """Backward of a convolution whose forward costs ``forward_macs`` MACs: the input gradient (a transposed
+    convolution of the output gradient) and the weight gradient (a convolution of the input with the output
+    gradient) are each ``forward_macs`` MACs; the bias gradient sums the output gradient (1 per element)."""
+    macs = forward_macs * (int(grad_input) + int(grad_weight))
+    return Cost({("convolution", "mac"): macs, ("convolution", "op"): grad_out_elems if grad_bias else 0})
+
+
+def attention(batch: int, length: int, dim: int, keys: int, dim_v: int, additive_mask: bool = False,
+              dropout: bool = False) -> Cost:
+    """Scaled dot-product attention counted as the materialised computation it stands for: the
+    length x dim x keys product, a softmax over length x keys scores, the length x keys x dim_v product; one
+    add per score for an additive (float) mask, one multiply per score for dropout. A boolean or causal mask
+    selects and is not counted; the multiply by ``scale`` is not counted (scale 1 in attnbench's blocks)."""
+    scores = batch * length * keys
+    total = matmul(batch, length, dim, keys) + softmax(scores) + matmul(batch, length, keys, dim_v)
+    return total + eltwise(scores * (int(additive_mask) + int(dropout)))
+
+
+def attention_backward(batch: int, length: int, dim: int, keys: int, dim_v: int, additive_mask: bool = False,
+                       dropout: bool = False) -> Cost:
+    """Backward of a fused attention kernel (flash, memory-efficient, cuDNN, flash for CPU), which keeps only
+    the output and the log-sum-exp of each row (FlashAttention-2's backward): the scores recomputed
+    (length x dim x keys), P = exp(S - lse) (2 per score), dP = dO V^T and dV = P^T dO (length x dim_v x keys
+    each), D = rowsum(dO * O) (2 per output element), dS = P (dP - D) (2 per score), dQ = dS K and
+    dK = dS^T Q (length x keys x dim each): 5 products, as ``torch.utils.flop_counter`` counts them. An
+    additive mask adds 1 per score (to the recomputed scores), dropout 2 (applied to P and to dP)."""
+    scores = batch * length * keys
+    total = matmul(batch, length, dim, keys) * 3 + matmul(batch, length, dim_v, keys) * 2
+    total = total + Cost({("softmax", "op"): 4 * scores + 2 * batch * length * dim_v})
+    return total + eltwise(scores * (int(additive_mask) + 2 * int(dropout)))
