@@ -65,3 +65,7 @@ def _quiet_exit(message: str, code: int) -> None:
     except OSError:
         pass
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -44,11 +45,9 @@ def list_cmd(
     from rich.table import Table
     from rich.text import Text
 
-    from attnbench.report import tables
-
     recs = records()
     if json_out:
-        print(tables.json_lines(recs))
+        print("\n".join(json.dumps(r, default=str) for r in recs))
         return
     table = Table(title="attnbench blocks")
     for col in ("module", "paper", "block", "presets [B,C,T,H,W]", "options (default)", "closed forms"):

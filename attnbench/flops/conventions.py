@@ -329,7 +329,9 @@ def fvcore(cost: Cost, per_op: Mapping[str, Cost] | None = None, log: OpLog | No
     The exact counter's batch norm is 2 per element, fvcore's affine batch norm too. ``aten::batch_norm``
     appears in fvcore's trace for ``nn.BatchNorm*`` and ``F.batch_norm`` alike. With ``log`` the
     adaptive 2-D pool is its input elements; without it, its window sum (the same unless windows overlap).
-    Group and layer norms are not counted by attnbench's exact counter (none of its blocks uses them).
+    Layer, group and instance norms are counted by attnbench's exact counter (5 per element, +1 with a
+    weight, +1 with a bias) but not modelled here: none of attnbench's blocks uses them, and on a user's
+    block with one a gap to fvcore is reported as unexplained rather than guessed.
     """
     total = cost.macs - _per_op_cells(per_op, ("baddbmm",), None, "mac")
     if log is None:

@@ -216,7 +216,7 @@ def section_flops(ctx: Context) -> SectionResult:
     for name in counters:
         if name == "exact":
             continue
-        key = name.replace("-", "_")
+        key = name
         pairs = [(r["counted"][key], r["counted"]["exact"]["flops"]) for r in reports if key in r["counted"]]
         got = [g for g, _ in pairs]
         same = sum(1 for g, exact in pairs if g.get("flops") == exact)
