@@ -25,10 +25,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from attnbench.errors import UsageError
 from attnbench.flops.cost import CATEGORIES, KINDS
+from attnbench.measure.malloc import MODES as MALLOC_MODES
 from attnbench.text import clean
 
 SCHEMA = "attnbench.snapshot/1"
@@ -44,7 +52,6 @@ MAX_TIMED_S_PER_BLOCK = 3600.0  # rounds x (round_s + max_warmup_s): at most an 
 MAX_ENTRIES = 100_000
 MAX_TEXT = 1000  # characters of a key, a name, a fingerprint string
 CLOCKS = ("wall", "cpu")
-MALLOC_MODES = ("cached", "system")
 TIMING_MODES = ("auto", "graph", "pipelined", "isolated")
 DTYPES = ("fp32", "fp16", "bf16")
 

@@ -1,0 +1,87 @@
+"""The baseline document: :func:`snapshot` writes it (counts, and with a plan the timed rounds), and
+:func:`load_baseline` reads and validates one (:mod:`attnbench.gate.schema`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import attnbench
+from attnbench import api, bench
+from attnbench.gate import schema
+from attnbench.gate.cases import Item, static_record
+from attnbench.gate.rounds import (
+    REFERENCE_FLOPS,
+    REFERENCE_WHAT,
+    batch_of,
+    measure,
+    reference_target,
+)
+from attnbench.gate.settings import REFERENCE_KEY, Progress, TimingPlan
+from attnbench.measure import device as dev
+from attnbench.measure.device import torch_threads
+
+SCHEMA = schema.SCHEMA
+
+
+def environment() -> dict[str, Any]:
+    import platform
+
+    return {"attnbench_version": attnbench.__version__, "torch_version": torch.__version__,
+            "python_version": platform.python_version()}
+
+
+def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[str, Any],
+             progress: Progress | None = None) -> dict[str, Any]:
+    """The baseline document: every item's parameters and exact FLOPs, and with a ``plan`` its latency
+    samples, peak memory, the reference workload's samples and the device fingerprint."""
+    entries = []
+    for it in items:
+        if progress:
+            progress(f"counting {it.key}")
+        c = it.case
+        entries.append({"key": it.key, "module": c.spec.name, "preset": c.preset.name if c.preset else None,
+                        "base_preset": it.base_preset, "input_shape": c.shape.as_list(), "options": dict(c.options),
+                        **static_record(c, it.key)})
+    doc: dict[str, Any] = {
+        "schema": SCHEMA, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": environment(), "selection": dict(selection), "timed": plan is not None,
+        "settings": asdict(plan) if plan else None, "fingerprint": None, "reference": None,
+        "units": {"flops": api.UNITS["flops"], "params": api.UNITS["params"], "times": "milliseconds per call",
+                  "memory": "bytes"},
+        "entries": entries,
+    }
+    if plan is None:
+        return doc
+    plan.check()
+    with torch_threads(plan.threads):
+        fp = dev.fingerprint(plan.device)
+        targets = [(REFERENCE_KEY, reference_target(), 1)] + [(it.key, bench.block_target(it.case), batch_of(it.case)) for it in items]
+        results = measure(targets, plan, fp, progress)
+    doc["fingerprint"] = fp
+    ref = results[REFERENCE_KEY]
+    doc["reference"] = {"what": REFERENCE_WHAT, "flops": REFERENCE_FLOPS, "status": ref.status, "timing": ref.timing_dict()}
+    for entry in entries:
+        res = results[entry["key"]]
+        entry["status"] = res.status
+        entry["timing"] = res.timing_dict()
+        entry["memory"] = res.memory_dict()
+    return doc
+
+
+def snapshot_problem(doc: Any) -> str | None:
+    """The first thing wrong with a baseline document (one printable line), or None when it can be used;
+    see :mod:`attnbench.gate.schema`."""
+    return schema.problem(doc)
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """Read and validate a baseline; every problem is one line (UsageError, exit code 2): a missing,
+    unreadable, non-regular or oversized file, invalid or too deeply nested JSON, or a document that does
+    not match :class:`attnbench.gate.schema.Snapshot`."""
+    return schema.load(path)
