@@ -263,26 +263,30 @@ def summarise(samples: Sequence[float], **labels: Any) -> Measurement:
 #   approximation as soon as both samples exceed 8 values, i.e. at the gate's default of 10 against 10
 #   rounds; its exact count takes milliseconds up to 50 against 50 values (but ~1 s at 200 against 200,
 #   ~40 s at 400 against 400), so it is used up to EXACT_MAX_N values.
-# * otherwise what scipy's "auto" chooses: with ties (scipy's exact count ignores them) or more values,
-#   the normal approximation with the tie correction of the variance and a continuity correction of 1/2
-#   (exact still, without ties, when one sample has at most 8 values). With ties in very small samples
-#   the approximation can give a smaller p-value than an exact permutation count would; round medians of
-#   a fine-grained clock are practically never tied.
+# * with ties, at least 2 values in each sample and at most PERMUTATION_MAX_ARRANGEMENTS ways to choose
+#   the x (up to 8 against 8 values): scipy's permutation test over every arrangement
+#   (method=PermutationMethod), exact with ties, which scipy's exact count ignores. scipy recommends it
+#   for small tied samples, where the normal approximation can give p-values below any the arrangements
+#   can (3 equal values against 3 larger equal ones: 0.023 < 1/20).
+# * otherwise what scipy's "auto" chooses: the normal approximation with the tie correction of the
+#   variance and a continuity correction of 1/2 (exact still, without ties, when one sample has at most
+#   8 values). Round medians of a fine-grained clock are practically never tied.
 #
 # The test assumes independent values. Consecutive per-call times of one run are not (a slow stretch of
 # the machine makes many consecutive calls slow), so the gate tests one value per independent unit: the
 # median of each interleaved measurement round (attnbench.gate).
 
 MW_ALTERNATIVES = ("greater", "less", "two-sided")
-MW_METHODS = ("auto", "exact", "asymptotic")
+MW_METHODS = ("auto", "exact", "permutation", "asymptotic")
 EXACT_MAX_N = 100  # "auto" is exact without ties up to this many values in all (the gate: 10 + 10 rounds)
+PERMUTATION_MAX_ARRANGEMENTS = 20_000  # "auto" with ties enumerates up to this many arrangements (~0.3 s)
 _SCIPY_EXACT_MAX = 8  # scipy's "auto" is exact (without ties) while one sample has at most this many values
 
 
 @dataclass(frozen=True)
 class MannWhitney:
     """Result of :func:`mann_whitney_u`: U of the first sample, the sample sizes, the p-value, the
-    alternative tested and how the p-value was computed (``exact`` or ``asymptotic``)."""
+    alternative tested and how the p-value was computed (``exact``, ``permutation`` or ``asymptotic``)."""
 
     u: float
     n_x: int
@@ -304,7 +308,8 @@ class MannWhitney:
 def choose_method(n_x: int, n_y: int, ties: bool) -> str:
     """The p-value ``method="auto"`` uses (see the comment above :data:`EXACT_MAX_N`)."""
     if ties:
-        return "asymptotic"
+        few = min(n_x, n_y) >= 2 and math.comb(n_x + n_y, n_x) <= PERMUTATION_MAX_ARRANGEMENTS  # scipy needs 2+
+        return "permutation" if few else "asymptotic"
     return "exact" if n_x + n_y <= EXACT_MAX_N or min(n_x, n_y) <= _SCIPY_EXACT_MAX else "asymptotic"
 
 
@@ -315,10 +320,11 @@ def mann_whitney_u(
     """Mann-Whitney U test of samples ``x`` against ``y`` (:func:`scipy.stats.mannwhitneyu`).
 
     ``alternative="greater"``: x tends to be larger than y (for times: x is slower); ``"less"``: x tends
-    to be smaller; ``"two-sided"``: either. ``method``: ``exact`` (the exact null distribution of U; not
-    corrected for ties), ``asymptotic`` (normal approximation, tie-corrected, continuity correction if
-    ``continuity``) or ``auto`` (:func:`choose_method`). When every value is tied the test has no
-    information and the p-value is 1.
+    to be smaller; ``"two-sided"``: either (with ``permutation``: twice the smaller one-sided p-value).
+    ``method``: ``exact`` (the exact null distribution of U; not corrected for ties), ``permutation``
+    (every arrangement of the pooled values counted, ties included), ``asymptotic`` (normal
+    approximation, tie-corrected, continuity correction if ``continuity``) or ``auto``
+    (:func:`choose_method`). When every value is tied the test has no information and the p-value is 1.
     """
     if alternative not in MW_ALTERNATIVES:
         raise ValueError(f"alternative must be one of {', '.join(MW_ALTERNATIVES)}, got {alternative!r}")
@@ -331,7 +337,8 @@ def mann_whitney_u(
         raise ValueError("samples must be finite")
     pooled = np.concatenate([xs, ys])
     used = choose_method(xs.size, ys.size, np.unique(pooled).size < pooled.size) if method == "auto" else method
-    res = scipy_stats.mannwhitneyu(xs, ys, use_continuity=continuity, alternative=alternative, method=used)
+    how = scipy_stats.PermutationMethod(n_resamples=np.inf) if used == "permutation" else used
+    res = scipy_stats.mannwhitneyu(xs, ys, use_continuity=continuity, alternative=alternative, method=how)
     p = 1.0 if pooled.min() == pooled.max() else float(res.pvalue)
     return MannWhitney(float(res.statistic), int(xs.size), int(ys.size), p, alternative, used)
 

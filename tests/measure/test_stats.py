@@ -13,6 +13,7 @@ import pytest
 
 from attnbench.measure.stats import (
     EXACT_MAX_N,
+    MW_METHODS,
     Measurement,
     choose_method,
     false_alarm_rate,
@@ -124,6 +125,10 @@ def test_frozen_and_validated() -> None:
 # -- the Mann-Whitney U test (scipy's, through mann_whitney_u) ----------------------------------------
 
 
+def _u(x: list[float], y: list[float]) -> float:
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y)
+
+
 def test_u_without_ties_by_hand() -> None:
     # every x beats every y: U = 3 * 4 = 12. Exact: of the C(7, 3) = 35 equally likely ways to place the
     # x among the 7 values, one is this extreme.
@@ -144,16 +149,43 @@ def test_u_without_ties_by_hand() -> None:
 
 def test_u_with_ties_by_hand() -> None:
     # x = 3, 4, 5 vs y = 1, 2, 3: pairs won 2.5 + 3 + 3 = 8.5 (the tie 3 vs 3 counts one half).
-    # Ties: "auto" takes the normal approximation with the tie-corrected variance (scipy's exact count
-    # ignores ties): one tie group of 2, variance = 9/12 * (7 - (8 - 2) / 30) = 0.75 * 6.8 = 5.1.
+    # Pooled ranks 1, 2, 3.5, 3.5, 5, 6: R_x = 3.5 + 5 + 6 = 14.5, U = 14.5 - 6 = 8.5.
+    # "auto" with ties in small samples: every arrangement counted. Of the 20 choices of 3 ranks, only
+    # {3.5, 5, 6} (twice: either 3.5) reaches 14.5.
     r = mann_whitney_u([3, 4, 5], [1, 2, 3], "greater")
-    assert r.u == 8.5 and r.method == "asymptotic"
-    assert r.p_value == pytest.approx(0.5 * math.erfc((8.5 - 4.5 - 0.5) / math.sqrt(5.1) / math.sqrt(2)))
-    assert r.p_value == pytest.approx(0.06059, abs=1e-5)
+    assert r.u == 8.5 and r.method == "permutation" and r.p_value == pytest.approx(2 / 20)
+    # normal approximation: one tie group of 2, variance = 9/12 * (7 - (8 - 2) / 30) = 0.75 * 6.8 = 5.1
+    a = mann_whitney_u([3, 4, 5], [1, 2, 3], "greater", method="asymptotic")
+    assert a.p_value == pytest.approx(0.5 * math.erfc((8.5 - 4.5 - 0.5) / math.sqrt(5.1) / math.sqrt(2)))
+    assert a.p_value == pytest.approx(0.06059, abs=1e-5)
+    # many arrangements: the normal approximation, as scipy's "auto" chooses with ties
+    assert mann_whitney_u([1, 2, 2, 3] * 3, [2, 3, 3, 4] * 3, "greater").method == "asymptotic"
+
+
+def _brute_force_p(x: list[float], y: list[float], alternative: str) -> float:
+    """The permutation p-value, enumerating every choice of which pooled values are x."""
+    pooled, n_x = x + y, len(x)
+    observed = _u(x, y)
+    us = [_u([pooled[i] for i in c], [pooled[i] for i in range(len(pooled)) if i not in c])
+          for c in itertools.combinations(range(len(pooled)), n_x)]
+    if alternative == "greater":
+        return sum(u >= observed for u in us) / len(us)
+    return sum(u <= observed for u in us) / len(us)
+
+
+def test_tied_p_matches_enumeration() -> None:
+    rng = random.Random(7)
+    for _ in range(40):
+        x = [rng.randint(0, 6) + 0.5 * (rng.random() < 0.3) for _ in range(rng.randint(2, 6))]
+        y = [rng.randint(0, 6) for _ in range(rng.randint(2, 6))]
+        for alternative in ("greater", "less"):
+            r = mann_whitney_u(x, y, alternative)
+            expected = 1.0 if len(set(x + y)) < 2 else _brute_force_p(x, y, alternative)
+            assert r.p_value == pytest.approx(expected, abs=1e-12), (x, y, alternative)
 
 
 def test_u_all_tied_has_no_evidence() -> None:
-    for method in ("auto", "asymptotic", "exact"):
+    for method in MW_METHODS:
         assert mann_whitney_u([1, 1, 1], [1, 1], "greater", method=method).p_value == 1.0
     with pytest.raises(ValueError):
         mann_whitney_u([], [1.0])
@@ -165,10 +197,6 @@ def test_u_all_tied_has_no_evidence() -> None:
         mann_whitney_u([1.0, float("nan")], [1.0])
 
 
-def _u(x: list[float], y: list[float]) -> float:
-    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y)
-
-
 def test_exact_p_matches_enumeration_without_ties() -> None:
     """The exact one-sided p-value is the fraction of the C(n, n_x) equally likely choices of which pooled
     values are x whose U is at least the observed one (counted here by brute force)."""
@@ -178,19 +206,19 @@ def test_exact_p_matches_enumeration_without_ties() -> None:
         pooled = rng.sample(range(100), n_x + n_y)
         x, y = pooled[:n_x], pooled[n_x:]
         observed = _u(x, y)
-        us = [_u([pooled[i] for i in c], [pooled[i] for i in range(n_x + n_y) if i not in c])
-              for c in itertools.combinations(range(n_x + n_y), n_x)]
         r = mann_whitney_u(x, y, "greater")
         assert r.method == "exact" and r.u == observed
-        assert r.p_value == pytest.approx(sum(u >= observed for u in us) / len(us), abs=1e-12), (x, y)
-        assert mann_whitney_u(x, y, "less").p_value == pytest.approx(sum(u <= observed for u in us) / len(us), abs=1e-12)
+        assert r.p_value == pytest.approx(_brute_force_p(x, y, "greater"), abs=1e-12), (x, y)
+        assert mann_whitney_u(x, y, "less").p_value == pytest.approx(_brute_force_p(x, y, "less"), abs=1e-12)
 
 
 def test_auto_method() -> None:
     # exact without ties at the gate's 10 against 10 rounds (scipy's own "auto" would approximate there)
     assert choose_method(10, 10, ties=False) == "exact"
     assert mann_whitney_u(range(10, 20), range(10), "greater").method == "exact"
+    assert choose_method(8, 8, ties=True) == "permutation"  # C(16, 8) = 12870 arrangements
     assert choose_method(10, 10, ties=True) == "asymptotic"
+    assert choose_method(1, 5, ties=True) == "asymptotic"  # scipy's permutation test needs 2 values a sample
     assert choose_method(EXACT_MAX_N, 9, ties=False) == "asymptotic"  # many values: the normal approximation
     assert choose_method(EXACT_MAX_N, 8, ties=False) == "exact"  # as scipy's "auto": one sample of <= 8
     big = mann_whitney_u(range(EXACT_MAX_N), [x + 0.5 for x in range(9)], "greater")
