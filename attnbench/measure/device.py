@@ -6,9 +6,10 @@ when CUDA is asked for but absent). :func:`resolve_dtype` does the same for ``--
 
 :func:`fingerprint` records what a result depends on: GPU model, memory, driver, CUDA and cuDNN
 versions, compute capability, MIG mode, power limit, current and maximum clocks and clock-throttle reasons
-(from NVML, read lazily through ``pynvml``), TF32 and cuDNN settings (``benchmark``, ``deterministic``),
-torch and Python versions, CPU model, core and thread counts, and the load average. It deliberately
-records no host name, user name, IP address or serial number, so results can be shared.
+(from NVML, read lazily through ``pynvml``: the ``[gpu]`` extra, ``nvidia-ml-py``; without it these
+fields are None and ``nvml_error`` says why), TF32 and cuDNN settings (``benchmark``, ``deterministic``),
+torch and Python versions, CPU model (``py-cpuinfo``), core and thread counts, and the load average. It
+deliberately records no host name, user name, IP address or serial number, so results can be shared.
 :func:`device_state` reads the clocks, power, temperature and throttle reasons again; a speed row
 records it after its timed loop, when the GPU is warm (an idle GPU reports its idle clock).
 
@@ -18,6 +19,7 @@ test fixture (:mod:`attnbench.testing.fake_cuda`) replaces, to run "cuda" code p
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -91,13 +93,21 @@ def placement(device: str | torch.device) -> torch.device:
 # -- NVML ----------------------------------------------------------------------------------------
 
 
+class NvmlUnavailable(RuntimeError):
+    """The ``pynvml`` module (package ``nvidia-ml-py``, the ``[gpu]`` extra) is not installed."""
+
+
 def nvml_handle(index: int) -> tuple[Any, Any]:
-    """``(pynvml module, handle)`` for torch's CUDA device ``index``; raises on any NVML failure.
+    """``(pynvml module, handle)`` for torch's CUDA device ``index``; raises on any NVML failure
+    (:class:`NvmlUnavailable` without ``pynvml``).
 
     torch numbers devices after ``CUDA_VISIBLE_DEVICES``, NVML does not, so the device is found by its
     UUID (or PCI bus id) where torch gives one, and by index only as a last resort.
     """
-    import pynvml  # lazy: nvidia-ml-py, present but unusable on machines without a driver
+    try:
+        import pynvml  # lazy: optional, and present but unusable on machines without a driver
+    except ImportError:
+        raise NvmlUnavailable('nvidia-ml-py is not installed (pip install "attnbench[gpu]")') from None
 
     pynvml.nvmlInit()
     props = torch.cuda.get_device_properties(index)
@@ -193,21 +203,19 @@ def _nvml_facts(index: int) -> dict[str, Any]:
 # -- CPU -----------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` says."""
+    """The CPU's model name as py-cpuinfo reads it (``brand_raw``: on Linux /proc/cpuinfo's model name,
+    elsewhere the registry, sysctl or the CPUID brand string), else what ``platform`` says. Read once per
+    process: py-cpuinfo takes about a second (it runs in a subprocess), so it is imported only here."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            fields: dict[str, str] = {}
-            for line in f:
-                key, sep, value = line.partition(":")
-                if sep and key.strip() not in fields and value.strip():
-                    fields[key.strip()] = value.strip()
-        for key in ("model name", "Model", "Hardware", "cpu model", "cpu"):
-            if key in fields:
-                return fields[key]
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+        import cpuinfo
+
+        info = cpuinfo.get_cpu_info()
+        brand = str(info.get("brand_raw") or info.get("hardware_raw") or "").strip()
+    except Exception:  # noqa: BLE001 - an architecture py-cpuinfo does not know, a failing subprocess
+        brand = ""
+    return brand or platform.processor() or platform.machine() or "unknown"
 
 
 def tf32_settings() -> dict[str, Any]:

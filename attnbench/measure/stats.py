@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 # A measurement whose interquartile range exceeds this fraction of its median is flagged noisy.
 NOISY_IQR_OVER_MEDIAN = 0.10
@@ -337,6 +336,8 @@ def mann_whitney_u(
         raise ValueError("samples must be finite")
     pooled = np.concatenate([xs, ys])
     used = choose_method(xs.size, ys.size, np.unique(pooled).size < pooled.size) if method == "auto" else method
+    from scipy import stats as scipy_stats  # lazy: ~0.5 s to import, and only the gate's check needs it
+
     how = scipy_stats.PermutationMethod(n_resamples=np.inf) if used == "permutation" else used
     res = scipy_stats.mannwhitneyu(xs, ys, use_continuity=continuity, alternative=alternative, method=how)
     p = 1.0 if pooled.min() == pooled.max() else float(res.pvalue)

@@ -1,15 +1,25 @@
-"""Fingerprint contents, privacy and device slugs."""
+"""Fingerprint contents, privacy, device slugs, and its optional sources: NVML (the [gpu] extra) and py-cpuinfo."""
 
 from __future__ import annotations
 
 import json
+import platform
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from attnbench.errors import DeviceError
-from attnbench.measure.device import device_slug, fingerprint, slugify
+from attnbench.measure.device import (
+    NVML_FIELDS,
+    cpu_model,
+    device_slug,
+    device_state,
+    fingerprint,
+    slugify,
+)
 
 
 def test_cpu_fingerprint_fields() -> None:
@@ -57,3 +67,52 @@ def test_slugs() -> None:
     assert slugify("AMD EPYC 7763 64-Core Processor") == "amd-epyc-7763-64-core-processor"
     fp = fingerprint("cpu")
     assert device_slug(fp) == "cpu-" + slugify(fp["cpu_model"])
+
+
+# -- optional sources: NVML (the [gpu] extra) and py-cpuinfo ----------------------------------------
+
+
+@pytest.mark.cuda
+def test_fingerprint_reads_nvml_when_installed_cuda(fake_cuda) -> None:
+    fp = fingerprint("cuda")
+    assert fp["gpu_name"] == fake_cuda.name and fp["driver_version"] == fake_cuda.driver
+    assert fp["nvml_error"] is None and fp["sm_clock_mhz_at_start"] == 1980
+
+
+@pytest.mark.cuda
+def test_fingerprint_without_pynvml_says_nvml_is_unavailable_cuda(fake_cuda, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvidia-ml-py is the [gpu] extra: without it a CUDA fingerprint still has everything torch knows,
+    its NVML fields are None, and nvml_error says what to install."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` raises ImportError
+    fp = fingerprint("cuda")
+    json.dumps(fp)
+    assert fp["gpu_name"] == fake_cuda.name and fp["compute_capability"] is not None
+    assert fp["nvml_error"].startswith("NvmlUnavailable: nvidia-ml-py is not installed")
+    assert '"attnbench[gpu]"' in fp["nvml_error"]
+    assert all(fp[k] is None for k in NVML_FIELDS if k != "nvml_error")
+    state = device_state(0)
+    assert state["nvml_error"] == fp["nvml_error"] and all(v is None for k, v in state.items() if k != "nvml_error")
+
+
+def test_cpu_model_is_read_once_and_never_empty() -> None:
+    first = cpu_model()
+    assert first and first == fingerprint("cpu")["cpu_model"]
+    assert cpu_model.cache_info().currsize == 1 and cpu_model() is first
+
+
+def test_cpu_model_without_cpuinfo_falls_back_to_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cpuinfo", None)
+    cpu_model.cache_clear()
+    try:
+        assert cpu_model() == (platform.processor() or platform.machine() or "unknown")
+    finally:
+        cpu_model.cache_clear()
+
+
+def test_help_imports_neither_cpuinfo_nor_scipy() -> None:
+    """py-cpuinfo takes about a second and scipy.stats half of one: `attnbench --help` loads neither."""
+    code = ("import sys\nsys.argv = ['attnbench', '--help']\nfrom attnbench.entry import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('loaded:', sorted(m for m in ('cpuinfo', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert "loaded: []" in out, out
