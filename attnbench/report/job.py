@@ -126,23 +126,12 @@ class ReportResult:
 # Writing helpers
 
 
-def markdown_table(df: Any) -> str:
-    """A DataFrame as a Markdown table (tabulate when installed, a plain writer otherwise)."""
-    if len(df) == 0:
-        return "_(no rows)_\n"
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return tables._markdown(df)
-    return df.to_markdown(index=False) + "\n"
-
-
 def write_tables(ctx: Context, stem: str, df: Any, payload: dict[str, Any], summary: list[str],
                  md_head: str = "", md_tail: str = "", extra_files: Sequence[str] = ()) -> list[str]:
     """``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` (the payload with the section's summary lines and
     its list of files, ``extra_files`` included); returns that list."""
     title = SECTION_TITLES.get(stem, stem)
-    md = f"# {title}\n\n" + (md_head + "\n\n" if md_head else "") + markdown_table(df) + (f"\n{md_tail}\n" if md_tail else "")
+    md = f"# {title}\n\n" + (md_head + "\n\n" if md_head else "") + tables.markdown(df) + (f"\n{md_tail}\n" if md_tail else "")
     files = [f"{stem}.md", f"{stem}.csv", f"{stem}.json", *extra_files]
     atomic_write(ctx.path(f"{stem}.md"), md)
     atomic_write(ctx.path(f"{stem}.csv"), df.to_csv(index=False))
@@ -346,15 +335,15 @@ def sweep_markdown(df: Any, exps: Sequence[dict[str, Any]], cross: Sequence[dict
                    fits: Sequence[dict[str, Any]]) -> str:
     """Sweep rows, growth exponents, crossovers and max-fit results as one Markdown document."""
     parts = ["## Sweep rows\n", "FLOPs: closed form (equal to the exact counter), multiply-add = 2. "
-             "Sizes not swept are the block's preset.\n", markdown_table(df)]
+             "Sizes not swept are the block's preset.\n", tables.markdown(df)]
     if exps:
         parts += ["\n## Growth exponents\n", "Least-squares slope of log(cost) against log(size); the last-segment "
-                  "exponent uses the two largest sizes only.\n", markdown_table(sw.exponents_frame(exps))]
+                  "exponent uses the two largest sizes only.\n", tables.markdown(sw.exponents_frame(exps))]
     if cross:
         parts.append("\n## Where NL and CS part\n")
         parts += [f"- {c['pair']}, {c['axis']}: {c['text']}" for c in cross]
     if fits:
-        parts += ["\n## Largest size that runs\n", markdown_table(sw.max_fit_frame(fits))]
+        parts += ["\n## Largest size that runs\n", tables.markdown(sw.max_fit_frame(fits))]
     return "\n".join(parts) + "\n"
 
 

@@ -138,24 +138,15 @@ def write_table(df: pd.DataFrame, csv: str | None = None, md: str | None = None)
     if csv:
         files.atomic_write(csv, df.to_csv(index=False))
     if md:
-        files.atomic_write(md, df.to_markdown(index=False) if _has_tabulate() else _markdown(df))
+        files.atomic_write(md, markdown(df))
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _markdown(df: pd.DataFrame) -> str:
-    """A Markdown table without the optional 'tabulate' dependency."""
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row.tolist()) + " |")
-    return "\n".join(lines) + "\n"
+def markdown(df: pd.DataFrame) -> str:
+    """``df`` as a GitHub Markdown table (pandas' ``to_markdown``, which writes it through tabulate),
+    ending in a newline; ``_(no rows)_`` for a frame without rows."""
+    if len(df) == 0:
+        return "_(no rows)_\n"
+    return df.to_markdown(index=False) + "\n"
 
 
 def json_lines(records: Sequence[dict[str, Any]]) -> str:
