@@ -469,7 +469,7 @@ def measure(module: torch.nn.Module, inputs_or_shapes: Any, *, device: str = "cp
     ``target_s`` seconds of them. The module is moved to the device (and dtype). Out of memory is a row
     status, not an exception; an unavailable device is a :class:`~attnbench.errors.DeviceError`."""
     from attnbench import bench
-    from attnbench.measure import device as dev
+    from attnbench.measuring import device as dev
 
     shapes = _shapes(inputs_or_shapes)
     dev.resolve_device(device)

@@ -2,7 +2,7 @@
 
 A :class:`Target` is a block at a shape or a network at its input; it knows its analytic FLOPs for the
 batch (networks: counted lazily, once per shape, on first use), its predicted peak memory and how to build
-itself. :func:`measure_target` times it with :mod:`attnbench.measure` and returns a JSON-able row; an
+itself. :func:`measure_target` times it with :mod:`attnbench.measuring` and returns a JSON-able row; an
 out-of-memory, a failed CUDA-graph capture or another device fault becomes a row whose ``status`` says so,
 and the run goes on. Rows are appended to a JSON-lines file one at a time (:mod:`attnbench.store.jsonl`).
 
@@ -28,10 +28,10 @@ from attnbench.blocks.registry import get_block
 from attnbench.errors import AttnBenchError, AttnBenchWarning, UsageError
 from attnbench.flops.count import count, meta_inputs
 from attnbench.flops.memory import Peak, Precision
-from attnbench.measure import device as dev
-from attnbench.measure.memory import is_oom, measure_memory, release_memory, tensor_peak_bytes
-from attnbench.measure.peaks import achieved
-from attnbench.measure.timing import build_workload, compile_stats, time_callable
+from attnbench.measuring import device as dev
+from attnbench.measuring.memory import is_oom, measure_memory, release_memory, tensor_peak_bytes
+from attnbench.measuring.peaks import achieved
+from attnbench.measuring.timing import build_workload, compile_stats, time_callable
 from attnbench.store import rows as rows_schema
 from attnbench.store.rows import ROW_SCHEMA
 from attnbench.store import jsonl
@@ -40,7 +40,7 @@ from attnbench.store import jsonl
 class Settings:
     """How targets are timed. ``precision`` applies to fp16/bf16 (``pure``: module and inputs converted;
     ``autocast``); ``timing`` to CUDA (``auto``: CUDA-graph replay where the capture works, else
-    ``pipelined``; or ``graph``, ``pipelined``, ``isolated``; see :mod:`attnbench.measure.timing`;
+    ``pipelined``; or ``graph``, ``pipelined``, ``isolated``; see :mod:`attnbench.measuring.timing`;
     ``graphs=True`` is ``timing="graph"``, a failed capture being an error row);
     ``threads`` sets torch's CPU threads for the run (None: torch's default)."""
 
@@ -307,11 +307,11 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
 def _achieved(flops: int, median_s: float, fingerprint: Mapping[str, Any], s: Settings,
               by_category: dict[str, int] | None, options: Mapping[str, Any],
               roofline: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """:func:`~attnbench.measure.peaks.achieved` with the row's math modes: an fp32 run whose attention is a
+    """:func:`~attnbench.measuring.peaks.achieved` with the row's math modes: an fp32 run whose attention is a
     fused sdpa kernel has its matrix work rated at TF32 (PyTorch's memory-efficient kernel uses tensor cores
     for fp32; the higher peak, so the fraction is not overstated); the measured matmul rate is the TF32
     one when the run's dominant matrix work may use TF32."""
-    from attnbench.measure.peaks import tf32_flags
+    from attnbench.measuring.peaks import tf32_flags
 
     if median_s <= 0:
         return None
@@ -370,7 +370,7 @@ def run_jobs(
             _warn_if_loaded(fingerprint)
             calibration = None
             if roofline:
-                from attnbench.measure.roofline import calibrate
+                from attnbench.measuring.roofline import calibrate
 
                 calibration = calibrate(first.device, first.dtype, fingerprint=fingerprint)
             rows = []

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from attnbench.commands import common, flops, listing, report, reproduce, speed, sweep, table_vi
-from attnbench.commands.common import BOpt, COpt, HOpt, TOpt, WOpt, err, guarded, os_error, out, say_error  # noqa: F401
+from attnbench.commands import common, flops, gate, listing, report, reproduce, speed, sweep, table_vi
+from attnbench.commands.common import os_error, say_error
 
 app = typer.Typer(
     add_completion=True,
@@ -30,10 +30,9 @@ def _main(ctx: typer.Context,
 
 for _name, _fn in (("list", listing.list_cmd), ("flops", flops.flops_cmd), ("speed", speed.speed_cmd),
                    ("sweep", sweep.sweep_cmd), ("table-vi", table_vi.table_vi_cmd),
-                   ("reproduce", reproduce.reproduce_cmd), ("report", report.report_cmd)):
+                   ("reproduce", reproduce.reproduce_cmd), ("report", report.report_cmd),
+                   ("snapshot", gate.snapshot_cmd), ("check", gate.check_cmd)):
     app.command(_name)(_fn)
-
-from attnbench.commands import gate as _gate  # noqa: E402,F401  (registers snapshot and check on app)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -50,7 +49,7 @@ def run(argv: list[str] | None = None) -> int:
         say_error(f"error: {e.format_message()}")
         return 2
     except typer.Exit as e:
-        return e.exit_code
+        rv = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         say_error("interrupted")
         return 130
@@ -62,7 +61,10 @@ def run(argv: list[str] | None = None) -> int:
     except OSError as e:  # --help into a full disk, and the like
         say_error(os_error(e))
         return 2
-    return rv if isinstance(rv, int) else 0
+    code = rv if isinstance(rv, int) else 0
+    if code == 130 and not common.state.get("said_interrupted"):  # Ctrl-C while Typer parsed: it exits 130 silently
+        say_error("interrupted")
+    return code
 
 
 def main() -> None:

@@ -7,3 +7,11 @@ COUNTERS: tuple[str, ...] = ("exact", "torch", "fvcore", "ptflops", "ptflops-ate
 SWEEP_MODULES: tuple[str, ...] = ("nl", "cs")
 SWEEP_VALUES: dict[str, tuple[int, ...]] = {"T": (4, 8, 16, 32, 64), "HW": (7, 14, 28, 56), "C": (64, 96, 256)}
 SCHEMA = 2  # the version of every JSON object and results row the commands write (README: "Output fields and units")
+
+# The performance gate (attnbench.gate.settings uses these; validated in results/gate-validation/)
+GATE_ROUNDS = 10
+GATE_ROUND_S = 0.15
+GATE_ALPHA = 0.01
+GATE_MAX_SLOWDOWN = 1.10
+GATE_MEMORY_TOLERANCE = 0.05
+GATE_RETRIES = 2

@@ -271,7 +271,7 @@ def run_sweep(
     are not timed (rows marked skipped, with why). ``also``: keys a later step of the command writes (the
     max-fit rows), checked before anything runs."""
     from attnbench import bench
-    from attnbench.measure import device as dev
+    from attnbench.measuring import device as dev
 
     points = list(points)
     fingerprint = dev.fingerprint(device) if device is not None else None
@@ -308,7 +308,7 @@ def run_sweep(
 def _compute(p: Point, key: str, device: str | None, dtype: str, precision: str, min_reps: int, target_s: float,
              max_flops: int | None, fingerprint: dict[str, Any] | None, measure: Measure) -> dict[str, Any]:
     from attnbench import bench
-    from attnbench.measure import device as dev
+    from attnbench.measuring import device as dev
 
     row, case = analytic_row(p, dtype, precision, "cuda" if (device or "").startswith("cuda") else "cpu")
     row["key"] = key
@@ -573,9 +573,9 @@ def device_probe(device: str, dtype: str = "fp32", precision: str = "pure") -> P
         import torch
 
         from attnbench import bench
-        from attnbench.measure import device as dev
-        from attnbench.measure.memory import measure_memory, release_memory, run_guarded
-        from attnbench.measure.timing import build_workload
+        from attnbench.measuring import device as dev
+        from attnbench.measuring.memory import measure_memory, release_memory, run_guarded
+        from attnbench.measuring.timing import build_workload
 
         target = bench.block_target(case)
 

@@ -1,6 +1,6 @@
 """Cross-check attnbench's timer against an independent one, on the same module and input, interleaved.
 
-* CPU: :func:`attnbench.measure.timing.time_callable` medians against
+* CPU: :func:`attnbench.measuring.timing.time_callable` medians against
   ``torch.utils.benchmark.Timer(...).blocked_autorange()`` medians;
 * CUDA: our CUDA-event medians (pipelined) against ``triton.testing.do_bench`` (median).
 
@@ -41,9 +41,9 @@ def main() -> int:
     import torch
 
     from attnbench import api, bench
-    from attnbench.measure import device as dev
-    from attnbench.measure.stats import median
-    from attnbench.measure.timing import build_workload, time_callable
+    from attnbench.measuring import device as dev
+    from attnbench.measuring.stats import median
+    from attnbench.measuring.timing import build_workload, time_callable
 
     if args.threads:
         torch.set_num_threads(args.threads)

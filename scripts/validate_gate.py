@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         snap += ["--threads", str(args.threads)]
 
     from attnbench import gate
-    from attnbench.measure.device import device_slug, fingerprint
+    from attnbench.measuring.device import device_slug, fingerprint
 
     stem = args.name or f"{device_slug(fingerprint(args.device))}-{args.clock}"
     baseline = out_dir / f"{stem}.baseline.json"

@@ -129,7 +129,7 @@ def test_impl_sdpa_rows_and_the_ratio_per_kernel() -> None:
 
 
 def test_roofline_is_measured_once_and_cached(tmp_path, monkeypatch) -> None:
-    from attnbench.measure import roofline
+    from attnbench.measuring import roofline
 
     monkeypatch.setenv(roofline.CACHE_ENV, str(tmp_path))
     calls = []

@@ -14,6 +14,17 @@ def run(*args: str):
     return runner.invoke(app, list(args))
 
 
+def test_bare_attnbench_prints_help_and_exits_0() -> None:
+    result = runner.invoke(app, [], prog_name="attnbench")
+    assert result.exit_code == 0 and "Usage: attnbench" in result.stdout and "flops" in result.stdout
+    assert "error" not in result.output
+
+
+def test_shell_completion_is_offered() -> None:
+    result = runner.invoke(app, ["--show-completion", "bash"], prog_name="attnbench")
+    assert result.exit_code == 0 and "_ATTNBENCH_COMPLETE" in result.stdout
+
+
 def test_list_shows_blocks_and_presets() -> None:
     result = run("list", "--json")
     assert result.exit_code == 0

@@ -205,7 +205,9 @@ def test_ctrl_c_while_torch_is_imported_is_one_line() -> None:
     time.sleep(0.25)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and stderr.decode().strip() == "interrupted", stderr
+    # 130, or death by SIGINT (which a shell also reports as 130) when the signal lands while torch's C
+    # code runs and Python re-delivers it at exit
+    assert proc.returncode in (130, -signal.SIGINT) and stderr.decode().strip() == "interrupted", stderr
 
 
 # -- 10. report --out -------------------------------------------------------------------------------------
@@ -264,7 +266,7 @@ def test_messages_name_the_flag_and_stay_on_one_line(tmp_path, monkeypatch) -> N
 
 
 def test_speed_rows_record_threads_and_load_and_warn_when_loaded(tmp_path, monkeypatch) -> None:
-    from attnbench.measure import device as dev
+    from attnbench.measuring import device as dev
 
     out = tmp_path / "speed.jsonl"
     monkeypatch.setattr(dev, "load_average", lambda: 99.0)

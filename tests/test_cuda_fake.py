@@ -19,7 +19,7 @@ from torch import nn
 from attnbench import bench, gate
 from attnbench.api import resolve, resolve_network
 from attnbench.cli import run
-from attnbench.measure.timing import build_workload, time_callable
+from attnbench.measuring.timing import build_workload, time_callable
 from attnbench.store import jsonl
 from attnbench.testing.fake_cuda import CAPTURE_ERROR, FakeCuda
 

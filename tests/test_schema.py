@@ -102,7 +102,7 @@ def test_speed_sweep_and_reproduce_share_fields() -> None:
 
 def test_network_speed_rows_name_networks_as_flops_does() -> None:
     from attnbench import api, bench
-    from attnbench.measure import device as dev
+    from attnbench.measuring import device as dev
 
     case = api.resolve_network("eco-lite", "cs", "4f", size=64)  # small: one call is milliseconds on a CPU
     settings = bench.Settings(min_reps=1, target_s=0.01, max_warmup_s=0)

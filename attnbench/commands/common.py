@@ -58,6 +58,14 @@ def say_error(message: str) -> None:
         pass
 
 
+def interrupted(message: str = "interrupted") -> None:
+    """Ctrl-C: one line (what was kept), exit 130. The CLI then knows the line was said (Typer turns a
+    Ctrl-C during its own parsing into a silent exit 130, which :func:`attnbench.cli.run` reports)."""
+    say_error(message)
+    state["said_interrupted"] = True
+    raise typer.Exit(130) from None
+
+
 def os_error(e: OSError) -> str:
     """One line for an error of the environment: the file it concerns, or standard output (a full disk, a
     closed or failing stream) when it names none."""
@@ -87,8 +95,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             say_error(f"error: {e}")
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            say_error("interrupted")
-            raise typer.Exit(130) from None
+            interrupted()
         except (typer.Exit, typer.Abort):
             raise
         except BrokenPipeError:
@@ -125,7 +132,7 @@ _python_showwarning = warnings.showwarning
 
 def check_timing_flags(reps: int, target_s: float, warmup_s: float | None = None) -> None:
     """The repetition and time flags every measuring command shares, with their bounds."""
-    from attnbench.measure.timing import MAX_REPS, MAX_SECONDS
+    from attnbench.measuring.timing import MAX_REPS, MAX_SECONDS
 
     check_range("--reps", reps, 1, MAX_REPS)
     check_range("--target-s", target_s, 0, MAX_SECONDS, low_open=True)

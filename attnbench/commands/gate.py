@@ -17,10 +17,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from attnbench import gate
-from attnbench.cli import BOpt, COpt, HOpt, TOpt, WOpt, app, err, guarded, out
+from attnbench import defaults as D
+from attnbench.commands.common import BOpt, COpt, HOpt, TOpt, WOpt, err, guarded, out
 from attnbench.errors import UsageError
-from attnbench.store import files
 from attnbench.text import clean, plain
 
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads while timing (default: torch's)", show_default=False)]
@@ -36,26 +35,28 @@ def _progress(enabled: bool):
     return status, lambda text: status.update(plain(text))  # keys come from files: never markup
 
 
-@app.command("snapshot")
-@guarded
 def snapshot_cmd(
     out_file: Annotated[str, typer.Option("--out", help="baseline JSON file to write")],
-    modules: Annotated[Optional[str], typer.Option("--modules", help="comma list of blocks (default: every block)", show_default=False)] = None,
+    module: Annotated[list[str], typer.Option("--module", "--modules", "-m", help="block (repeatable, or a comma list; default: every block)", show_default=False)] = [],  # noqa: B006
     presets: Annotated[Optional[str], typer.Option("--presets", help="comma list of presets, 'all' or 'default' (default: all; with sizes: default)", show_default=False)] = None,
     B: BOpt = None, C: COpt = None, T: TOpt = None, H: HOpt = None, W: WOpt = None,  # noqa: N803
     time_it: Annotated[bool, typer.Option("--time", help="also time the blocks (implied by --device)")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:N or auto; implies --time", show_default=False)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16 (autocast) for timing")] = "fp32",
     threads: ThreadsOpt = None,
-    rounds: Annotated[int, typer.Option("--rounds", help="interleaved measurement rounds per block")] = gate.TimingPlan.rounds,
-    round_s: Annotated[float, typer.Option("--round-s", help="seconds of timed calls per block and round")] = gate.TimingPlan.round_s,
+    rounds: Annotated[int, typer.Option("--rounds", help="interleaved measurement rounds per block")] = D.GATE_ROUNDS,
+    round_s: Annotated[float, typer.Option("--round-s", help="seconds of timed calls per block and round")] = D.GATE_ROUND_S,
     malloc: Annotated[str, typer.Option("--malloc", help="CPU: cached (glibc keeps freed memory; no page-fault noise) or system (glibc defaults)")] = "cached",
     clock: Annotated[str, typer.Option("--clock", help="auto: cpu on a CPU device (one torch thread), wall on CUDA; wall: per-call latency; cpu: the thread's CPU time per call, robust to other processes' load")] = "auto",
 ) -> None:
     """Write a baseline: parameters and exact FLOPs of every selected block and preset, and with --time
     or --device its latency samples, peak memory, a reference workload and the device fingerprint."""
+    from attnbench import gate
+    from attnbench.store import files
+
     files.ensure_writable(out_file)  # before any work: a bad --out fails at once, not after the timing
     sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
+    modules = ",".join(module) or None
     items = gate.select(gate.parse_list(modules) or None, presets, sizes)
     plan = None
     if time_it or device is not None:
@@ -64,7 +65,7 @@ def snapshot_cmd(
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if clock == "auto":
-            from attnbench.measure.device import resolve_device
+            from attnbench.measuring.device import resolve_device
 
             clock = "cpu" if resolve_device(device).type == "cpu" and threads in (None, 1) else "wall"
         if clock == "cpu" and threads is None:
@@ -94,13 +95,11 @@ def snapshot_cmd(
         err.print(clean(f"warning: {why}"), markup=False, highlight=False)
 
 
-@app.command("check")
-@guarded
 def check_cmd(
     baseline: Annotated[str, typer.Option("--baseline", help="baseline JSON written by `attnbench snapshot`")],
-    alpha: Annotated[float, typer.Option("--alpha", help="significance level of the one-sided Mann-Whitney U test on per-round medians (must be reachable with the rounds: 5 vs 5 rounds give p >= 1/252)")] = gate.CheckOptions.alpha,
-    max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="a slowdown fails only if median(new)/median(old) exceeds this")] = gate.CheckOptions.max_slowdown,
-    memory_tolerance: Annotated[float, typer.Option("--memory-tolerance", help="allowed growth of peak memory (fraction)")] = gate.CheckOptions.memory_tolerance,
+    alpha: Annotated[float, typer.Option("--alpha", help="significance level of the one-sided Mann-Whitney U test on per-round medians (must be reachable with the rounds: 5 vs 5 rounds give p >= 1/252)")] = D.GATE_ALPHA,
+    max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="a slowdown fails only if median(new)/median(old) exceeds this")] = D.GATE_MAX_SLOWDOWN,
+    memory_tolerance: Annotated[float, typer.Option("--memory-tolerance", help="allowed growth of peak memory (fraction)")] = D.GATE_MEMORY_TOLERANCE,
     normalize: Annotated[bool, typer.Option("--normalize", help="divide latencies by the reference workload's (compares across devices)")] = False,
     load_control: Annotated[bool, typer.Option("--load-control/--no-load-control", help="same device: a slowdown must also show relative to the reference workload of the same rounds")] = True,
     flops_only: Annotated[bool, typer.Option("--flops-only", help="compare parameters and FLOPs only, even if the baseline is timed")] = False,
@@ -108,12 +107,14 @@ def check_cmd(
     device: Annotated[Optional[str], typer.Option("--device", help="device to time on (default: the baseline's)", show_default=False)] = None,
     rounds: Annotated[Optional[int], typer.Option("--rounds", help="measurement rounds (default: the baseline's)", show_default=False)] = None,
     round_s: Annotated[Optional[float], typer.Option("--round-s", help="seconds per block and round (default: the baseline's)", show_default=False)] = None,
-    retries: Annotated[int, typer.Option("--retries", help="re-measure a block that looks slower up to this often before judging it")] = gate.CheckOptions.retries,
+    retries: Annotated[int, typer.Option("--retries", help="re-measure a block that looks slower up to this often before judging it")] = D.GATE_RETRIES,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
 ) -> None:
     """Re-measure the baseline's blocks and compare: parameters and FLOPs exactly, latency with a
     one-sided Mann-Whitney U test on the per-round medians plus a minimum slowdown, peak memory within a
     tolerance. Exit 1 on a regression, 2 on a malformed baseline or one timed on another device."""
+    from attnbench import gate
+
     opts = gate.CheckOptions(alpha=alpha, max_slowdown=max_slowdown, memory_tolerance=memory_tolerance,
                              normalize=normalize, load_control=load_control, flops_only=flops_only,
                              allow_device_mismatch=allow_device_mismatch, retries=retries, device=device,
@@ -144,6 +145,8 @@ def check_cmd(
 
 
 def _render(report: dict[str, Any], baseline: str) -> None:
+    from attnbench import gate
+
     t = report["timing"]
     table = Table(title=f"attnbench check against {plain(baseline)}")
     for col in ("entry", "params", "FLOPs", "latency (median of round medians)", "memory (peak)", "verdict"):
@@ -197,6 +200,8 @@ def _render(report: dict[str, Any], baseline: str) -> None:
 
 
 def _cell(f: dict[str, Any] | None) -> str:
+    from attnbench import gate
+
     if f is None:
         return "-"
     b, c, ch = gate.finding_cells(f)
@@ -230,3 +235,7 @@ def _flops_table(f: dict[str, Any]) -> Table:
                       f"{c['current_cells']['mac']:,} / {c['current_cells']['op']:,}")
     table.add_row("total", f"{f['baseline']:,}", f"{f['current']:,}", f"{f['delta']:+,}", "", "")
     return table
+
+
+snapshot_cmd = guarded(snapshot_cmd)
+check_cmd = guarded(check_cmd)

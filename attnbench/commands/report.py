@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from attnbench.commands.common import err, guarded, out
+from attnbench.commands.common import err, guarded, interrupted, out
 from attnbench.defaults import SCHEMA
 from attnbench.errors import UsageError
 
@@ -69,7 +69,7 @@ def report_cmd(
     else:
         out.print(result.summary_line(), markup=False, highlight=False)
     if result.interrupted:
-        raise typer.Exit(130)
+        interrupted("interrupted: the index and the finished sections are written")
 
 
 report_cmd = guarded(report_cmd)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt,
-                                       WOpt, check_timing_flags, err, guarded, out, progress, say_error)
+                                       WOpt, check_timing_flags, err, guarded, interrupted, out, progress)
 from attnbench.errors import UsageError, check_range
 from attnbench.text import clean
 
@@ -45,8 +45,8 @@ def speed_cmd(
     from attnbench import api, bench
     from attnbench.report import tables
     from attnbench.store import files
-    from attnbench.measure import device as dev
-    from attnbench.measure.timing import TIMING_MODES, resolve_precision
+    from attnbench.measuring import device as dev
+    from attnbench.measuring.timing import TIMING_MODES, resolve_precision
 
     if device == "auto":
         import torch
@@ -86,8 +86,7 @@ def speed_cmd(
                            on_start=lambda label: step(label, advance=0))
     except KeyboardInterrupt:
         where = f" in {path}" if path else " (not saved: --no-save)"
-        say_error(f"interrupted: kept {len(rows)} finished rows{where}; rerun with --resume to finish")
-        raise typer.Exit(130) from None
+        interrupted(f"interrupted: kept {len(rows)} finished rows{where}; rerun with --resume to finish")
     df = tables.speed_frame(rows)
     tables.write_table(df, csv, md)
     if json_out:

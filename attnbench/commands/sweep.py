@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import CsvOpt, JsonOpt, check_timing_flags, err, guarded, out, progress
+from attnbench.commands.common import CsvOpt, JsonOpt, check_timing_flags, err, guarded, interrupted, out, progress
 from attnbench.defaults import SCHEMA, SWEEP_MODULES
 from attnbench.errors import UsageError, check_range
 
@@ -44,7 +44,7 @@ def sweep_cmd(
     reports where NL and CS part. Rejected shapes are rows marked skipped; every row is appended as it finishes."""
     from attnbench import api
     from attnbench import sweep as sw
-    from attnbench.measure import device as dev
+    from attnbench.measuring import device as dev
     from attnbench.report import tables
     from attnbench.report.job import sweep_markdown
     from attnbench.store import files
@@ -62,7 +62,7 @@ def sweep_cmd(
     if max_fit_axis not in sw.AXES:
         raise UsageError(f"--max-fit-axis must be one of {', '.join(sw.AXES)}, got '{max_fit_axis}'")
     dev.resolve_dtype(dtype)
-    from attnbench.measure.timing import resolve_precision
+    from attnbench.measuring.timing import resolve_precision
 
     resolve_precision(precision)
     if device is not None:
@@ -90,8 +90,7 @@ def sweep_cmd(
                               resume=resume, overwrite=overwrite, on_row=lambda r: step(f"{r.get('module')} {r.get('axis')}={r.get('value')}"),
                               max_flops=None if max_gflops is None else int(max_gflops * 1e9))
     if result.interrupted:
-        err.print(result.summary_line(), markup=False, highlight=False)
-        raise typer.Exit(130)
+        interrupted(result.summary_line())
 
     fits: list[dict[str, Any]] = []
     if max_fit:
@@ -134,7 +133,7 @@ def _max_fits(names: list[str], axis: str, device: str, dtype: str, precision: s
               options: dict[str, str], limit: int, path: str | None, resume: bool, overwrite: bool,
               result: Any) -> list[dict[str, Any]]:
     from attnbench import sweep as sw
-    from attnbench.measure import device as dev
+    from attnbench.measuring import device as dev
     from attnbench.store import rows, jsonl
 
     probe = sw.device_probe(device, dtype, precision)
@@ -152,8 +151,7 @@ def _max_fits(names: list[str], axis: str, device: str, dtype: str, precision: s
             try:
                 r = sw.max_fit(m, axis, probe=probe, limit=limit, preset=preset, options=options)
             except KeyboardInterrupt:
-                err.print(result.summary_line() + f"; max-fit of {m} interrupted", markup=False, highlight=False)
-                raise typer.Exit(130) from None
+                interrupted(result.summary_line() + f"; max-fit of {m} interrupted")
             r["key"] = key
             r["device"], r["dtype"], r["precision"] = device, dtype, precision
             r["fingerprint"] = fp

@@ -37,7 +37,7 @@ def table_vi_cmd(
     import torch
 
     from attnbench import bench
-    from attnbench.measure import device as dev
+    from attnbench.measuring import device as dev
     from attnbench.papers.banet import table_vi
     from attnbench.report import tables
     from attnbench.store import files
@@ -47,7 +47,7 @@ def table_vi_cmd(
     dev.resolve_device(device)
     dev.resolve_dtype(dtype)
     from attnbench.blocks.nonlocal_block import IMPLS
-    from attnbench.measure.timing import TIMING_MODES, resolve_precision
+    from attnbench.measuring.timing import TIMING_MODES, resolve_precision
 
     resolve_precision(precision)
     if impl not in IMPLS:

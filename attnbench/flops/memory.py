@@ -5,7 +5,7 @@ is of the call's *working* memory: every tensor the call creates (activations, i
 casts of weights and inputs) that is alive at the moment the most bytes are; not the inputs and weights
 that existed before the call, and not scratch space a kernel allocates inside itself (which the CPU
 tracker cannot see; on CUDA the caching allocator sees it). The measured counterpart is
-:func:`attnbench.measure.memory.tensor_peak_bytes` on CPU and ``peak_allocated_delta_bytes`` on CUDA.
+:func:`attnbench.measuring.memory.tensor_peak_bytes` on CPU and ``peak_allocated_delta_bytes`` on CUDA.
 
 The dtypes are the real ones, from :class:`Precision`:
 

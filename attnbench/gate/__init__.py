@@ -11,14 +11,14 @@ What is compared, and how
   consecutive calls), so a test on the pooled calls gives p-values like 1e-150 that mean nothing; the
   rounds are the units that are. A block is slower only when *both* hold: a one-sided Mann-Whitney U
   test of the current round medians against the baseline's (scipy's; an exact p-value when no two round
-  medians are equal, :func:`~attnbench.measure.stats.mann_whitney_u`) gives p <= ``alpha`` (default
+  medians are equal, :func:`~attnbench.measuring.stats.mann_whitney_u`) gives p <= ``alpha`` (default
   0.01), *and* the ratio of the medians of the round medians exceeds ``max_slowdown`` (default 1.10).
   (The idea of pairing a rank test with a minimum effect size is asv's; this code is our own.)
 * **What alpha can mean with few rounds.** With n baseline and m current rounds the smallest one-sided
   p-value is 1 / C(n + m, n): 1/252 = 0.004 for 5 against 5. ``check`` refuses an ``alpha`` that the
   rounds cannot reach (``--rounds N`` explicitly), or, when the rounds come from the baseline, measures
   as many more current rounds as needed (up to :data:`MAX_AUTO_ROUNDS`) and says so. The false-alarm
-  rate of the rank test alone is then exact and printed (:func:`~attnbench.measure.stats.false_alarm_rate`):
+  rate of the rank test alone is then exact and printed (:func:`~attnbench.measuring.stats.false_alarm_rate`):
   10 against 10 rounds (the default) at alpha 0.01: 0.93% per block and measurement (5 against 5: 2/252 =
   0.79%), if rounds of unchanged code are exchangeable. Ten short rounds rather than five long ones: on a
   machine whose speed drifts, one odd round then no longer hides a real slowdown (with 5 against 5, p <=
@@ -47,12 +47,12 @@ How latency is measured, so that unchanged code does not alarm
   deciding comparison and every measurement by at least one (:func:`~attnbench.gate.compare.confirm`);
   otherwise it is reported as ``unconfirmed`` and does not fail the build.
 * **Allocator.** On CPU, ``--malloc cached`` (the default of ``snapshot`` on a CPU device) keeps
-  glibc from mapping and unmapping large blocks on every call (:func:`attnbench.measure.malloc.cpu_malloc`):
+  glibc from mapping and unmapping large blocks on every call (:func:`attnbench.measuring.malloc.cpu_malloc`):
   for blocks with big intermediates, kernel page faults otherwise make up half the time and vary by
   ~25% over minutes.
 * **Clock.** ``--clock cpu`` (a snapshot setting, CPU only, one torch thread) compares the calling
   thread's CPU time per call instead of wall time, so time spent descheduled while other processes run
-  is not counted; on a shared CI machine this removes most of the noise (:mod:`attnbench.measure.clocks`;
+  is not counted; on a shared CI machine this removes most of the noise (:mod:`attnbench.measuring.clocks`;
   see :class:`TimingPlan`).
 
 Latency is compared only between runs on the same device (CPU model, cores and torch threads; or GPU
@@ -77,7 +77,7 @@ block ~25% slower. It exists only to validate this gate (tests and ``scripts/val
 
 The package
 -----------
-The gate compares; it measures through :mod:`attnbench.bench` and :mod:`attnbench.measure`.
+The gate compares; it measures through :mod:`attnbench.bench` and :mod:`attnbench.measuring`.
 
 * :mod:`.settings` -- :class:`TimingPlan` (how ``snapshot`` times) and :class:`CheckOptions` (what ``check`` tolerates);
 * :mod:`.cases` -- which cases a baseline covers, their keys, their exact parameters and FLOPs;
@@ -160,7 +160,7 @@ from attnbench.gate.settings import (
     Progress,
     TimingPlan,
 )
-from attnbench.measure.device import CPU_IDENTITY, CUDA_IDENTITY
+from attnbench.measuring.device import CPU_IDENTITY, CUDA_IDENTITY
 
 SIZES = schema.SIZES
 

@@ -23,8 +23,8 @@ from attnbench.gate.rounds import (
     reference_target,
 )
 from attnbench.gate.settings import REFERENCE_KEY, Progress, TimingPlan
-from attnbench.measure import device as dev
-from attnbench.measure.device import torch_threads
+from attnbench.measuring import device as dev
+from attnbench.measuring.device import torch_threads
 
 SCHEMA = schema.SCHEMA
 

@@ -34,9 +34,9 @@ from attnbench.gate.compare import (
 )
 from attnbench.gate.rounds import Timed, batch_of, measure, reference_target
 from attnbench.gate.settings import REFERENCE_KEY, CheckOptions, Progress, TimingPlan
-from attnbench.measure import device as dev
-from attnbench.measure.device import torch_threads
-from attnbench.measure.stats import false_alarm_rate, median, min_p_value
+from attnbench.measuring import device as dev
+from attnbench.measuring.device import torch_threads
+from attnbench.measuring.stats import false_alarm_rate, median, min_p_value
 from attnbench.text import clean
 
 REPORT_SCHEMA = "attnbench.check/1"

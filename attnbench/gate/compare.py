@@ -2,7 +2,7 @@
 
 * parameters and FLOPs exactly, FLOPs per op category (:func:`compare_params`, :func:`compare_flops`);
 * latency on per-round medians: the one-sided Mann-Whitney U test
-  (:func:`attnbench.measure.stats.mann_whitney_u`, scipy's) *and* a minimum median ratio
+  (:func:`attnbench.measuring.stats.mann_whitney_u`, scipy's) *and* a minimum median ratio
   (:func:`compare_latency`), in raw times and relative to the reference workload
   (:func:`latency_finding`), with re-measurements judged by :func:`confirm`;
 * how many rounds make ``alpha`` reachable (:func:`current_rounds`), and how steady a baseline's rounds
@@ -19,8 +19,8 @@ from attnbench.errors import UsageError
 from attnbench.flops.cost import CATEGORIES, KINDS
 from attnbench.gate import schema
 from attnbench.gate.settings import REFERENCE_KEY, CheckOptions
-from attnbench.measure import device as dev
-from attnbench.measure.stats import mann_whitney_u, median, min_p_value
+from attnbench.measuring import device as dev
+from attnbench.measuring.stats import mann_whitney_u, median, min_p_value
 from attnbench.text import clean
 
 MAX_AUTO_ROUNDS = 20  # check measures at most this many rounds on its own to make alpha reachable

@@ -2,8 +2,8 @@
 
 Each round builds a target afresh, warms it up and times it for ``round_s`` seconds; the rounds of all
 targets are interleaved (round-robin, the order rotated each round). The clocks, the allocator setting and
-the memory tracker are :mod:`attnbench.measure`'s (:mod:`~attnbench.measure.clocks`,
-:mod:`~attnbench.measure.malloc`, :mod:`~attnbench.measure.memory`); this module only schedules them and
+the memory tracker are :mod:`attnbench.measuring`'s (:mod:`~attnbench.measuring.clocks`,
+:mod:`~attnbench.measuring.malloc`, :mod:`~attnbench.measuring.memory`); this module only schedules them and
 keeps one :class:`Timed` per target. The fixed reference workload (:func:`reference_target`) is measured
 in the same rounds as the blocks."""
 
@@ -19,10 +19,10 @@ from torch import nn
 
 from attnbench import api, bench
 from attnbench.gate.settings import REFERENCE_KEY, Progress, TimingPlan
-from attnbench.measure import clocks
-from attnbench.measure import device as dev
-from attnbench.measure.malloc import cpu_malloc
-from attnbench.measure.stats import Measurement, median
+from attnbench.measuring import clocks
+from attnbench.measuring import device as dev
+from attnbench.measuring.malloc import cpu_malloc
+from attnbench.measuring.stats import Measurement, median
 from attnbench.text import clean
 
 
@@ -52,10 +52,10 @@ def reference_target() -> bench.Target:
 
 
 def cpu_peak_bytes(t: bench.Target, plan: TimingPlan, batch: int) -> int:
-    """Peak working memory of one call on the CPU (:func:`~attnbench.measure.memory.tensor_peak_bytes`);
+    """Peak working memory of one call on the CPU (:func:`~attnbench.measuring.memory.tensor_peak_bytes`);
     deterministic."""
-    from attnbench.measure.memory import tensor_peak_bytes
-    from attnbench.measure.timing import build_workload
+    from attnbench.measuring.memory import tensor_peak_bytes
+    from attnbench.measuring.timing import build_workload
 
     module = t.build()
     work = build_workload(module, t.input_shapes, device="cpu", dtype=plan.dtype, batch=batch)
@@ -64,7 +64,7 @@ def cpu_peak_bytes(t: bench.Target, plan: TimingPlan, batch: int) -> int:
 
 def _stamped(t: bench.Target, stamps: list[int]) -> bench.Target:
     """``t`` whose module appends the calling thread's CPU time (ns) to ``stamps`` as each call starts
-    (:func:`attnbench.measure.clocks.stamp_calls`)."""
+    (:func:`attnbench.measuring.clocks.stamp_calls`)."""
     return replace(t, build=lambda: clocks.stamp_calls(t.build(), stamps))
 
 

@@ -36,7 +36,7 @@ from pydantic import (
 
 from attnbench.errors import UsageError
 from attnbench.flops.cost import CATEGORIES, KINDS
-from attnbench.measure.malloc import MODES as MALLOC_MODES
+from attnbench.measuring.malloc import MODES as MALLOC_MODES
 from attnbench.text import clean
 
 SCHEMA = "attnbench.snapshot/1"
@@ -272,7 +272,7 @@ class Snapshot(_Model):
 
 def round_medians(samples: Sequence[float], sizes: Sequence[int]) -> list[float]:
     """The median of each round of ``samples`` (``sizes[i]`` samples in round i)."""
-    from attnbench.measure.stats import median
+    from attnbench.measuring.stats import median
 
     out, i = [], 0
     for n in sizes:

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from attnbench import api
+from attnbench import defaults as D
 from attnbench.errors import UsageError, check_range
 from attnbench.gate import schema
-from attnbench.measure import device as dev
-from attnbench.measure.malloc import MODES as MALLOC_MODES
+from attnbench.measuring import device as dev
+from attnbench.measuring.malloc import MODES as MALLOC_MODES
 
 CLOCKS = schema.CLOCKS
 REFERENCE_KEY = "reference"  # the reference workload's key among the measured targets
@@ -25,7 +26,7 @@ class TimingPlan:
     default), in how many interleaved rounds of ``round_s`` seconds of timed calls each (at least
     ``min_reps`` calls per round), and with which clock.
 
-    ``clock="wall"`` (default) compares the per-call latencies of :func:`attnbench.measure.timing.time_callable`
+    ``clock="wall"`` (default) compares the per-call latencies of :func:`attnbench.measuring.timing.time_callable`
     (``perf_counter`` on CPU, CUDA events on a GPU). ``clock="cpu"`` (CPU only, one torch thread)
     compares the CPU time the calling thread spends per call (``time.thread_time_ns`` between the starts
     of consecutive timed calls, so everything a call does in that thread is included): on a shared
@@ -36,13 +37,13 @@ class TimingPlan:
     device: str = "cpu"
     dtype: str = "fp32"
     threads: int | None = None
-    rounds: int = 10  # validated on a drifting 2-core VM: see results/gate-validation/
-    round_s: float = 0.15
+    rounds: int = D.GATE_ROUNDS  # validated on a drifting 2-core VM: see results/gate-validation/
+    round_s: float = D.GATE_ROUND_S
     min_reps: int = 5
     max_warmup_s: float = 0.3
     clock: str = "wall"
     malloc: str = "system"
-    timing: str = "auto"  # CUDA: graph replay where the capture works (see attnbench.measure.timing)
+    timing: str = "auto"  # CUDA: graph replay where the capture works (see attnbench.measuring.timing)
 
     def check(self) -> "TimingPlan":
         device = dev.resolve_device(self.device)
@@ -82,14 +83,14 @@ class CheckOptions:
     ``device``/``rounds``/``round_s`` override the baseline's (None: as in the baseline; with the
     baseline's rounds, more rounds are measured if ``alpha`` needs them, see :func:`current_rounds`)."""
 
-    alpha: float = 0.01
-    max_slowdown: float = 1.10
-    memory_tolerance: float = 0.05
+    alpha: float = D.GATE_ALPHA
+    max_slowdown: float = D.GATE_MAX_SLOWDOWN
+    memory_tolerance: float = D.GATE_MEMORY_TOLERANCE
     normalize: bool = False
     load_control: bool = True
     flops_only: bool = False
     allow_device_mismatch: bool = False
-    retries: int = 2
+    retries: int = D.GATE_RETRIES
     device: str | None = None
     rounds: int | None = None
     round_s: float | None = None

@@ -510,7 +510,7 @@ def _kept(ctx: Context, name: str) -> SectionResult | None:
 def make_context(opts: ReportOptions, out_dir: str | Path | None = None) -> Context:
     import torch
 
-    from attnbench.measure import device as dev
+    from attnbench.measuring import device as dev
 
     if opts.mode not in MODES:
         raise api.UsageError(f"unknown report mode '{opts.mode}'; valid choices: {', '.join(MODES)}")

@@ -135,18 +135,23 @@ def reconciliation_reasons(record: dict[str, Any]) -> list[str]:
 
 
 def write_table(df: pd.DataFrame, csv: str | None = None, md: str | None = None) -> None:
+    """CSV keeps raw numbers (FLOPs, bytes: exact integers) with booleans as yes/no and missing values
+    empty; Markdown is for people, formatted as the terminal table is (units, yes/no, n/a)."""
     if csv:
-        files.atomic_write(csv, df.to_csv(index=False))
+        files.atomic_write(csv, df.map(lambda v: yes_no(v) if isinstance(v, bool) else v).to_csv(index=False))
     if md:
         files.atomic_write(md, markdown(df))
 
 
 def markdown(df: pd.DataFrame) -> str:
-    """``df`` as a GitHub Markdown table (pandas' ``to_markdown``, which writes it through tabulate),
-    ending in a newline; ``_(no rows)_`` for a frame without rows."""
+    """``df`` as a GitHub Markdown table (pandas' ``to_markdown``, which writes it through tabulate), every
+    cell as in the terminal table (its unit, yes/no, n/a: never nan), ending in a newline; ``_(no rows)_``
+    for a frame without rows."""
     if len(df) == 0:
         return "_(no rows)_\n"
-    return df.to_markdown(index=False) + "\n"
+    shown = pd.DataFrame([[_cell(str(col), row[col]) for col in df.columns] for _, row in df.iterrows()],
+                         columns=[str(c) for c in df.columns])
+    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def json_lines(records: Sequence[dict[str, Any]]) -> str:

@@ -9,7 +9,7 @@ What it fakes
 -------------
 * the device: ``is_available``, ``device_count``, ``current_device``, ``get_device_properties`` (a named
   GPU with memory, SM count, L2 size, compute capability), ``torch.cuda.device``, ``is_bf16_supported``;
-  :func:`attnbench.measure.device.placement` puts a "cuda" run's tensors on the CPU;
+  :func:`attnbench.measuring.device.placement` puts a "cuda" run's tensors on the CPU;
 * timing: ``Event`` (``record`` reads the host clock; work runs synchronously, so ``elapsed_time`` is the
   host time between two records), ``synchronize``, ``Stream``, ``stream``, ``current_stream``,
   ``_sleep`` (a busy wait of ``cycles / clock_hz`` seconds);
@@ -20,7 +20,7 @@ What it fakes
   ``reset_peak_memory_stats``, ``empty_cache``, ``mem_get_info``, from a dispatch-level tracker of CPU
   tensor storages; an op whose outputs would take the live bytes past ``total_memory`` raises
   ``torch.cuda.OutOfMemoryError`` *before* it allocates (its output sizes are found on the meta device);
-* NVML: a ``pynvml`` module with the calls :mod:`attnbench.measure.device` makes.
+* NVML: a ``pynvml`` module with the calls :mod:`attnbench.measuring.device` makes.
 
 Use it as a context manager (``with FakeCuda(): ...``), or through the ``fake_cuda`` pytest fixture in
 ``tests/conftest.py``.
@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_leaves, tree_map
 
-from attnbench.measure.memory import LiveTensorPeak
+from attnbench.measuring.memory import LiveTensorPeak
 
 H100 = "NVIDIA H100 80GB HBM3"
 CAPTURE_ERROR = "CUDA error: operation not permitted when stream is capturing"
@@ -46,7 +46,7 @@ CAPTURE_ERROR = "CUDA error: operation not permitted when stream is capturing"
 
 class _Allocator(LiveTensorPeak):
     """The fake device memory: the live bytes of CPU tensor storages created while installed (the tensor
-    tracker of :mod:`attnbench.measure.memory`), refusing (out of memory) an op whose new outputs would not
+    tracker of :mod:`attnbench.measuring.memory`), refusing (out of memory) an op whose new outputs would not
     fit in ``total`` bytes."""
 
     def __init__(self, total: int) -> None:
@@ -160,7 +160,7 @@ class FakeCuda:
         setattr(obj, attr, value)
 
     def __enter__(self) -> "FakeCuda":
-        from attnbench.measure import device as dev
+        from attnbench.measuring import device as dev
 
         cuda = torch.cuda
         props = types.SimpleNamespace(

@@ -10,8 +10,8 @@ from attnbench.api import resolve
 from attnbench.blocks.registry import all_blocks, get_block
 from attnbench.errors import UsageError
 from attnbench.flops.memory import Precision, reshape_copies
-from attnbench.measure.memory import tensor_peak_bytes
-from attnbench.measure.timing import build_workload
+from attnbench.measuring.memory import tensor_peak_bytes
+from attnbench.measuring.timing import build_workload
 
 FIRST_PRESETS = [s.name for s in all_blocks()]
 MODES = [("fp32", "pure"), ("bf16", "pure"), ("bf16", "autocast")]

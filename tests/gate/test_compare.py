@@ -56,7 +56,7 @@ def test_round_values_from_samples_and_round_sizes() -> None:
 
 
 def test_alpha_must_be_reachable_with_the_rounds() -> None:
-    from attnbench.measure.stats import false_alarm_rate, min_p_value
+    from attnbench.measuring.stats import false_alarm_rate, min_p_value
 
     assert min_p_value(5, 5) == pytest.approx(1 / 252)
     assert false_alarm_rate(5, 5, 0.01) == pytest.approx(2 / 252)  # the test's real size: 0.79%, not 1%

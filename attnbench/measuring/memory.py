@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from attnbench.measure.device import nvml_handle, resolve_device
+from attnbench.measuring.device import nvml_handle, resolve_device
 
 T = TypeVar("T")
 
@@ -291,7 +291,7 @@ def measure_memory(
 ) -> MemoryReport:
     """Run ``fn`` once on ``device`` and report its memory (see the module docstring).
 
-    ``inference_mode`` as in :func:`~attnbench.measure.timing.time_callable`. Out-of-memory errors
+    ``inference_mode`` as in :func:`~attnbench.measuring.timing.time_callable`. Out-of-memory errors
     propagate: wrap the call in :func:`run_guarded` to turn them into ``"OOM"``.
     """
     dev = resolve_device(device)

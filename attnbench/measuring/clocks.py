@@ -1,6 +1,6 @@
 """The calling thread's CPU time as a per-call clock (``--clock cpu`` of the performance gate).
 
-Wall-clock timing (:func:`attnbench.measure.timing.time_callable`) counts the time a call spends
+Wall-clock timing (:func:`attnbench.measuring.timing.time_callable`) counts the time a call spends
 descheduled while other processes run; on a shared machine their load then reads as a slowdown. The
 CPU time of the one thread that runs a call (one torch thread) does not grow while it waits.
 

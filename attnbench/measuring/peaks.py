@@ -19,7 +19,7 @@ that run it:
 
 The run's peak is then the rate at which its whole FLOP mix would run if every category ran at its own
 peak: total FLOPs / sum over categories of (FLOPs / peak). Beside that spec-sheet figure, a row also
-carries its fraction of the *measured* matrix-multiply rate of the device (:mod:`attnbench.measure.roofline`).
+carries its fraction of the *measured* matrix-multiply rate of the device (:mod:`attnbench.measuring.roofline`).
 
 MIG slices are not in the table (a slice has a fraction of the GPU's units), nor are GPUs not listed:
 their peak is None with a note, never a wrong figure.

@@ -89,7 +89,7 @@ class Measurement:
     (``"perf_counter_ns"`` on CPU, ``"cuda_event"`` on CUDA). ``warmup_reps`` is how many untimed calls
     preceded the samples and ``warmup_converged`` whether warm-up stopped because timings stabilised
     (False: it stopped at its time cap). ``timing_mode`` says how calls were timed (``per-call`` on CPU;
-    ``pipelined``, ``isolated`` or ``graph`` on CUDA; see :mod:`attnbench.measure.timing`),
+    ``pipelined``, ``isolated`` or ``graph`` on CUDA; see :mod:`attnbench.measuring.timing`),
     ``first_call_s`` is the first call's time (with torch.compile: the compile time), and
     ``graph_pool_bytes`` the memory a CUDA-graph capture allocated (None without graphs), ``timing_note``
     why the mode differs from the one asked for, and ``launch_bound`` whether (CUDA, pipelined or graph)

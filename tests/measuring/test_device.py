@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from attnbench.errors import DeviceError
-from attnbench.measure.device import (
+from attnbench.measuring.device import (
     NVML_FIELDS,
     cpu_model,
     device_slug,
@@ -109,10 +109,11 @@ def test_cpu_model_without_cpuinfo_falls_back_to_platform(monkeypatch: pytest.Mo
         cpu_model.cache_clear()
 
 
-def test_help_imports_neither_cpuinfo_nor_scipy() -> None:
-    """py-cpuinfo takes about a second and scipy.stats half of one: `attnbench --help` loads neither."""
+def test_help_imports_no_heavy_library() -> None:
+    """torch takes about 2 s, py-cpuinfo about a second and scipy.stats half of one: `attnbench --help`
+    loads none of them (nor pandas or matplotlib); a command imports what it uses when it runs."""
     code = ("import sys\nsys.argv = ['attnbench', '--help']\nfrom attnbench.entry import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('loaded:', sorted(m for m in ('cpuinfo', 'scipy') if m in sys.modules))")
+            "print('loaded:', sorted(m for m in ('cpuinfo', 'scipy', 'torch', 'pandas', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
     assert "loaded: []" in out, out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from attnbench.errors import UsageError
-from attnbench.measure.peaks import GPUS, PEAK_DTYPES, achieved, find_gpu, peak_flops
+from attnbench.measuring.peaks import GPUS, PEAK_DTYPES, achieved, find_gpu, peak_flops
 
 T = 1e12
 

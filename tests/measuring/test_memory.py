@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from attnbench.errors import DeviceError
-from attnbench.measure import memory
-from attnbench.measure.memory import OOM, is_oom, measure_memory, run_guarded
+from attnbench.measuring import memory
+from attnbench.measuring.memory import OOM, is_oom, measure_memory, run_guarded
 
 
 def _raise(exc: BaseException):
@@ -88,7 +88,7 @@ def test_cpu_memory_sees_a_fresh_buffer_in_a_fresh_process() -> None:
 
     code = (
         "import json, torch\n"
-        "from attnbench.measure.memory import measure_memory\n"
+        "from attnbench.measuring.memory import measure_memory\n"
         "size = 32 * 2**20\n"
         "r = measure_memory(lambda: float(torch.ones(size // 4).sum()), device='cpu')\n"
         "print(json.dumps({'method': r.rss_method, 'delta': r.rss_peak_delta_bytes}))\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnbench.measure.clocks import per_call_ms, stamp_calls
+from attnbench.measuring.clocks import per_call_ms, stamp_calls
 
 
 def test_per_call_times_are_differences_of_consecutive_starts() -> None:

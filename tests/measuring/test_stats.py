@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from attnbench.measure.stats import (
+from attnbench.measuring.stats import (
     EXACT_MAX_N,
     MW_METHODS,
     Measurement,

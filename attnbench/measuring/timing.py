@@ -1,6 +1,6 @@
 """Timing a callable: warm-up until stable, then enough timed repetitions for a stable median.
 
-:func:`time_callable` only measures; it returns a :class:`~attnbench.measure.stats.Measurement` holding
+:func:`time_callable` only measures; it returns a :class:`~attnbench.measuring.stats.Measurement` holding
 every per-call time, and all statistics are derived from those. :func:`build_workload` turns a module
 and its input shapes into the zero-argument callable that is timed.
 
@@ -60,9 +60,9 @@ import torch
 from torch import nn
 
 from attnbench.errors import AttnBenchError, UsageError
-from attnbench.measure import device as _device
-from attnbench.measure.device import DTYPES, resolve_device, resolve_dtype
-from attnbench.measure.stats import Measurement, median
+from attnbench.measuring import device as _device
+from attnbench.measuring.device import DTYPES, resolve_device, resolve_dtype
+from attnbench.measuring.stats import Measurement, median
 
 WARMUP_TOL = 0.05  # consecutive warm-up round medians within 5% => warm
 MAX_REPS = 1000  # most timed calls per measurement

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from attnbench.errors import DeviceError, UsageError
-from attnbench.measure import timing
-from attnbench.measure.timing import build_workload, time_callable
+from attnbench.measuring import timing
+from attnbench.measuring.timing import build_workload, time_callable
 
 FAST = dict(warmup_min=2, max_warmup_s=0.05, min_reps=5, target_s=0.01, max_reps=200)
 
@@ -213,7 +213,7 @@ def test_workload_compile_wraps_the_module(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(True))
     w = build_workload(_conv(), [(1, 3, 2, 6, 6)], compile=True)
     assert w.compiled and len(wrapped) == 1 and w.module is wrapped[0] and resets == [True]  # dynamo reset per target
-    from attnbench.measure.timing import compile_stats
+    from attnbench.measuring.timing import compile_stats
 
     assert compile_stats() == {"unique_graphs": 0, "graph_breaks": 0}  # counted afresh for this target
     assert not build_workload(_conv(), [(1, 3, 2, 6, 6)]).compiled

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.measure.malloc import MODES, cpu_malloc
+from attnbench.measuring.malloc import MODES, cpu_malloc
 
 
 def test_system_leaves_malloc_alone() -> None:

@@ -5,7 +5,7 @@ same device does on the easiest possible work. :func:`calibrate` measures, once 
 
 * **matmul**: an n x n by n x n product in the run's dtype (n = 8192 on CUDA, 1024 on CPU, 512 for
   fp16/bf16 on CPU; 2 n^3 FLOPs),
-  under torch's current TF32 switches, timed with :func:`attnbench.measure.timing.time_callable`;
+  under torch's current TF32 switches, timed with :func:`attnbench.measuring.timing.time_callable`;
 * **matmul_tf32** (fp32 on CUDA): the same product with TF32 allowed, the rate fp32 matrix work reaches
   where cuDNN (on by default) or cuBLAS may use TF32;
 * **copy**: ``dst.copy_(src)`` of a buffer far larger than the caches (1 GiB on CUDA, 128 MiB on CPU),
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from attnbench.measure import device as dev
-from attnbench.measure.timing import time_callable
+from attnbench.measuring import device as dev
+from attnbench.measuring.timing import time_callable
 
 CACHE_ENV = "ATTNBENCH_CACHE_DIR"
 MATMUL_N = {"cuda": 8192, "cpu": 1024}
