@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnbench.api import Case, NetworkCase, too_big_for_tensors
+from attnbench.cases import Case, NetworkCase, too_big_for_tensors
 from attnbench.blocks.registry import get_block
 from attnbench.errors import AttnBenchError, AttnBenchWarning, UsageError
 from attnbench.flops.count import count, meta_inputs
@@ -190,7 +190,7 @@ def table_vi_targets(impl: str = "naive", network: str = "eco-lite", preset: str
                      size: int | None = None) -> tuple[list[Target], list[Target]]:
     """BANet Table VI's targets: the NL and CS blocks at the BANet preset (with the network preset's frames),
     and the network plain, with one NL and with one CS, all with attention kernel ``impl``."""
-    from attnbench.api import resolve, resolve_network
+    from attnbench.cases import resolve, resolve_network
     from attnbench.networks.registry import get_network
 
     frames = get_network(network).preset(preset).frames

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from attnbench import api
+from attnbench import cases
 from attnbench.defaults import SCHEMA, SWEEP_MODULES, SWEEP_VALUES
 from attnbench.errors import AttnBenchError, UsageError
 from attnbench.flops.memory import DTYPE_BYTES
@@ -135,17 +135,17 @@ def where_label(device: str | None, dtype: str = "fp32", precision: str = "pure"
     return f"{device}:{dtype}" + ("" if dtype == "fp32" else f"/{precision}")
 
 
-def analytic_row(p: Point, dtype: str = "fp32", precision: str = "pure", device_type: str = "cpu") -> tuple[dict[str, Any], api.Case | None]:
+def analytic_row(p: Point, dtype: str = "fp32", precision: str = "pure", device_type: str = "cpu") -> tuple[dict[str, Any], cases.Case | None]:
     """Closed-form FLOPs, parameters, largest intermediate and predicted peak working memory (at ``dtype``,
     ``precision``, on ``device_type``) at one point; a rejected shape is a row with ``status == "skipped"``
     and the block's reason (the case is then None)."""
-    spec_preset = api.get_block(p.module).preset(p.preset)  # unknown block / preset: a usage error, raised
+    spec_preset = cases.get_block(p.module).preset(p.preset)  # unknown block / preset: a usage error, raised
     row: dict[str, Any] = {
         "schema": SCHEMA, "kind": "sweep", "module": p.module, "axis": p.axis, "value": p.value, "preset": spec_preset.name,
         "options": dict(p.options), "input_shape": None, "status": "ok", "reason": None,
     }
     try:
-        case = api.resolve(p.module, p.preset, sizes_for(p.axis, p.value), p.options)
+        case = cases.resolve(p.module, p.preset, sizes_for(p.axis, p.value), p.options)
     except AttnBenchError as e:
         row.update(status="skipped", reason=str(e))
         return row, None
@@ -211,10 +211,10 @@ def memory_guard(row: dict[str, Any], device: str) -> str | None:
             "rather than raise)")
 
 
-Measure = Callable[[api.Case, Any, dict[str, Any]], dict[str, Any]]
+Measure = Callable[[cases.Case, Any, dict[str, Any]], dict[str, Any]]
 
 
-def bench_measure(case: api.Case, settings: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
+def bench_measure(case: cases.Case, settings: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Time one case with :func:`attnbench.bench.measure_target` (OOM and device errors become its status)."""
     from attnbench import bench
 
@@ -438,8 +438,8 @@ def analytic_scan(slow: str, fast: str, axis: str, factor: float = 2.0, preset: 
     r_min = r_max = None
     for v in range(1, limit + 1):
         try:
-            a = api.resolve(slow, preset, sizes_for(axis, v))
-            b = api.resolve(fast, preset, sizes_for(axis, v))
+            a = cases.resolve(slow, preset, sizes_for(axis, v))
+            b = cases.resolve(fast, preset, sizes_for(axis, v))
         except AttnBenchError:
             rejected += 1
             continue
@@ -562,14 +562,14 @@ def crossover_text(rec: dict[str, Any], slow: str, fast: str, factor: float = 2.
 # Largest size that fits
 
 
-Probe = Callable[[api.Case], tuple[str, int | None]]
+Probe = Callable[[cases.Case], tuple[str, int | None]]
 
 
 def device_probe(device: str, dtype: str = "fp32", precision: str = "pure") -> Probe:
     """One forward call of a case on ``device``: ("ok", working-memory bytes of the call) or ("OOM", None) or
     ("error: ...", None)."""
 
-    def probe(case: api.Case) -> tuple[str, int | None]:
+    def probe(case: cases.Case) -> tuple[str, int | None]:
         import torch
 
         from attnbench import bench
@@ -609,7 +609,7 @@ def max_fit(module: str, axis: str = "T", *, probe: Probe, start: int | None = N
     """The largest size of ``axis`` at which ``module`` runs (others at the preset): double from ``start``
     (default: the preset's size) until a probe fails or ``limit`` is reached, then bisect between the last
     size that ran and the first that did not. Every probe is kept in the result."""
-    spec = api.get_block(module)
+    spec = cases.get_block(module)
     p = spec.preset(preset)
     if start is None:
         start = p.shape.H if axis == "HW" else getattr(p.shape, axis)
@@ -621,7 +621,7 @@ def max_fit(module: str, axis: str = "T", *, probe: Probe, start: int | None = N
         if v in cache:
             return cache[v]
         try:
-            case = api.resolve(module, preset, sizes_for(axis, v), options)
+            case = cases.resolve(module, preset, sizes_for(axis, v), options)
         except AttnBenchError as e:
             status, peak = f"rejected: {e}", None
         else:

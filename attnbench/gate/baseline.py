@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import attnbench
-from attnbench import api, bench
+from attnbench import bench, cases
 from attnbench.gate import schema
 from attnbench.gate.cases import Item, static_record
 from attnbench.gate.rounds import (
@@ -52,7 +52,7 @@ def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[
         "schema": SCHEMA, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "environment": environment(), "selection": dict(selection), "timed": plan is not None,
         "settings": asdict(plan) if plan else None, "fingerprint": None, "reference": None,
-        "units": {"flops": api.UNITS["flops"], "params": api.UNITS["params"], "times": "milliseconds per call",
+        "units": {"flops": cases.UNITS["flops"], "params": cases.UNITS["params"], "times": "milliseconds per call",
                   "memory": "bytes"},
         "entries": entries,
     }

@@ -2,7 +2,7 @@
 
 A case is a block at a preset (``cs@banet``) or at a custom shape (``cs@1x64x8x14x14``, plus the options
 that differ from the block's defaults). Counting runs the exact counter on the meta device
-(:func:`attnbench.api.flops_report`); nothing is timed here."""
+(:func:`attnbench.cases.flops_report`); nothing is timed here."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from attnbench import api
+from attnbench import cases
 from attnbench.blocks.registry import all_blocks, get_block
-from attnbench.errors import UsageError
+from attnbench.errors import UsageError, unknown
 from attnbench.gate.schema import SIZES
 from attnbench.text import clean
 
@@ -22,11 +22,11 @@ class Item:
     """One baseline entry: a block case, its stable key and the preset its options came from."""
 
     key: str
-    case: api.Case
+    case: cases.Case
     base_preset: str
 
 
-def entry_key(case: api.Case) -> str:
+def entry_key(case: cases.Case) -> str:
     """``cs@banet`` for a preset; ``cs@1x64x8x14x14`` (plus ``[opt=value,...]`` for options that differ
     from the block's defaults) for a custom shape."""
     if case.preset is not None:
@@ -52,7 +52,7 @@ def select(modules: Sequence[str] | None, presets: str | None, sizes: Mapping[st
         known = {p.name for s in specs for p in s.presets}
         for name in wanted:
             if name not in known:
-                raise api.unknown("preset", name, known)
+                raise unknown("preset", name, known)
     items: dict[str, Item] = {}
     for spec in specs:
         names = [p.name for p in spec.presets]
@@ -64,7 +64,7 @@ def select(modules: Sequence[str] | None, presets: str | None, sizes: Mapping[st
                 raise UsageError(f"block {spec.name} has none of the presets {', '.join(wanted)}; "
                                  f"its presets: {', '.join(p.name for p in spec.presets)}")
         for name in names:
-            case = api.resolve(spec.name, name, sizes)
+            case = cases.resolve(spec.name, name, sizes)
             key = entry_key(case)
             items.setdefault(key, Item(key, case, name))
     if not items:
@@ -72,24 +72,24 @@ def select(modules: Sequence[str] | None, presets: str | None, sizes: Mapping[st
     return list(items.values())
 
 
-def resolve_entry(entry: Mapping[str, Any]) -> api.Case:
+def resolve_entry(entry: Mapping[str, Any]) -> cases.Case:
     """The case a baseline entry describes, as the code builds it today (a preset entry by its preset
     name, so that a changed preset shows up; a custom one by its stored shape and options)."""
     if entry.get("preset"):
-        return api.resolve(entry["module"], entry["preset"])
+        return cases.resolve(entry["module"], entry["preset"])
     sizes = dict(zip(SIZES, entry["input_shape"]))
-    return api.resolve(entry["module"], entry.get("base_preset"), sizes, entry.get("options") or {})
+    return cases.resolve(entry["module"], entry.get("base_preset"), sizes, entry.get("options") or {})
 
 
 # What counting a case at a size torch cannot represent (or the closed forms cannot evaluate) raises.
 _COUNT_ERRORS = (RuntimeError, TypeError, ValueError, OverflowError, MemoryError, RecursionError, ZeroDivisionError)
 
 
-def static_record(case: api.Case, key: str | None = None) -> dict[str, Any]:
+def static_record(case: cases.Case, key: str | None = None) -> dict[str, Any]:
     """Counted parameters and exact FLOPs (per op-category cells) of a case; meta device, no memory.
     A case that cannot be counted (e.g. sizes beyond what torch can index) is a usage error, one line."""
     try:
-        report = api.flops_report(case, ["exact"])
+        report = cases.flops_report(case, ["exact"])
     except UsageError:
         raise
     except _COUNT_ERRORS as e:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from attnbench import api, bench
+from attnbench import bench, cases
 from attnbench.errors import UsageError
 from attnbench.gate.baseline import environment, snapshot_problem
 from attnbench.gate.cases import resolve_entry, select, static_record
@@ -42,7 +42,7 @@ from attnbench.text import clean
 REPORT_SCHEMA = "attnbench.check/1"
 
 
-def _static_findings(entry: Mapping[str, Any], case: api.Case) -> list[dict[str, Any]]:
+def _static_findings(entry: Mapping[str, Any], case: cases.Case) -> list[dict[str, Any]]:
     key = entry["key"]
     out = []
     out += compare_config(key, entry["input_shape"], entry.get("options") or {}, case.shape.as_list(), dict(case.options))
@@ -73,7 +73,7 @@ def check(baseline: Mapping[str, Any], opts: CheckOptions, progress: Progress | 
     if why:
         raise UsageError(f"baseline is malformed: {why}")
     findings: list[dict[str, Any]] = []
-    cases: dict[str, api.Case] = {}
+    cases: dict[str, cases.Case] = {}
     for entry in baseline["entries"]:
         key = entry["key"]
         if progress:
@@ -142,7 +142,7 @@ def _mismatch(differences: Sequence[str]) -> str:
     return f"the baseline was timed on another device ({clean('; '.join(differences))})"
 
 
-def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, api.Case], opts: CheckOptions,
+def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, cases.Case], opts: CheckOptions,
                   findings: list[dict[str, Any]], progress: Progress | None) -> dict[str, Any]:
     s = dict(baseline["settings"])
     plan = TimingPlan(device=opts.device or s["device"], dtype=s["dtype"], threads=s.get("threads"),

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnbench import api, bench
+from attnbench import bench, cases
 from attnbench.gate.settings import REFERENCE_KEY, Progress, TimingPlan
 from attnbench.measuring import clocks
 from attnbench.measuring import device as dev
@@ -179,6 +179,6 @@ def measure(targets: Sequence[tuple[str, bench.Target, int]], plan: TimingPlan, 
     return results
 
 
-def batch_of(case: api.Case) -> int:
+def batch_of(case: cases.Case) -> int:
     """The batch size a case is timed at."""
     return case.shape.B

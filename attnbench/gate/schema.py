@@ -193,17 +193,17 @@ class Entry(_Model):
     def _known_to_the_code(self) -> "Entry":
         if self.preset is None and self.base_preset is None:
             raise ValueError("a custom-shape entry (preset null) needs a base_preset")
-        from attnbench import api
+        from attnbench import cases
 
         try:
             if self.preset is not None:
-                case = api.resolve(self.module, self.preset)
+                case = cases.resolve(self.module, self.preset)
                 known = {o.name: o for o in case.spec.options}
                 for name, value in self.options.items():  # an option the code no longer has is only noted
                     if name in known:
                         known[name].parse(value)
             else:
-                api.resolve(self.module, self.base_preset, dict(zip(SIZES, self.input_shape)), self.options)
+                cases.resolve(self.module, self.base_preset, dict(zip(SIZES, self.input_shape)), self.options)
         except (UsageError, ValueError, TypeError, OverflowError) as e:
             raise ValueError(f"{_first_line(e)}; if a block or preset was renamed or removed, "
                              f"regenerate the baseline with `attnbench snapshot`") from None

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from attnbench import api
+from attnbench import cases
 from attnbench import defaults as D
-from attnbench.errors import UsageError, check_range
+from attnbench.errors import UsageError, check_range, unknown
 from attnbench.gate import schema
 from attnbench.measuring import device as dev
 from attnbench.measuring.malloc import MODES as MALLOC_MODES
@@ -57,11 +57,11 @@ class TimingPlan:
                              f"per block, more than the {schema.MAX_TIMED_S_PER_BLOCK:.0f} s allowed")
         check_range("--threads", self.threads, 1, schema.MAX_THREADS)
         if self.timing not in schema.TIMING_MODES:
-            raise api.unknown("timing mode", self.timing, schema.TIMING_MODES)
+            raise unknown("timing mode", self.timing, schema.TIMING_MODES)
         if self.malloc not in MALLOC_MODES:
-            raise api.unknown("malloc mode", self.malloc, MALLOC_MODES)
+            raise unknown("malloc mode", self.malloc, MALLOC_MODES)
         if self.clock not in CLOCKS:
-            raise api.unknown("clock", self.clock, CLOCKS)
+            raise unknown("clock", self.clock, CLOCKS)
         if self.clock == "cpu":
             if device.type != "cpu":
                 raise UsageError("--clock cpu needs --device cpu (GPU work is timed with CUDA events)")

@@ -292,13 +292,6 @@ def device_slug(fp: dict[str, Any]) -> str:
     return f"cpu-{slugify(fp.get('cpu_model') or 'unknown')}"
 
 
-CPU_IDENTITY = ("device_type", "machine", "cpu_model", "logical_cores", "torch_threads")
-CUDA_IDENTITY = ("device_type", "gpu_name", "gpu_total_memory_bytes", "compute_capability", "driver_version",
-                 "cuda_version", "torch_version")
+# Which fingerprints are one device for timing: kept with the results files that compare them (the bottom layer)
+from attnbench.store.identity import CPU_IDENTITY, CUDA_IDENTITY, identity_differences  # noqa: E402,F401
 
-
-def identity_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What makes two fingerprints different devices for timing ("cpu_model: A -> B"); empty if none. A CPU
-    is its model, cores and torch threads; a GPU its model, memory, compute capability and software stack."""
-    keys = CUDA_IDENTITY if "cuda" in (old.get("device_type"), new.get("device_type")) else CPU_IDENTITY
-    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)]

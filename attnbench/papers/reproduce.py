@@ -126,9 +126,9 @@ class Counter:
     def network(self, name: str, attn: str = "none", preset: str | None = None, **options: Any) -> Counted:
         key = ("network", name, attn, preset, tuple(sorted(options.items())))
         if key not in self._cache:
-            from attnbench import api
+            from attnbench import cases
 
-            case = api.resolve_network(name, attn, preset, options=options)
+            case = cases.resolve_network(name, attn, preset, options=options)
             self._cache[key] = _measure(case.build("meta"), case.input_shapes())
         return self._cache[key]
 
@@ -148,9 +148,9 @@ class Counter:
         return self._cache[key]
 
     def sites(self, network: str, attn: str, preset: str, **options: Any) -> list[Any]:
-        from attnbench import api
+        from attnbench import cases
 
-        return api.resolve_network(network, attn, preset, options=options).sites()
+        return cases.resolve_network(network, attn, preset, options=options).sites()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -34,8 +34,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from attnbench import api
-from attnbench.errors import AttnBenchWarning
+from attnbench import cases
+from attnbench.errors import AttnBenchWarning, UsageError
 from attnbench import sweep as sw
 from attnbench.report import tables
 from attnbench.store import files
@@ -187,7 +187,7 @@ def flops_counters(ctx: Context) -> list[str]:
     if ctx.quick:
         return ["exact"]
     if ctx.full:
-        return list(api.COUNTERS)
+        return list(cases.COUNTERS)
     return ["exact", "torch"]
 
 
@@ -195,8 +195,8 @@ def section_flops(ctx: Context) -> SectionResult:
     from attnbench.blocks.registry import all_blocks
 
     counters = flops_counters(ctx)
-    cases = [api.resolve(s.name) for s in all_blocks()] if ctx.quick else api.preset_cases()
-    reports = [api.flops_report(c, counters).to_dict() for c in cases]
+    cases = [cases.resolve(s.name) for s in all_blocks()] if ctx.quick else cases.preset_cases()
+    reports = [cases.flops_report(c, counters).to_dict() for c in cases]
     df = tables.flops_rows(reports)
     agree = sum(1 for r in reports if r["counted"]["exact"]["equals_analytic"] and r["params"] == r["params_analytic"])
     summary = [f"{len(reports)} block cases ({'first preset of each block' if ctx.quick else 'every preset'}), "
@@ -217,14 +217,14 @@ def section_flops(ctx: Context) -> SectionResult:
                        + f"; gaps with no per-category explanation in {unexplained}/{len(got)} "
                        "(reasons per category in flops.json; a counter that skips ops or counts only multiply-adds differs by convention)")
     head = "FLOPs: multiply-add = 2; MACs: multiply-add = 1. `exact == analytic` compares FLOPs and parameters."
-    files = write_tables(ctx, "flops", df, {"counters": counters, "reports": reports, "units": api.UNITS}, summary, head)
+    files = write_tables(ctx, "flops", df, {"counters": counters, "reports": reports, "units": cases.UNITS}, summary, head)
     return SectionResult("flops", files=files, summary=summary)
 
 
 def section_network_flops(ctx: Context) -> SectionResult:
     from attnbench.networks.registry import all_networks
 
-    records = [api.network_report(api.resolve_network(n.name, a)) for n in all_networks() for a in n.attn_choices]
+    records = [cases.network_report(cases.resolve_network(n.name, a)) for n in all_networks() for a in n.attn_choices]
     df = sw.integer_columns(tables.network_rows(records), ("params", "exact FLOPs", "exact MACs", "attention FLOPs"))
     same = int(df["params == closed form"].sum()) if len(df) else 0
     summary = [f"{len(records)} network/attention pairs at each network's first preset; "
@@ -367,10 +367,10 @@ def section_speed(ctx: Context, on_step: Callable[[str], None] | None = None) ->
     from attnbench.networks.registry import all_networks
     from attnbench.report import plots
 
-    targets = [bench.block_target(api.resolve(s.name)) for s in all_blocks()]
+    targets = [bench.block_target(cases.resolve(s.name)) for s in all_blocks()]
     with_networks = ctx.cuda or ctx.full
     if with_networks:
-        targets += [bench.network_target(api.resolve_network(n.name, a)) for n in all_networks() for a in n.attn_choices]
+        targets += [bench.network_target(cases.resolve_network(n.name, a)) for n in all_networks() for a in n.attn_choices]
     store_path = ctx.path("speed.jsonl")
     done = [0]
 
@@ -414,8 +414,8 @@ def section_table_vi(ctx: Context, on_step: Callable[[str], None] | None = None)
     store_path = ctx.path("table-vi.jsonl")
     # rows an earlier `attnbench table-vi` run left here are reused rather than timed again
     reuse = ctx.opts.resume or not (ctx.cuda or (ctx.full and ctx.measure))
-    rows = bench.run([*(bench.block_target(api.resolve(m, "banet")) for m in ("nl", "cs")),
-                      *(bench.network_target(api.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs"))],
+    rows = bench.run([*(bench.block_target(cases.resolve(m, "banet")) for m in ("nl", "cs")),
+                      *(bench.network_target(cases.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs"))],
                      settings, str(store_path), reuse, overwrite=not reuse)
     block_rows, net_rows = rows[:2], rows[2:]
     result = table_vi(net_rows, block_rows)
@@ -513,7 +513,7 @@ def make_context(opts: ReportOptions, out_dir: str | Path | None = None) -> Cont
     from attnbench.measuring import device as dev
 
     if opts.mode not in MODES:
-        raise api.UsageError(f"unknown report mode '{opts.mode}'; valid choices: {', '.join(MODES)}")
+        raise UsageError(f"unknown report mode '{opts.mode}'; valid choices: {', '.join(MODES)}")
     dev.resolve_dtype(opts.dtype)
     if opts.device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -526,14 +526,14 @@ def make_context(opts: ReportOptions, out_dir: str | Path | None = None) -> Cont
     folder = files.ensure_writable_dir(out_dir if out_dir is not None else Path("results") / dev.device_slug(fp))
     index = folder / "README.md"
     if index.exists() and not _is_report_index(index):
-        raise api.UsageError(f"{folder} holds a README.md that is not an attnbench report index; the report would "
+        raise UsageError(f"{folder} holds a README.md that is not an attnbench report index; the report would "
                              f"replace it: give --out an empty folder, a new one, or an earlier report's")
     if folder.is_dir() and not index.exists():
         # not a report folder: only results files of the measuring commands may be there (the report adds
         # rows to them); anything else could be a file of the user's that a section would replace
         foreign = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.suffix != ".jsonl")
         if foreign:
-            raise api.UsageError(f"{folder} is not empty and not an attnbench report folder (it holds {foreign[0]}"
+            raise UsageError(f"{folder} is not empty and not an attnbench report folder (it holds {foreign[0]}"
                                  f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); give --out an empty "
                                  f"folder, a new one, or an earlier report's")
     return Context(opts, folder, device, measure, fp)

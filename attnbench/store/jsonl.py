@@ -130,7 +130,7 @@ def mismatch(row: Mapping[str, Any], fingerprint: Mapping[str, Any] | None) -> s
     old = row.get("fingerprint")
     if not isinstance(old, Mapping):
         return "it has no device fingerprint"
-    from attnbench.measuring.device import identity_differences
+    from attnbench.store.identity import identity_differences
 
     diff = identity_differences(old, fingerprint)
     return f"it was measured on another device ({'; '.join(diff)})" if diff else None
