@@ -73,7 +73,7 @@ def check(baseline: Mapping[str, Any], opts: CheckOptions, progress: Progress | 
     if why:
         raise UsageError(f"baseline is malformed: {why}")
     findings: list[dict[str, Any]] = []
-    cases: dict[str, cases.Case] = {}
+    by_key: dict[str, cases.Case] = {}
     for entry in baseline["entries"]:
         key = entry["key"]
         if progress:
@@ -82,14 +82,14 @@ def check(baseline: Mapping[str, Any], opts: CheckOptions, progress: Progress | 
             case = resolve_entry(entry)
         except UsageError as e:  # validated above, so only if the registry changed meanwhile
             raise UsageError(f"baseline entry {clean(key)} is malformed: {e}") from None
-        cases[key] = case
+        by_key[key] = case
         findings += _static_findings(entry, case)
     findings += _new_entries(baseline)
 
     timing_info: dict[str, Any] = {"compared": False}
     not_compared: list[str] = []
     if baseline["timed"] and not opts.flops_only:
-        timing_info = _check_timing(baseline, cases, opts, findings, progress)
+        timing_info = _check_timing(baseline, by_key, opts, findings, progress)
         not_compared = list(timing_info.get("not_compared") or [])
     elif baseline["timed"]:
         timing_info["reason"] = "--flops-only"
@@ -142,7 +142,7 @@ def _mismatch(differences: Sequence[str]) -> str:
     return f"the baseline was timed on another device ({clean('; '.join(differences))})"
 
 
-def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, cases.Case], opts: CheckOptions,
+def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case], opts: CheckOptions,
                   findings: list[dict[str, Any]], progress: Progress | None) -> dict[str, Any]:
     s = dict(baseline["settings"])
     plan = TimingPlan(device=opts.device or s["device"], dtype=s["dtype"], threads=s.get("threads"),
@@ -174,7 +174,7 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, cases.Case], 
         if opts.normalize and not ref_old:
             raise UsageError("--normalize needs the reference workload's samples in the baseline, which has none")
         entries = {e["key"]: e for e in baseline["entries"]}
-        timed = [k for k, e in entries.items() if k in cases and e.get("status") == "ok"]
+        timed = [k for k, e in entries.items() if k in by_key and e.get("status") == "ok"]
         for k, e in entries.items():
             if e.get("status") not in (None, "ok"):
                 findings.append(finding(k, check="latency", status="skipped", failed=False,
@@ -197,7 +197,7 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, cases.Case], 
                                          detail=f"{_mismatch(differences)}; pass --normalize to compare"))
             return info
 
-        targets = [(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(cases[k]), batch_of(cases[k])) for k in timed]
+        targets = [(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(by_key[k]), batch_of(by_key[k])) for k in timed]
         # latency not comparable: one short round only, for the memory figures
         mplan = plan if latency_ok else replace(plan, rounds=1, round_s=0.01, min_reps=2)
         results = measure(targets, mplan, new_fp, progress, memory=memory_ok)
@@ -233,7 +233,7 @@ def _check_timing(baseline: Mapping[str, Any], cases: Mapping[str, cases.Case], 
             pending = [k for k in history if confirm(history[k], latency[k]["decisive"], opts.retries) == "pending"]
             if not pending:
                 break
-            again = measure([(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(cases[k]), batch_of(cases[k])) for k in pending],
+            again = measure([(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(by_key[k]), batch_of(by_key[k])) for k in pending],
                             plan, new_fp, (lambda m: progress(f"re-measuring ({attempt + 1}) {m}")) if progress else None, memory=False)
             ref_again = _samples(again[REFERENCE_KEY]) or ref_new
             for k in pending:

@@ -195,8 +195,8 @@ def section_flops(ctx: Context) -> SectionResult:
     from attnbench.blocks.registry import all_blocks
 
     counters = flops_counters(ctx)
-    cases = [cases.resolve(s.name) for s in all_blocks()] if ctx.quick else cases.preset_cases()
-    reports = [cases.flops_report(c, counters).to_dict() for c in cases]
+    chosen = [cases.resolve(s.name) for s in all_blocks()] if ctx.quick else cases.preset_cases()
+    reports = [cases.flops_report(c, counters).to_dict() for c in chosen]
     df = tables.flops_rows(reports)
     agree = sum(1 for r in reports if r["counted"]["exact"]["equals_analytic"] and r["params"] == r["params_analytic"])
     summary = [f"{len(reports)} block cases ({'first preset of each block' if ctx.quick else 'every preset'}), "

@@ -3,7 +3,7 @@ gate's settings (attnbench.gate.settings)."""
 
 import pytest
 
-from attnbench import api, gate
+from attnbench import cases, gate
 from attnbench.api import resolve
 from attnbench.errors import UsageError
 
@@ -24,7 +24,7 @@ def test_uncountable_sizes_are_one_line(monkeypatch) -> None:
     def boom(*_a, **_k):
         raise RuntimeError("Storage size calculation overflowed with sizes=[1, 1677721600000]\nsecond line")
 
-    monkeypatch.setattr(api, "flops_report", boom)
+    monkeypatch.setattr(cases, "flops_report", boom)
     with pytest.raises(UsageError, match=r"cannot count .*se@16f-res5.*RuntimeError: Storage size calculation overflowed") as e:
         gate.static_record(resolve("se", "16f-res5"), "se@16f-res5")
     assert "\n" not in str(e.value)
