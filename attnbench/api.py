@@ -91,13 +91,23 @@ class Count:
         return {"schema": SCHEMA, "kind": "count", **asdict(self), "units": UNITS}
 
 
-def count(module: torch.nn.Module, inputs_or_shapes: Any, *, backward: bool = False, label: str | None = None) -> Count:
+def count(module: torch.nn.Module, inputs_or_shapes: Any, *, backward: bool = False, input_grad: bool = False,
+          label: str | None = None) -> Count:
     """Count ``module`` on the given inputs (tensors or shapes) on the meta device: no memory is allocated and
-    ``module`` itself is not changed (a copy is moved to meta). Forward only (eval mode, no grad) by default;
-    with ``backward=True`` one training step (forward in train mode, then backward of the output)."""
+    ``module`` itself is not changed (a copy is moved to meta). Inputs take the dtype of the module's first
+    floating-point parameter. Forward only (eval mode, no grad) by default; with ``backward=True`` one
+    training step (forward in train mode, then backward of the output; ``input_grad=True`` also counts the
+    gradient of the inputs, as for a layer inside a larger network)."""
     shapes = _shapes(inputs_or_shapes)
     meta = _on_meta(module)
-    result = count_exact(meta, meta_inputs(shapes), backward=backward) if backward else count_exact(meta, meta_inputs(shapes))
+    dtype = next((p.dtype for p in meta.parameters() if p.is_floating_point()), torch.float32)
+    inputs = [t.to(dtype) for t in meta_inputs(shapes)]
+    if backward and not input_grad and not any(p.requires_grad for p in meta.parameters()):
+        raise UsageError(f"{label or type(module).__name__} has no parameters that require grad: nothing to "
+                         "backpropagate in a training step (count(..., backward=True, input_grad=True) counts the "
+                         "inputs' gradient)")
+    result = (count_exact(meta, inputs, backward=True, input_grad=input_grad) if backward
+              else count_exact(meta, inputs))
     return Count(
         label=label or type(module).__name__, input_shapes=shapes, flops=result.cost.flops, macs=result.cost.macs,
         by_category_flops=result.cost.by_category(), by_module=by_module_dict(result) or {},
@@ -113,6 +123,7 @@ class Timing:
     of one call in bytes, the device fingerprint, and the full results row (as ``attnbench speed`` writes)."""
 
     label: str
+    input_shapes: list[tuple[int, ...]]
     status: str  # "ok", "OOM" or "error: ..."
     median_s: float | None
     iqr_s: float | None
@@ -145,6 +156,8 @@ def measure(module: torch.nn.Module, inputs_or_shapes: Any, *, device: str = "cp
     if len({s[0] for s in shapes}) != 1:
         raise UsageError("every input's first dimension is the batch: they must agree")
     batch = shapes[0][0]
+    if batch < 1:
+        raise UsageError(f"the batch (the inputs' first dimension) must be at least 1, got {batch}")
     name = label or type(module).__name__
     counted = count(module, shapes, label=name)
     per_item = [(1, *s[1:]) for s in shapes]
@@ -161,7 +174,7 @@ def measure(module: torch.nn.Module, inputs_or_shapes: Any, *, device: str = "cp
     timing = row.get("timing") or {}
     memory = row.get("memory") or {}
     return Timing(
-        label=name, status=row["status"],
+        label=name, input_shapes=shapes, status=row["status"],
         median_s=timing["median_ms"] / 1e3 if "median_ms" in timing else None,
         iqr_s=timing["iqr_ms"] / 1e3 if "iqr_ms" in timing else None,
         samples_s=[v / 1e3 for v in timing.get("samples_ms", [])],
@@ -174,26 +187,31 @@ def compare(results: Sequence[Count | Timing | FlopsReport]) -> Any:
     median latency, IQR, memory and achieved GFLOP/s of timings. Column names carry their units."""
     import pandas as pd
 
-    rows: dict[str, dict[str, Any]] = {}  # one row per label: a count and a timing of one block share it
+    rows: dict[tuple[str, str], dict[str, Any]] = {}  # a count and a timing of one block at one input share a row
     for r in results:
         if isinstance(r, FlopsReport):
             r = Count(label=r.case.label, input_shapes=r.case.input_shapes(), flops=r.cost.flops, macs=r.cost.macs,
                       by_category_flops=r.cost.by_category(), by_module={}, params=r.params_counted,
                       unhandled_ops=dict(r.exact.unhandled) if r.exact else {}, forward_flops=r.cost.flops)
+        if not isinstance(r, (Count, Timing)):
+            raise UsageError(f"compare takes count(), measure() or flops_report() results, got {type(r).__name__}")
+        shown = " ".join("x".join(map(str, s)) for s in r.input_shapes)
+        row = rows.setdefault((r.label, shown), {"block": r.label, "input": shown})
         if isinstance(r, Count):
-            rows.setdefault(r.label, {"block": r.label}).update({
-                "input": " ".join("x".join(map(str, s)) for s in r.input_shapes),
+            if "GFLOPs" in row:
+                raise UsageError(f"compare: two counts of {r.label} at input {shown}; give them different labels")
+            row.update({
                 "GFLOPs": r.flops / 1e9, "GMACs": r.macs / 1e9, "params (M)": r.params / 1e6,
                 "unhandled ops": ", ".join(sorted(r.unhandled_ops)) or "-"})
-        elif isinstance(r, Timing):
+        else:
+            if "status" in row:
+                raise UsageError(f"compare: two timings of {r.label} at input {shown}; give them different labels")
             ok = r.median_s is not None
-            rows.setdefault(r.label, {"block": r.label}).update({
+            row.update({
                 "status": r.status,
                 "median ms": r.median_s * 1e3 if ok else None,
                 "IQR ms": r.iqr_s * 1e3 if r.iqr_s is not None else None,
                 "peak MiB": r.peak_memory_bytes / 2**20 if r.peak_memory_bytes is not None else None,
                 "GFLOP/s": r.flops / r.median_s / 1e9 if ok and r.median_s else None,
                 "device": r.fingerprint.get("gpu_name") or r.fingerprint.get("cpu_model")})
-        else:
-            raise UsageError(f"compare takes count(), measure() or flops_report() results, got {type(r).__name__}")
     return pd.DataFrame(list(rows.values()))

@@ -95,8 +95,10 @@ class Target:
     options: Mapping[str, Any] = field(default_factory=dict)
     memory: Callable[[Precision, int], tuple[Peak | None, str | None]] | None = None
     by_category: dict[str, int] | None = None
-    preset: str | None = None  # the block's base preset, when ``variant`` names a custom shape
+    preset: str | None = None  # the base preset, when ``variant`` names a custom shape
+    custom: bool = False  # sizes (or options) differ from the preset's
     flops_source: str = ""  # "closed form" or "exact counter" (default: by kind)
+    unhandled: dict[str, int] = field(default_factory=dict)  # ops the exact counter could not count (never zero silently)
     _counted: tuple[int, dict[str, int]] | None = field(default=None, repr=False)
 
     def identity(self) -> dict[str, str]:
@@ -104,8 +106,8 @@ class Target:
         gate's reference workload); ``network``, ``attn`` and ``preset`` for a network."""
         if self.kind == "network":
             attn, _, preset = self.variant.partition("@")
-            return {"network": self.name, "attn": attn, "preset": preset}
-        return {"module": self.name, "preset": self.preset or self.variant, "custom": self.preset is not None}
+            return {"network": self.name, "attn": attn, "preset": self.preset or preset, "custom": self.custom}
+        return {"module": self.name, "preset": self.preset or self.variant, "custom": self.custom}
 
     def flops(self) -> tuple[int, dict[str, int] | None]:
         """FLOPs of one clip and their split by op category (counted now if this is the first use)."""
@@ -138,6 +140,7 @@ def block_target(case: Case) -> Target:
     """A block at its case's shape, with batch 1 per item (the run's batch scales it)."""
     one = case.shape.replace(B=1)
     cost, source = case.cost(one)  # the closed form, or counted for a block that declares none
+    unhandled = case.unhandled(one) if source == "counted" else {}
     largest = case.spec.largest_intermediate(one, **case.options) if case.spec.largest_intermediate else None
     shapes = tuple(tuple(s) for s in case.spec.input_shapes(one, case.options))
 
@@ -150,10 +153,12 @@ def block_target(case: Case) -> Target:
 
     return Target("block", case.spec.name, case.preset.name if case.preset else str(case.shape), shapes, cost.flops,
                   build, largest, options=dict(case.options), memory=memory, by_category=cost.by_category(),
-                  preset=None if case.preset else case.base, flops_source=source)
+                  preset=None if case.preset else case.base, custom=case.preset is None, flops_source=source,
+                  unhandled=unhandled)
 
 
 _NETWORK_FLOPS: dict[tuple[Any, ...], tuple[int, dict[str, int]]] = {}
+_NETWORK_UNHANDLED: dict[tuple[Any, ...], dict[str, int]] = {}
 
 
 def network_target(case: NetworkCase) -> Target:
@@ -165,8 +170,11 @@ def network_target(case: NetworkCase) -> Target:
 
     def flops() -> tuple[int, dict[str, int]]:
         if ident not in _NETWORK_FLOPS:
-            cost = count(one.build("meta"), meta_inputs(one.input_shapes())).cost
-            _NETWORK_FLOPS[ident] = (cost.flops, cost.by_category())
+            result = count(one.build("meta"), meta_inputs(one.input_shapes()))
+            _NETWORK_FLOPS[ident] = (result.cost.flops, result.cost.by_category())
+            _NETWORK_UNHANDLED[ident] = dict(result.unhandled)
+            target.unhandled = _NETWORK_UNHANDLED[ident]
+        target.unhandled = _NETWORK_UNHANDLED.get(ident, {})
         return _NETWORK_FLOPS[ident]
 
     def build() -> nn.Module:
@@ -183,7 +191,10 @@ def network_target(case: NetworkCase) -> Target:
         base = case.spec.preset(case.preset)
         variant = f"{case.attn}@{case.kwargs.get('frames') or base.frames}f-{case.kwargs.get('size') or base.size}px"
     options = {**{k: v for k, v in one.kwargs.items() if k != "batch"}, **attention_options}
-    return Target("network", case.spec.name, variant, shapes, flops, build, None, videos_per_item=1, options=options)
+    custom = case.kwargs.get("frames") is not None or case.kwargs.get("size") is not None
+    target = Target("network", case.spec.name, variant, shapes, flops, build, None, videos_per_item=1, options=options,
+                    preset=case.preset or case.spec.default_preset.name, custom=custom)
+    return target
 
 
 def table_vi_targets(impl: str = "naive", network: str = "eco-lite", preset: str = "16f",
@@ -239,6 +250,7 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
         "flops": flops * s.batch,
         "flops_unit": "FLOPs (multiply-add = 2), whole batch; "
                       + (t.flops_source or ("closed form" if t.kind == "block" else "exact counter")),
+        "unhandled_ops": dict(t.unhandled),
         "status": "ok",
     }
     precision = Precision(s.dtype, s.precision, s.device_type)

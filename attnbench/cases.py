@@ -6,14 +6,15 @@ counter on the meta device, other counters). ``attnbench.api`` re-exports all of
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from attnbench.blocks.registry import BlockSpec, Preset, all_blocks, get_block  # noqa: F401  (BlockSpec: re-exported)
-from attnbench.errors import UsageError, unknown
+from attnbench.errors import AttnBenchError, UsageError, unknown
 from attnbench.flops import counters as ext
 from attnbench.flops.cost import Cost
 from attnbench.flops.conventions import count_detailed
@@ -59,14 +60,51 @@ class Case:
         shape = shape or self.shape
         if self.spec.cost is not None:
             return self.spec.cost(shape, **self.options), "closed form"
-        module = self.build("meta", shape)
-        return count_exact(module, meta_inputs(self.spec.input_shapes(shape, self.options))).cost, "counted"
+        with user_code(self.spec):
+            module = self.build("meta", shape)
+            return count_exact(module, meta_inputs(self.spec.input_shapes(shape, self.options))).cost, "counted"
+
+    def unhandled(self, shape: VideoShape | None = None) -> dict[str, int]:
+        """Ops the exact counter does not know in this block's forward (counted as nothing: named, not hidden)."""
+        with user_code(self.spec):
+            module = self.build("meta", shape or self.shape)
+            shapes = self.spec.input_shapes(shape or self.shape, self.options)
+            return dict(count_exact(module, meta_inputs(shapes)).unhandled)
 
     def params(self) -> tuple[int, str]:
         """Parameters: the closed form, or counted on the meta device for a block that declares none."""
         if self.spec.params is not None:
             return self.spec.params(self.shape, **self.options), "closed form"
-        return param_count(self.build("meta")), "counted"
+        with user_code(self.spec):
+            return param_count(self.build("meta")), "counted"
+
+
+@contextmanager
+def user_code(spec: BlockSpec) -> Iterator[None]:
+    """A user's block (from a file, a plugin or ``register_block``) that fails to build or run is the user's
+    error, one line and exit 2; attnbench's own blocks failing are bugs and stay exceptions."""
+    from attnbench.blocks.registry import origin
+
+    try:
+        yield
+    except (AttnBenchError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of the user's code
+        if origin(spec.name) == "attnbench" and not spec.name.rpartition(":")[0].endswith(".py"):
+            raise
+        if too_big_for_tensors(err):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UsageError(f"block {spec.name} failed on the meta device: {type(err).__name__}: {first} (its forward "
+                         "takes one video [B, C, T, H, W]; other inputs need a BlockSpec with inputs=)") from None
+
+
+def _training_step(case: "Case", shapes: Sequence[Sequence[int]]) -> CountResult:
+    """Forward + backward of one training step, or a one-line error for a block with nothing to train."""
+    module = case.build("meta")
+    if not any(p.requires_grad for p in module.parameters()):
+        raise UsageError(f"{case.spec.name} has no parameters that require grad: --backward counts a training step")
+    return count_exact(module, meta_inputs(shapes), backward=True)
 
 
 def resolve(
@@ -171,7 +209,7 @@ class FlopsReport:
             "input_shape": c.shape.as_list(),
             "input_shapes": [list(s) for s in c.input_shapes()],
             "options": dict(c.options),
-            "closed_forms": self.analytic is not None,
+            "closed_forms": c.spec.closed_forms(),
             "params": self.params_counted,
             "params_analytic": self.params_analytic,
             "analytic": None if self.analytic is None else {**_cost_dict(self.analytic), **self.terms},
@@ -254,16 +292,17 @@ def flops_report(case: Case, counters: Sequence[str] = COUNTERS, backward: bool 
     for name in counters:
         if name not in COUNTERS:
             raise unknown("counter", name, COUNTERS)
-    declared = case.spec.closed_forms()
-    analytic = case.spec.cost(case.shape, **case.options) if declared else None
-    terms = case.spec.terms(case.shape, **case.options) if case.spec.terms else {}
-    params_analytic = case.spec.params(case.shape, **case.options) if declared else None
+    spec = case.spec
+    analytic = spec.cost(case.shape, **case.options) if spec.cost is not None else None
+    terms = spec.terms(case.shape, **case.options) if spec.terms else {}
+    params_analytic = spec.params(case.shape, **case.options) if spec.params is not None else None
     shapes = case.input_shapes()
     try:
-        module = case.build("meta")
-        exact, log = count_detailed(module, meta_inputs(shapes))
-        params_counted = param_count(module)
-        training = count_exact(case.build("meta"), meta_inputs(shapes), backward=True) if backward else None
+        with user_code(spec):
+            module = case.build("meta")
+            exact, log = count_detailed(module, meta_inputs(shapes))
+            params_counted = param_count(module)
+            training = _training_step(case, shapes) if backward else None
     except Exception as err:  # noqa: BLE001 - only torch's size limit is caught; anything else is raised
         if not too_big_for_tensors(err) or analytic is None or params_analytic is None:
             raise
@@ -357,6 +396,7 @@ def network_report(case: NetworkCase, counters: Sequence[str] = ("exact",)) -> d
         "network": case.spec.name,
         "attn": case.attn,
         "preset": case.preset or case.spec.default_preset.name,
+        "custom": "frames" in case.kwargs or "size" in case.kwargs,
         "input_shape": list(case.input_shapes()[0]),
         "input_shapes": [list(s) for s in case.input_shapes()],
         "params": param_count(module),

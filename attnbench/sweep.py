@@ -36,7 +36,8 @@ AXIS_LABELS = {"T": "T (frames)", "HW": "H = W (pixels)", "C": "C (channels)"}
 DEFAULT_VALUES = SWEEP_VALUES
 DEFAULT_MODULES = SWEEP_MODULES
 UNITS = {
-    "flops": "FLOPs, closed form (equal to the exact counter): a multiply-add counts 2, any other op 1",
+    "flops": "FLOPs, closed form (equal to the exact counter; counted on the meta device where a block declares none, "
+             "flops_source = counted): a multiply-add counts 2, any other op 1",
     "params": "learnable parameters (count)",
     "predicted_largest_intermediate.bytes": "bytes of the largest intermediate tensor at the run's dtype (closed form)",
     "latency_ms": "median wall time of one forward call, milliseconds",
@@ -81,15 +82,17 @@ def parse_values(text: str | None, name: str) -> list[int] | None:
     return sorted(set(out))
 
 
-def parse_modules(text: str | None) -> list[str]:
-    """``"nl,cs"`` -> ["nl", "cs"], each checked against the registry; ``all`` -> every block."""
+def parse_modules(text: str | Sequence[str] | None) -> list[str]:
+    """``"nl,cs"`` (or ``["nl", "cs"]``) -> ["nl", "cs"], each checked against the registry; ``all`` -> every
+    block."""
     from attnbench.blocks.registry import all_blocks, get_block
 
     if text is None:
         return list(DEFAULT_MODULES)
-    if text.strip() == "all":
+    given = text.split(",") if isinstance(text, str) else list(text)
+    if [m.strip() for m in given] == ["all"]:
         return [s.name for s in all_blocks()]
-    names = [m.strip() for m in text.split(",") if m.strip()]
+    names = [m.strip() for m in given if m.strip()]
     if not names:
         raise UsageError(f"--modules takes a comma list of blocks (see `attnbench list`), got '{text}'")
     for name in names:
@@ -151,8 +154,10 @@ def analytic_row(p: Point, dtype: str = "fp32", precision: str = "pure", device_
         return row, None
     spec, shape, opts = case.spec, case.shape, case.options
     try:
-        cost, _ = case.cost()
+        cost, source = case.cost()
         params, _ = case.params()
+        if source == "counted":  # a block without closed forms: counted on the meta device, unknown ops named
+            row.update(flops_source="counted", unhandled_ops=case.unhandled())
         terms = spec.terms(shape, **opts) if spec.terms else {}
         largest = spec.largest_intermediate(shape, **opts) if spec.largest_intermediate else None
     except (AttnBenchError, ValueError, ZeroDivisionError) as e:  # a closed form undefined at this shape
@@ -691,6 +696,8 @@ def rows_frame(rows: Sequence[dict[str, Any]]) -> Any:
         if measured:
             line["median ms"] = r.get("latency_ms")
             line["peak MiB"] = r["peak_bytes"] / 2**20 if r.get("peak_bytes") is not None else None
+        if any(x.get("unhandled_ops") for x in rows):
+            line["unhandled ops (not counted)"] = ", ".join(f"{k} x{v}" for k, v in sorted((r.get("unhandled_ops") or {}).items())) or "-"
         line["reason"] = r.get("reason") or ""
         out.append(line)
     return integer_columns(out, ("value", "FLOPs", "params", "pred. largest MiB", "pred. peak MiB", "R = F_CS/F_3D ratio",

@@ -9,14 +9,23 @@ can use it.
 
 from __future__ import annotations
 
+import math
+
 SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 BINARY = ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"))
 
 
-def _four(v: float) -> str:
-    """Four significant figures, trailing zeros kept (31.00, 1.500, 612.0)."""
+def four_figures(v: float) -> str:
+    """Four significant figures, trailing zeros kept (31.00, 1.500, 612.0, 1.920); from 10^4 on, whole units."""
+    if not math.isfinite(v):
+        return "n/a"
+    if abs(v) >= 1e4:  # whole units: 12345, not 1.235e+04
+        return f"{v:.0f}"
     text = f"{v:#.4g}"
     return text[:-1] if text.endswith(".") else text
+
+
+_four = four_figures
 
 
 def human(value: float | int | None, unit: str = "") -> str:

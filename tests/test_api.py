@@ -84,3 +84,18 @@ def test_register_block_twice_is_refused() -> None:
         assert attnbench.get_block("twice").default_preset.name == "default"  # no presets: attnbench's default shape
     finally:
         attnbench.unregister_block("twice")
+
+
+def test_api_edges() -> None:
+    block = nn.Conv3d(4, 4, 1).to(torch.bfloat16)
+    assert attnbench.count(block, (1, 4, 2, 3, 3)).macs == 4 * 4 * 18  # inputs follow the module's dtype
+    with pytest.raises(UsageError, match="batch"):
+        attnbench.measure(nn.Conv3d(4, 4, 1), (0, 4, 2, 3, 3), reps=1, target_s=0.01, warmup_s=0)
+    with pytest.raises(UsageError, match="no parameters that require grad"):
+        attnbench.count(nn.ReLU(), (1, 4, 2, 3, 3), backward=True)
+    step = attnbench.count(nn.ReLU(), (1, 4, 2, 3, 3), backward=True, input_grad=True)
+    assert step.backward_flops > 0
+    a, b = attnbench.count(nn.ReLU(), (1, 4, 2, 3, 3)), attnbench.count(nn.ReLU(), (1, 4, 4, 3, 3))
+    assert len(attnbench.compare([a, b])) == 2  # one row per input, never silently merged
+    with pytest.raises(UsageError, match="different labels"):
+        attnbench.compare([a, a])

@@ -109,4 +109,4 @@ def test_network_speed_rows_name_networks_as_flops_does() -> None:
     row = bench.measure_target(bench.network_target(case), settings, dev.fingerprint("cpu"))
     _check_common(row)
     _check_network(row)
-    assert (row["network"], row["attn"], row["preset"]) == ("eco-lite", "cs", "4f-64px") and row["vps"] > 0
+    assert (row["network"], row["attn"], row["preset"], row["custom"]) == ("eco-lite", "cs", "4f", True) and row["vps"] > 0

@@ -14,6 +14,7 @@ fails to load is a warning naming it, never a crash of every command.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import inspect
@@ -55,13 +56,20 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
+def is_file_ref(name: str) -> bool:
+    """Whether ``name`` names a block in a file (``path/to/file.py:Name``; the path may hold ``:`` or ``,``)."""
+    return name.rpartition(":")[0].endswith(".py")
+
+
 def from_file(ref: str) -> BlockSpec:
-    """The block ``path/to/file.py:Name``: ``Name`` is an ``nn.Module`` class or a :class:`BlockSpec`."""
+    """The block ``path/to/file.py:Name``: ``Name`` is an ``nn.Module`` class or a :class:`BlockSpec`. The
+    block is named ``ref`` as given (a BlockSpec too: a file cannot pose as a registered block); the file is
+    imported once however it is spelled."""
     file, _, attr = ref.rpartition(":")
     path = Path(file).expanduser()
     if not path.is_file():
         raise UsageError(f"--module {ref}: no such file '{file}'")
-    key = (str(path.resolve()), attr)
+    key = (ref, str(path.resolve()), attr)
     if key in _FILE_BLOCKS:
         return _FILE_BLOCKS[key]
     module = _import_file(path.resolve())
@@ -72,7 +80,7 @@ def from_file(ref: str) -> BlockSpec:
         raise UsageError(f"{file} defines no '{attr}'; blocks found there: {', '.join(found) or '(none)'}")
     obj = getattr(module, attr)
     if isinstance(obj, BlockSpec):
-        spec = obj
+        spec = dataclasses.replace(obj, name=ref)
     elif inspect.isclass(obj) and issubclass(obj, nn.Module):
         spec = spec_from_class(obj, name=ref, origin=file)
     else:
@@ -99,7 +107,7 @@ def spec_from_class(cls: type[nn.Module], name: str, origin: str) -> BlockSpec:
                              "required (give it a default, or define a BlockSpec in the file)")
         if isinstance(p.default, OPTION_TYPES):
             options.append(Option(p.name, type(p.default), p.default, help="constructor argument"))
-    doc = (inspect.getdoc(cls) or "").strip().splitlines()
+    doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "").splitlines()  # its own, not nn.Module's
     return BlockSpec(
         name=name,
         title=doc[0] if doc else cls.__name__,
@@ -109,20 +117,34 @@ def spec_from_class(cls: type[nn.Module], name: str, origin: str) -> BlockSpec:
     )
 
 
-def _register_all(obj: Any, ep_name: str, dist: str) -> None:
+def _specs(obj: Any, ep_name: str, dist: str) -> list[BlockSpec]:
+    """The blocks an entry point gives (checked before any is registered: a plugin loads whole or not at all)."""
     if isinstance(obj, BlockSpec):
-        register_block(obj, origin=dist)
-    elif inspect.isclass(obj) and issubclass(obj, nn.Module):
-        register_block(spec_from_class(obj, ep_name, dist), origin=dist)
-    elif isinstance(obj, ModuleType):
-        pass  # importing it registered its blocks
-    elif callable(obj):
-        _register_all(obj(), ep_name, dist)
-    elif isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
-        for item in obj:
-            _register_all(item, ep_name, dist)
-    else:
-        raise UsageError(f"entry point gives a {type(obj).__name__}, not a BlockSpec, a list of them or a module class")
+        return [obj]
+    if inspect.isclass(obj) and issubclass(obj, nn.Module):
+        return [spec_from_class(obj, ep_name, dist)]
+    if isinstance(obj, ModuleType):
+        return []  # importing it registered its blocks
+    if callable(obj):
+        return _specs(obj(), ep_name, dist)
+    if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
+        return [spec for item in obj for spec in _specs(item, ep_name, dist)]
+    raise UsageError(f"entry point gives a {type(obj).__name__}, not a BlockSpec, a list of them or a module class")
+
+
+def _register_all(obj: Any, ep_name: str, dist: str) -> None:
+    specs = _specs(obj, ep_name, dist)
+    taken = [s.name for s in specs if s.name in _registered()]
+    if taken or len({s.name for s in specs}) != len(specs):
+        raise UsageError(f"block name{'s' if len(taken) > 1 else ''} {', '.join(taken) or 'repeated'} already registered")
+    for spec in specs:
+        register_block(spec, origin=dist)
+
+
+def _registered() -> set[str]:
+    from attnbench.blocks.registry import _REGISTRY
+
+    return set(_REGISTRY)
 
 
 def load_plugins(group: str) -> None:

@@ -114,9 +114,9 @@ class BlockSpec:
             default = Preset("default", DEFAULT_SHAPE, "attnbench's default shape for a block that declares no presets")
             object.__setattr__(self, "presets", (default,))
 
-    def closed_forms(self) -> bool:
-        """Whether the block declares its closed-form FLOPs and parameters."""
-        return self.cost is not None and self.params is not None
+    def closed_forms(self) -> list[str]:
+        """What the block declares in closed form: ``"flops"``, ``"params"``, both or neither."""
+        return [name for name, f in (("flops", self.cost), ("params", self.params)) if f is not None]
 
     @property
     def default_preset(self) -> Preset:
@@ -198,7 +198,7 @@ def get_block(name: str) -> BlockSpec:
     """A registered block by name, or a block in a Python file: ``path/to/file.py:ClassName`` (see
     :mod:`attnbench.blocks.external`)."""
     _load_all()
-    if name not in _REGISTRY and ":" in name and name.split(":", 1)[0].endswith(".py"):
+    if name not in _REGISTRY and name.rpartition(":")[0].endswith(".py"):
         from attnbench.blocks.external import from_file
 
         return from_file(name)

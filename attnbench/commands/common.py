@@ -44,8 +44,8 @@ def _reader_gone(self: Console) -> None:
 
 
 Console.on_broken_pipe = _reader_gone  # type: ignore[method-assign]
-out = Console(width=_width(sys.stdout))
-err = Console(stderr=True, width=_width(sys.stderr))
+out = Console(width=_width(sys.stdout), emoji=False)  # text from users and files: ":x:" stays ":x:"
+err = Console(stderr=True, width=_width(sys.stderr), emoji=False)
 state = {"debug": False}
 
 
@@ -154,6 +154,19 @@ ModuleOpt = Annotated[list[str], typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON to stdout (one object per line)")]
 CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write the table as CSV")]
 MdOpt = Annotated[Optional[str], typer.Option("--md", help="write the table as Markdown")]
+
+
+def module_list(values: list[str], absolute: bool = False) -> list[str]:
+    """``--module`` values: each a block name, a comma list of them, or ``FILE.py:CLASS`` (never split: a path
+    may hold commas). ``absolute``: file paths made absolute (a baseline must not depend on the folder)."""
+    out: list[str] = []
+    for value in values:
+        file, _, attr = value.rpartition(":")
+        if file.endswith(".py"):
+            out.append(f"{os.path.abspath(os.path.expanduser(file))}:{attr}" if absolute else value)
+        else:
+            out += [v.strip() for v in value.split(",") if v.strip()]
+    return out
 
 
 @contextmanager

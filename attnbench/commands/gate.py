@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from attnbench import defaults as D
-from attnbench.commands.common import BOpt, COpt, HOpt, TOpt, WOpt, err, guarded, out
+from attnbench.commands.common import BOpt, COpt, HOpt, TOpt, WOpt, err, guarded, module_list, out
 from attnbench.errors import UsageError
 from attnbench.text import clean, plain
 
@@ -56,8 +56,8 @@ def snapshot_cmd(
 
     files.ensure_writable(out_file)  # before any work: a bad --out fails at once, not after the timing
     sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
-    modules = ",".join(module) or None
-    items = gate.select(gate.parse_list(modules) or None, presets, sizes)
+    modules = module_list(module, absolute=True) or None  # a file block's path: absolute, so check works anywhere
+    items = gate.select(modules, presets, sizes)
     plan = None
     if time_it or device is not None:
         if device in (None, "auto"):
@@ -71,7 +71,7 @@ def snapshot_cmd(
         if clock == "cpu" and threads is None:
             threads = 1
         plan = gate.TimingPlan(device=device, dtype=dtype, threads=threads, rounds=rounds, round_s=round_s, clock=clock, malloc=malloc).check()
-    selection = {"modules": gate.parse_list(modules) or None, "presets": presets,
+    selection = {"modules": modules, "presets": presets,
                  "sizes": {k: v for k, v in sizes.items() if v is not None}}
     status, progress = _progress(err.is_terminal)
     if status:

@@ -55,9 +55,9 @@ def list_cmd(
     for r in (r for r in recs if r["kind"] == "block"):
         presets = "\n".join(f"{p['preset']}: {p['input_shape']}" for p in r["presets"])
         options = "\n".join(f"{o['name']}={o['default']}" for o in r["options"]) or "-"
-        paper = r["paper"] if r["origin"] == "attnbench" else f"{r['paper']} ({r['origin']})"
+        paper = r["paper"] if r["origin"] == "attnbench" or r["origin"] in r["paper"] else f"{r['paper']} ({r['origin']})"
         table.add_row(*map(Text, (r["module"], paper, r["title"], presets, options,
-                                  "yes" if r["closed_forms"] else "none declared")))
+                                  ", ".join(r["closed_forms"]) or "none declared")))
     out.print(table)
     nets = Table(title="attnbench networks (flops/speed --network NAME --attn BLOCK)")
     for col in ("network", "paper", "title", "presets (frames x size)", "attn", "options (default)"):

@@ -95,7 +95,7 @@ def speed_cmd(
     where = fp.get("gpu_name") or fp.get("cpu_model")
     label = dtype if dtype == "fp32" else f"{dtype} {precision}"
     out.print(tables.to_rich(df, f"Speed on {device} ({where}), {label}", {
-        "FLOPs": "analytic, multiply-add = 2, whole batch", "times": "median over n calls",
+        "FLOPs": "closed form (counted where a block declares none), multiply-add = 2, whole batch", "times": "median over n calls",
         "peak MiB": "working memory of one call: predicted (closed form) vs measured (CPU: tensor peak; CUDA: allocator)"}))
     for impl in sorted({r.get("impl") for r in rows if r.get("impl")}) or [None]:
         ratio = bench.latency_ratio(rows, "nl", "cs", impl)

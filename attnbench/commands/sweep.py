@@ -7,7 +7,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import CsvOpt, JsonOpt, check_timing_flags, err, guarded, interrupted, out, progress
+from attnbench.commands.common import (CsvOpt, JsonOpt, check_timing_flags, err, guarded, interrupted, module_list, out,
+                                       progress)
 from attnbench.defaults import SCHEMA, SWEEP_MODULES
 from attnbench.errors import UsageError, check_range
 
@@ -49,7 +50,7 @@ def sweep_cmd(
     from attnbench.report.job import sweep_markdown
     from attnbench.store import files
 
-    names = sw.parse_modules(",".join(modules) if modules else None)
+    names = sw.parse_modules(module_list(modules) if modules else None)
     given = {"T": sw.parse_values(t_values, "T"), "HW": sw.parse_values(hw_values, "HW"), "C": sw.parse_values(c_values, "C")}
     values = {a: v for a, v in given.items() if v} or {a: list(v) for a, v in sw.DEFAULT_VALUES.items()}
     opts = api.parse_options(option)
@@ -106,7 +107,10 @@ def sweep_cmd(
     if json_out:
         print(json.dumps({"schema": SCHEMA, "kind": "sweep", "rows": rows, "exponents": exps, "crossovers": cross, "max_fit": fits, "units": sw.UNITS}, default=str))
         return
-    caption = {"FLOPs": "closed form = exact counter, multiply-add = 2", "pred. largest": f"largest intermediate, {dtype}"}
+    counted = sorted({r["module"] for r in rows if r.get("flops_source") == "counted"})
+    caption = {"FLOPs": "closed form = exact counter, multiply-add = 2"
+               + (f" (counted on the meta device for {', '.join(counted)}: no closed form declared)" if counted else ""),
+               "pred. largest": f"largest intermediate, {dtype}"}
     if device:
         caption["median ms"] = f"on {device}"
     out.print(tables.to_rich(df, "Sweep: cost against size (others at the block's preset)", caption))

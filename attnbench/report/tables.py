@@ -11,7 +11,7 @@ from rich.table import Table
 
 from attnbench.store import files
 from attnbench.text import plain
-from attnbench.units import human, human_bytes, yes_no  # noqa: F401  (re-exported: tables.human)
+from attnbench.units import four_figures, human, human_bytes, yes_no  # noqa: F401  (re-exported: tables.human)
 
 
 NONE_DECLARED = "none declared"
@@ -33,8 +33,9 @@ def flops_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "analytic FLOPs": analytic["flops"] if analytic else NONE_DECLARED,
             "analytic MACs": analytic["macs"] if analytic else NONE_DECLARED,
             "exact FLOPs": counted["exact"]["flops"],
-            "exact == analytic": (agrees and r["params"] == r["params_analytic"]) if analytic else NONE_DECLARED,
+            "exact == analytic": (agrees and r["params_analytic"] in (None, r["params"])) if analytic else NONE_DECLARED,
         }
+        row[UNHANDLED] = unhandled_text(counted["exact"].get("unhandled_ops"))
         training = counted["exact"].get("training_step")
         if training:
             row["train-step FLOPs"] = training["flops"]
@@ -45,7 +46,20 @@ def flops_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             if analytic and key in analytic:
                 row[key.replace("_flops", " FLOPs")] = analytic[key]
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _drop_if_empty(pd.DataFrame(rows), UNHANDLED)
+
+
+UNHANDLED = "unhandled ops (not counted)"
+
+
+def unhandled_text(unhandled: dict[str, int] | None) -> str:
+    """``{"_fft_r2c": 1}`` -> ``"_fft_r2c x1"``; "-" when the counter knew every op."""
+    return ", ".join(f"{k} x{v}" for k, v in sorted((unhandled or {}).items())) or "-"
+
+
+def _drop_if_empty(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Leave out a column that says "-" on every row (every op was counted)."""
+    return df.drop(columns=[col]) if col in df.columns and (df[col] == "-").all() else df
 
 
 def network_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -62,7 +76,11 @@ def network_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         for name in ("torch", "fvcore", "ptflops", "ptflops-aten"):
             if name in r["counted"]:
                 row[f"{name} FLOPs"] = r["counted"][name]["flops"]
+        row[UNHANDLED] = unhandled_text(r["counted"]["exact"].get("unhandled_ops"))
         rows.append(row)
+    if all(row[UNHANDLED] == "-" for row in rows):
+        for row in rows:
+            del row[UNHANDLED]
     return rows
 
 
@@ -91,7 +109,7 @@ def _cell(col: str, v: Any) -> str:
     if isinstance(v, int) and col == "params":
         return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return four_figures(v)
     return str(v)
 
 
@@ -172,7 +190,8 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
         pred = r.get("memory_prediction") or {}
         out_rows.append({
             "module / network": r.get("module") or r.get("network"),
-            "preset": r["preset"] if r.get("kind") != "network" else f"{r['attn']}@{r['preset']}",
+            "preset": (f"{r['attn']}@" if r.get("kind") == "network" else "")
+                      + (f"{r['preset']}, custom" if r.get("custom") else r["preset"]),
             "impl": r.get("impl") or "-",
             "input": "x".join(str(v) for v in r["input_shapes"][0]),
             "precision": r.get("precision") or r["settings"]["dtype"], "timing": r.get("timing_mode") or "-",
@@ -188,5 +207,6 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
             "pred/meas": pred.get("predicted_over_measured"),
             "RSS peak delta MiB": _mib(m.get("rss_peak_delta_bytes")),
             "VPS": r.get("vps"),
+            UNHANDLED: unhandled_text(r.get("unhandled_ops")),
         })
-    return pd.DataFrame(out_rows)
+    return _drop_if_empty(pd.DataFrame(out_rows), UNHANDLED)
