@@ -25,6 +25,12 @@ def test_shell_completion_is_offered() -> None:
     assert result.exit_code == 0 and "_ATTNBENCH_COMPLETE" in result.stdout
 
 
+def test_module_and_network_values_complete() -> None:
+    from attnbench.commands.common import complete_module, complete_network
+
+    assert {"eam", "eca"} <= set(complete_module("e")) and complete_network("eco") == ["eco-lite"]
+
+
 def test_list_shows_blocks_and_presets() -> None:
     result = run("list", "--json")
     assert result.exit_code == 0

@@ -148,9 +148,22 @@ WOpt = Annotated[Optional[int], typer.Option("--W", help="width", show_default=F
 BlockOpt = Annotated[list[str], typer.Option("--option", "-o", help="block option KEY=VALUE (repeatable)")]
 
 
+def complete_module(incomplete: str) -> list[str]:
+    """Shell completion of ``--module``: registered blocks (a file path completes as the shell completes files)."""
+    from attnbench.blocks.registry import all_blocks
+
+    return [s.name for s in all_blocks() if s.name.startswith(incomplete)]
+
+
+def complete_network(incomplete: str) -> list[str]:
+    from attnbench.networks.registry import all_networks
+
+    return [n.name for n in all_networks() if n.name.startswith(incomplete)]
+
+
 ModuleOpt = Annotated[list[str], typer.Option(
     "--module", "-m", help="block: a registered name (see `attnbench list`) or FILE.py:CLASS, a module whose "
-    "constructor takes the channel count first (repeatable)")]
+    "constructor takes the channel count first (repeatable)", autocompletion=complete_module)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON to stdout (one object per line)")]
 CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write the table as CSV")]
 MdOpt = Annotated[Optional[str], typer.Option("--md", help="write the table as Markdown")]

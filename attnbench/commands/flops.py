@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt,
+from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt, complete_network,
                                        WOpt, guarded, out, progress)
 from attnbench.defaults import COUNTERS
 from attnbench.errors import UsageError
@@ -19,7 +19,7 @@ def flops_cmd(
     preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="named paper shape (default: the block's first)")] = None,
     B: BOpt = None, C: COpt = None, T: TOpt = None, H: HOpt = None, W: WOpt = None,  # noqa: N803
     option: BlockOpt = [],  # noqa: B006
-    network: Annotated[list[str], typer.Option("--network", "-n", help="paper network (repeatable); --T frames, --H size")] = [],  # noqa: B006
+    network: Annotated[list[str], typer.Option("--network", "-n", help="paper network (repeatable); --T frames, --H size", autocompletion=complete_network)] = [],  # noqa: B006
     attn: Annotated[list[str], typer.Option("--attn", "-a", help="attention in the network (repeatable; default none)")] = [],  # noqa: B006
     counters: Annotated[str, typer.Option("--counters", help="comma list of " + ",".join(COUNTERS) + " (exact always runs)")] = ",".join(COUNTERS),
     backward: Annotated[bool, typer.Option("--backward", help="also count the backward pass (one training step)")] = False,

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt,
+from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt, complete_network,
                                        WOpt, check_timing_flags, err, guarded, interrupted, out, progress)
 from attnbench.errors import UsageError, check_range
 from attnbench.text import clean
@@ -18,7 +18,7 @@ def speed_cmd(
     preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="block or network preset (default: each one's first)")] = None,
     B: BOpt = None, C: COpt = None, T: TOpt = None, H: HOpt = None, W: WOpt = None,  # noqa: N803
     option: BlockOpt = [],  # noqa: B006
-    network: Annotated[list[str], typer.Option("--network", "-n", help="paper network (repeatable); on CUDA the default adds every network")] = [],  # noqa: B006
+    network: Annotated[list[str], typer.Option("--network", "-n", help="paper network (repeatable); on CUDA the default adds every network", autocompletion=complete_network)] = [],  # noqa: B006
     attn: Annotated[list[str], typer.Option("--attn", "-a", help="attention in the networks (repeatable; default: every choice)")] = [],  # noqa: B006
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16")] = "fp32",
     precision: Annotated[str, typer.Option("--precision", help="fp16/bf16: pure (module and inputs converted) or autocast (fp32 weights, torch.autocast per call)")] = "pure",

@@ -189,11 +189,10 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
         t, m, a = r.get("timing") or {}, r.get("memory") or {}, r.get("achieved") or {}
         pred = r.get("memory_prediction") or {}
         out_rows.append({
-            "module / network": r.get("module") or r.get("network"),
-            "preset": (f"{r['attn']}@" if r.get("kind") == "network" else "")
-                      + (f"{r['preset']}, custom" if r.get("custom") else r["preset"]),
+            "module": r.get("module") or "-", "network": r.get("network") or "-", "attn": r.get("attn") or "-",
+            "preset": f"{r['preset']}, custom" if r.get("custom") else r["preset"],
             "impl": r.get("impl") or "-",
-            "input": "x".join(str(v) for v in r["input_shapes"][0]),
+            "input [B,C,T,H,W]": "x".join(str(v) for v in r["input_shapes"][0]),
             "precision": r.get("precision") or r["settings"]["dtype"], "timing": r.get("timing_mode") or "-",
             "status": r["status"],
             "n": t.get("n"), "median ms": t.get("median_ms"), "IQR ms": t.get("iqr_ms"),
@@ -209,4 +208,7 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
             "VPS": r.get("vps"),
             UNHANDLED: unhandled_text(r.get("unhandled_ops")),
         })
-    return _drop_if_empty(pd.DataFrame(out_rows), UNHANDLED)
+    df = pd.DataFrame(out_rows)
+    for col in ("module", "network", "attn", UNHANDLED):
+        df = _drop_if_empty(df, col)
+    return df
