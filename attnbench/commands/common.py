@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from attnbench.errors import AttnBenchError, AttnBenchWarning, check_range
+from attnbench.errors import AttnBenchError, AttnBenchWarning, UsageError, check_range
 from attnbench.text import clean
 
 def _width(stream: object) -> int | None:
@@ -128,6 +128,24 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 _python_showwarning = warnings.showwarning
+
+
+def check_run(device: str, dtype: str, precision: str, timing: str) -> str:
+    """The device (``auto``: CUDA when present), dtype, precision and timing mode a measuring command was
+    given, checked before anything runs; returns the device."""
+    from attnbench.measuring import device as dev
+    from attnbench.measuring.timing import TIMING_MODES, resolve_precision
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev.resolve_device(device)
+    dev.resolve_dtype(dtype)
+    resolve_precision(precision)
+    if timing not in TIMING_MODES:
+        raise UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
+    return device
 
 
 def check_timing_flags(reps: int, target_s: float, warmup_s: float | None = None) -> None:

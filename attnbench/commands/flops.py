@@ -7,8 +7,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt, complete_network,
-                                       WOpt, guarded, out, progress)
+from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt,
+                                       WOpt, complete_network, guarded, out, progress)
 from attnbench.defaults import COUNTERS
 from attnbench.errors import UsageError
 

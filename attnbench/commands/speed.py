@@ -6,8 +6,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt, complete_network,
-                                       WOpt, check_timing_flags, err, guarded, interrupted, out, progress)
+from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt,
+                                       WOpt, check_run, check_timing_flags, complete_network, err, guarded,
+                                       interrupted, out, progress)
 from attnbench.errors import UsageError, check_range
 from attnbench.text import clean
 
@@ -46,17 +47,8 @@ def speed_cmd(
     from attnbench.report import tables
     from attnbench.store import files
     from attnbench.measuring import device as dev
-    from attnbench.measuring.timing import TIMING_MODES, resolve_precision
 
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev.resolve_device(device)
-    dev.resolve_dtype(dtype)
-    resolve_precision(precision)
-    if timing not in TIMING_MODES:
-        raise UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
+    device = check_run(device, dtype, precision, timing)
     check_timing_flags(reps, target_s, warmup_s)
     for b in batch:
         check_range("--batch", b, 1, 1_000_000)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from attnbench.commands.common import check_timing_flags, err, guarded, out
+from attnbench.commands.common import check_run, check_timing_flags, err, guarded, out
 from attnbench.defaults import SCHEMA
 from attnbench.errors import UsageError, check_range
 from attnbench.text import clean
@@ -34,7 +34,6 @@ def table_vi_cmd(
     """BANet Table VI: VPS of ECO-Lite (16 frames, 224x224) plain, with 1 NL and with 1 CS, in one run,
     beside the paper's 23.2 / 8.1 / 19.9 (GTX 1080 Ti), with the NL and CS blocks' latency and FLOP ratios."""
     import pandas as pd
-    import torch
 
     from attnbench import bench
     from attnbench.measuring import device as dev
@@ -42,18 +41,11 @@ def table_vi_cmd(
     from attnbench.report import tables
     from attnbench.store import files
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev.resolve_device(device)
-    dev.resolve_dtype(dtype)
     from attnbench.blocks.nonlocal_block import IMPLS
-    from attnbench.measuring.timing import TIMING_MODES, resolve_precision
 
-    resolve_precision(precision)
+    device = check_run(device, dtype, precision, timing)
     if impl not in IMPLS:
         raise UsageError(f"unknown impl '{impl}'; valid choices: {', '.join(IMPLS)}")
-    if timing not in TIMING_MODES:
-        raise UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
     check_timing_flags(reps, target_s, warmup_s)
     check_range("--batch", batch, 1, 1_000_000)
     fp = dev.fingerprint(device)
