@@ -115,3 +115,28 @@ def test_report_rejects_quick_and_full_together(tmp_path) -> None:
 
     result = CliRunner().invoke(app, ["report", "--quick", "--full", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_speed_section_reads_rows_by_their_schema_2_names(tmp_path, monkeypatch) -> None:
+    """The speed section's progress and summary name blocks and networks as rows do (module; network, attn)."""
+    from attnbench import bench
+
+    def fake_run(targets, settings, path, resume, on_row=None, **_kw):
+        rows = [{"kind": "block", "module": "nl", "preset": "banet", "status": "ok", "flops": 62,
+                 "input_shapes": [[1, 96, 16, 28, 28]], "settings": {"dtype": "fp32"}, "timing": {"median_ms": 8.0}},
+                {"kind": "block", "module": "cs", "preset": "banet", "status": "ok", "flops": 10,
+                 "input_shapes": [[1, 96, 16, 28, 28]], "settings": {"dtype": "fp32"}, "timing": {"median_ms": 2.0}},
+                {"kind": "network", "network": "eco-lite", "attn": "cs", "preset": "16f", "status": "ok", "flops": 9,
+                 "input_shapes": [[1, 3, 16, 224, 224]], "settings": {"dtype": "fp32"}, "vps": 19.9,
+                 "timing": {"median_ms": 50.0}}]
+        for row in rows:
+            on_row(row)
+        return rows
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    steps: list[str] = []
+    ctx = job.make_context(job.ReportOptions(mode="quick", device="cpu"), tmp_path)
+    result = job.section_speed(ctx, on_step=steps.append)
+    assert steps[-1].endswith("3/15: eco-lite")
+    assert "NL/CS at the BANet preset: latency 4.00x, FLOPs 6.20x" in result.summary
+    assert "eco-lite cs@16f: 19.9 videos/s" in result.summary

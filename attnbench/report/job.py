@@ -377,7 +377,7 @@ def section_speed(ctx: Context, on_step: Callable[[str], None] | None = None) ->
     def step(row: dict[str, Any]) -> None:
         done[0] += 1
         if on_step:
-            on_step(f"speed {done[0]}/{len(targets)}: {row['name']}")
+            on_step(f"speed {done[0]}/{len(targets)}: {row.get('module') or row.get('network')}")
 
     rows = bench.run(targets, speed_settings(ctx), str(store_path), ctx.opts.resume, on_row=step,
                      overwrite=not ctx.opts.resume)
@@ -393,7 +393,7 @@ def section_speed(ctx: Context, on_step: Callable[[str], None] | None = None) ->
         summary.append(f"NL/CS at the BANet preset: latency {ratio['latency_ratio']:.2f}x, FLOPs {ratio['flop_ratio']:.2f}x")
     for r in rows:
         if r.get("vps"):
-            summary.append(f"{r['name']} {r['variant']}: {r['vps']:.3g} videos/s")
+            summary.append(f"{r['network']} {r['attn']}@{r['preset']}: {r['vps']:.3g} videos/s")
     head = f"Measured on {_where(ctx)}; FLOPs analytic (blocks) or exact (networks), multiply-add = 2; times: median over n calls."
     files = write_tables(ctx, "speed", df, {"rows": rows}, summary, head, extra_files=extra)
     return SectionResult("speed", files=files, summary=summary)
