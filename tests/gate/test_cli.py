@@ -226,7 +226,7 @@ def test_injected_slowdown_is_detected(timed_baseline, monkeypatch) -> None:
 def test_latency_and_memory_regressions_from_an_edited_baseline(timed_baseline, tmp_path) -> None:
     def edit(doc):
         e = doc["entries"][0]
-        e["timing"]["samples_ms"] = [v / 10 for v in e["timing"]["samples_ms"]]  # "used to be 10x faster"
+        e["timing"]["samples_ms"] = [v / 100 for v in e["timing"]["samples_ms"]]  # "used to be 100x faster"
         e["timing"].pop("round_medians_ms")  # an old baseline: derived from samples_ms and round_sizes
         e["memory"]["peak_bytes"] = e["memory"]["peak_bytes"] // 2
 
@@ -234,7 +234,8 @@ def test_latency_and_memory_regressions_from_an_edited_baseline(timed_baseline, 
     result = run("check", "--baseline", str(path), "--json", "--retries", "0", "--no-load-control")
     assert result.exit_code == 1, result.output
     by = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
-    assert by["latency"]["status"] == "regression" and by["latency"]["ratio"] > 5
+    # 100x, with room for this shared machine to run the check up to 10x faster or slower than the snapshot
+    assert by["latency"]["status"] == "regression" and by["latency"]["ratio"] > 10
     assert by["latency"]["p_slower"] == pytest.approx(1 / 252)
     assert by["memory"]["status"] == "regression" and by["memory"]["ratio"] == pytest.approx(2, rel=0.01)
     assert run("check", "--baseline", str(path), "--flops-only").exit_code == 0
