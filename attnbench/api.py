@@ -31,6 +31,7 @@ from attnbench.cases import (  # noqa: F401  (re-exported: the CLI and users cal
 from attnbench.defaults import COUNTERS, SCHEMA  # noqa: F401
 from attnbench.errors import UsageError, unknown  # noqa: F401
 from attnbench.flops.count import meta_inputs, param_count
+from attnbench.text import UNHANDLED, unhandled_text
 from attnbench.flops.count import count as count_exact
 
 
@@ -159,14 +160,15 @@ def measure(module: torch.nn.Module, inputs_or_shapes: Any, *, device: str = "cp
     if batch < 1:
         raise UsageError(f"the batch (the inputs' first dimension) must be at least 1, got {batch}")
     name = label or type(module).__name__
-    counted = count(module, shapes, label=name)
     per_item = [(1, *s[1:]) for s in shapes]
+    counted = count(module, per_item, label=name)  # one clip; the row scales it by the batch
 
     def build() -> torch.nn.Module:
         return module.to(dev.placement(dev.resolve_device(device)))
 
-    target = bench.Target("block", name, "custom", tuple(per_item), counted.flops // batch, build,
-                          by_category={k: v // batch for k, v in counted.by_category_flops.items()})
+    target = bench.Target("block", name, "custom", tuple(per_item), counted.flops, build,
+                          by_category=counted.by_category_flops, flops_source="counted",
+                          unhandled=counted.unhandled_ops)
     settings = bench.Settings(device=device, dtype=dtype, batch=batch, min_reps=reps, target_s=target_s,
                               max_warmup_s=warmup_s)
     fingerprint = dev.fingerprint(device)
@@ -202,7 +204,7 @@ def compare(results: Sequence[Count | Timing | FlopsReport]) -> Any:
                 raise UsageError(f"compare: two counts of {r.label} at input {shown}; give them different labels")
             row.update({
                 "GFLOPs": r.flops / 1e9, "GMACs": r.macs / 1e9, "params (M)": r.params / 1e6,
-                "unhandled ops": ", ".join(sorted(r.unhandled_ops)) or "-"})
+                UNHANDLED: unhandled_text(r.unhandled_ops)})
         else:
             if "status" in row:
                 raise UsageError(f"compare: two timings of {r.label} at input {shown}; give them different labels")

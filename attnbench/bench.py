@@ -139,8 +139,7 @@ def identity(fp: Mapping[str, Any]) -> str:
 def block_target(case: Case) -> Target:
     """A block at its case's shape, with batch 1 per item (the run's batch scales it)."""
     one = case.shape.replace(B=1)
-    cost, source = case.cost(one)  # the closed form, or counted for a block that declares none
-    unhandled = case.unhandled(one) if source == "counted" else {}
+    cost, source, unhandled = case.cost(one)  # the closed form, or counted for a block that declares none
     largest = case.spec.largest_intermediate(one, **case.options) if case.spec.largest_intermediate else None
     shapes = tuple(tuple(s) for s in case.spec.input_shapes(one, case.options))
 
@@ -157,8 +156,7 @@ def block_target(case: Case) -> Target:
                   unhandled=unhandled)
 
 
-_NETWORK_FLOPS: dict[tuple[Any, ...], tuple[int, dict[str, int]]] = {}
-_NETWORK_UNHANDLED: dict[tuple[Any, ...], dict[str, int]] = {}
+_NETWORK_FLOPS: dict[tuple[Any, ...], tuple[int, dict[str, int], dict[str, int]]] = {}  # flops, by category, unhandled
 
 
 def network_target(case: NetworkCase) -> Target:
@@ -171,11 +169,9 @@ def network_target(case: NetworkCase) -> Target:
     def flops() -> tuple[int, dict[str, int]]:
         if ident not in _NETWORK_FLOPS:
             result = count(one.build("meta"), meta_inputs(one.input_shapes()))
-            _NETWORK_FLOPS[ident] = (result.cost.flops, result.cost.by_category())
-            _NETWORK_UNHANDLED[ident] = dict(result.unhandled)
-            target.unhandled = _NETWORK_UNHANDLED[ident]
-        target.unhandled = _NETWORK_UNHANDLED.get(ident, {})
-        return _NETWORK_FLOPS[ident]
+            _NETWORK_FLOPS[ident] = (result.cost.flops, result.cost.by_category(), dict(result.unhandled))
+        total, by_category, target.unhandled = _NETWORK_FLOPS[ident]
+        return total, by_category
 
     def build() -> nn.Module:
         torch.manual_seed(0)
@@ -194,7 +190,7 @@ def network_target(case: NetworkCase) -> Target:
     custom = case.kwargs.get("frames") is not None or case.kwargs.get("size") is not None
     target = Target("network", case.spec.name, variant, shapes, flops, build, None, videos_per_item=1, options=options,
                     preset=case.preset or case.spec.default_preset.name, custom=custom)
-    return target
+    return target  # flops() fills in target.unhandled when it counts
 
 
 def table_vi_targets(impl: str = "naive", network: str = "eco-lite", preset: str = "16f",

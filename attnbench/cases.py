@@ -53,23 +53,17 @@ class Case:
         with torch.device(device):
             return self.spec.build(shape or self.shape, **self.options)
 
-    def cost(self, shape: VideoShape | None = None) -> tuple[Cost, str]:
-        """Forward FLOPs at ``shape`` (default: the case's) and where they come from: the block's closed form
-        (``"closed form"``) or, for a block that declares none, the exact counter on the meta device
-        (``"counted"``)."""
+    def cost(self, shape: VideoShape | None = None) -> tuple[Cost, str, dict[str, int]]:
+        """Forward FLOPs at ``shape`` (default: the case's), where they come from, and the ops left uncounted:
+        the block's closed form (``"closed form"``, nothing left out) or, for a block that declares none, one
+        run of the exact counter on the meta device (``"counted"``; ops it does not know are named)."""
         shape = shape or self.shape
         if self.spec.cost is not None:
-            return self.spec.cost(shape, **self.options), "closed form"
+            return self.spec.cost(shape, **self.options), "closed form", {}
         with user_code(self.spec):
             module = self.build("meta", shape)
-            return count_exact(module, meta_inputs(self.spec.input_shapes(shape, self.options))).cost, "counted"
-
-    def unhandled(self, shape: VideoShape | None = None) -> dict[str, int]:
-        """Ops the exact counter does not know in this block's forward (counted as nothing: named, not hidden)."""
-        with user_code(self.spec):
-            module = self.build("meta", shape or self.shape)
-            shapes = self.spec.input_shapes(shape or self.shape, self.options)
-            return dict(count_exact(module, meta_inputs(shapes)).unhandled)
+            result = count_exact(module, meta_inputs(self.spec.input_shapes(shape, self.options)))
+        return result.cost, "counted", dict(result.unhandled)
 
     def params(self) -> tuple[int, str]:
         """Parameters: the closed form, or counted on the meta device for a block that declares none."""
@@ -90,7 +84,7 @@ def user_code(spec: BlockSpec) -> Iterator[None]:
     except (AttnBenchError, KeyboardInterrupt):
         raise
     except Exception as err:  # noqa: BLE001 - any failure of the user's code
-        if origin(spec.name) == "attnbench" and not spec.name.rpartition(":")[0].endswith(".py"):
+        if origin(spec.name) == "attnbench":
             raise
         if too_big_for_tensors(err):
             raise

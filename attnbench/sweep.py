@@ -28,6 +28,7 @@ from attnbench import cases
 from attnbench.defaults import SCHEMA, SWEEP_MODULES, SWEEP_VALUES
 from attnbench.errors import AttnBenchError, UsageError
 from attnbench.flops.memory import DTYPE_BYTES
+from attnbench.text import UNHANDLED, unhandled_text
 from attnbench.store import rows as rows_schema
 from attnbench.store import jsonl
 
@@ -154,10 +155,10 @@ def analytic_row(p: Point, dtype: str = "fp32", precision: str = "pure", device_
         return row, None
     spec, shape, opts = case.spec, case.shape, case.options
     try:
-        cost, source = case.cost()
+        cost, source, unhandled = case.cost()
         params, _ = case.params()
         if source == "counted":  # a block without closed forms: counted on the meta device, unknown ops named
-            row.update(flops_source="counted", unhandled_ops=case.unhandled())
+            row.update(flops_source="counted", unhandled_ops=unhandled)
         terms = spec.terms(shape, **opts) if spec.terms else {}
         largest = spec.largest_intermediate(shape, **opts) if spec.largest_intermediate else None
     except (AttnBenchError, ValueError, ZeroDivisionError) as e:  # a closed form undefined at this shape
@@ -697,7 +698,7 @@ def rows_frame(rows: Sequence[dict[str, Any]]) -> Any:
             line["median ms"] = r.get("latency_ms")
             line["peak MiB"] = r["peak_bytes"] / 2**20 if r.get("peak_bytes") is not None else None
         if any(x.get("unhandled_ops") for x in rows):
-            line["unhandled ops (not counted)"] = ", ".join(f"{k} x{v}" for k, v in sorted((r.get("unhandled_ops") or {}).items())) or "-"
+            line[UNHANDLED] = unhandled_text(r.get("unhandled_ops"))
         line["reason"] = r.get("reason") or ""
         out.append(line)
     return integer_columns(out, ("value", "FLOPs", "params", "pred. largest MiB", "pred. peak MiB", "R = F_CS/F_3D ratio",

@@ -21,3 +21,11 @@ def plain(value: object) -> str:
     from rich.markup import escape
 
     return escape(clean(value))
+
+
+UNHANDLED = "unhandled ops (not counted)"  # the column that names them, in every table
+
+
+def unhandled_text(unhandled: dict[str, int] | None) -> str:
+    """Ops the exact counter did not count: ``{"_fft_r2c": 1}`` -> ``"_fft_r2c x1"``; "-" when it knew every op."""
+    return ", ".join(f"{k} x{v}" for k, v in sorted((unhandled or {}).items())) or "-"

@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from attnbench.blocks.registry import BlockSpec, Option, register_block
+from attnbench.blocks.registry import BlockSpec, Option, is_registered, register_block
 from attnbench.errors import AttnBenchWarning, UsageError
 
 _FILE_BLOCKS: dict[tuple[str, str], BlockSpec] = {}
@@ -134,17 +134,11 @@ def _specs(obj: Any, ep_name: str, dist: str) -> list[BlockSpec]:
 
 def _register_all(obj: Any, ep_name: str, dist: str) -> None:
     specs = _specs(obj, ep_name, dist)
-    taken = [s.name for s in specs if s.name in _registered()]
+    taken = [s.name for s in specs if is_registered(s.name)]
     if taken or len({s.name for s in specs}) != len(specs):
         raise UsageError(f"block name{'s' if len(taken) > 1 else ''} {', '.join(taken) or 'repeated'} already registered")
     for spec in specs:
         register_block(spec, origin=dist)
-
-
-def _registered() -> set[str]:
-    from attnbench.blocks.registry import _REGISTRY
-
-    return set(_REGISTRY)
 
 
 def load_plugins(group: str) -> None:

@@ -179,6 +179,10 @@ def register_block(spec: BlockSpec, origin: str | None = None) -> BlockSpec:
     return spec
 
 
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY
+
+
 def unregister_block(name: str) -> None:
     """Remove a block registered with :func:`register_block` (tests, notebooks that redefine a block)."""
     _REGISTRY.pop(name, None)
@@ -191,6 +195,9 @@ def _origin_of(spec: BlockSpec) -> str:
 
 
 def origin(name: str) -> str:
+    """Where block ``name`` comes from: "attnbench", a plugin's distribution, user code, or its file."""
+    if name not in _ORIGIN and name.rpartition(":")[0].endswith(".py"):
+        return name.rpartition(":")[0]
     return _ORIGIN.get(name, "attnbench")
 
 

@@ -179,6 +179,11 @@ def complete_network(incomplete: str) -> list[str]:
     return [n.name for n in all_networks() if n.name.startswith(incomplete)]
 
 
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume", help="skip rows already in the results file (measured on this device)")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="measure rows already in the results file again (their old rows are removed)")]
+WarmupOpt = Annotated[float, typer.Option("--warmup-s", help="longest warm-up per row, in seconds (at most 600)")]
 ModuleOpt = Annotated[list[str], typer.Option(
     "--module", "-m", help="block: a registered name (see `attnbench list`) or FILE.py:CLASS, a module whose "
     "constructor takes the channel count first (repeatable)", autocompletion=complete_module)]

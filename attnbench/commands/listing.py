@@ -42,31 +42,38 @@ def list_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per block and per network")] = False,
 ) -> None:
     """Blocks (built in and from plugins), their papers, presets and options; then the networks."""
-    from rich.table import Table
-    from rich.text import Text
-
     recs = records()
     if json_out:
         print("\n".join(json.dumps(r, default=str) for r in recs))
         return
-    table = Table(title="attnbench blocks")
-    for col in ("module", "paper", "block", "presets [B,C,T,H,W]", "options (default)", "closed forms"):
+    blocks = [(r["module"], r["paper"] if r["origin"] == "attnbench" or r["origin"] in r["paper"]
+               else f"{r['paper']} ({r['origin']})", r["title"],
+               "\n".join(f"{p['preset']}: {p['input_shape']}" for p in r["presets"]), _defaults(r),
+               ", ".join(r["closed_forms"]) or "none declared") for r in recs if r["kind"] == "block"]
+    out.print(_table("attnbench blocks", ("module", "paper", "block", "presets [B,C,T,H,W]", "options (default)",
+                                           "closed forms"), blocks))
+    networks = [(r["network"], r["paper"], r["title"],
+                 "\n".join(f"{p['preset']}: {p['frames']} x {p['size']}x{p['size']}" for p in r["presets"]),
+                 ", ".join(r["attn"]), _defaults(r)) for r in recs if r["kind"] == "network"]
+    out.print(_table("attnbench networks (flops/speed --network NAME --attn BLOCK)",
+                     ("network", "paper", "title", "presets (frames x size)", "attn", "options (default)"), networks))
+
+
+def _defaults(record: dict[str, Any]) -> str:
+    return "\n".join(f"{o['name']}={o['default']}" for o in record["options"]) or "-"
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Any:
+    """A Rich table whose cells are inert text (names and titles may come from plugins and users' files)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title)
+    for col in columns:
         table.add_column(col, overflow="fold")
-    for r in (r for r in recs if r["kind"] == "block"):
-        presets = "\n".join(f"{p['preset']}: {p['input_shape']}" for p in r["presets"])
-        options = "\n".join(f"{o['name']}={o['default']}" for o in r["options"]) or "-"
-        paper = r["paper"] if r["origin"] == "attnbench" or r["origin"] in r["paper"] else f"{r['paper']} ({r['origin']})"
-        table.add_row(*map(Text, (r["module"], paper, r["title"], presets, options,
-                                  ", ".join(r["closed_forms"]) or "none declared")))
-    out.print(table)
-    nets = Table(title="attnbench networks (flops/speed --network NAME --attn BLOCK)")
-    for col in ("network", "paper", "title", "presets (frames x size)", "attn", "options (default)"):
-        nets.add_column(col, overflow="fold")
-    for r in (r for r in recs if r["kind"] == "network"):
-        presets = "\n".join(f"{p['preset']}: {p['frames']} x {p['size']}x{p['size']}" for p in r["presets"])
-        options = "\n".join(f"{o['name']}={o['default']}" for o in r["options"]) or "-"
-        nets.add_row(*map(Text, (r["network"], r["paper"], r["title"], presets, ", ".join(r["attn"]), options)))
-    out.print(nets)
+    for row in rows:
+        table.add_row(*map(Text, row))
+    return table
 
 
 list_cmd = guarded(list_cmd)

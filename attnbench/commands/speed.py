@@ -7,8 +7,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt,
-                                       WOpt, check_run, check_timing_flags, complete_network, err, guarded,
-                                       interrupted, out, progress)
+                                       WOpt, OverwriteOpt, ResumeOpt, WarmupOpt, check_run, check_timing_flags,
+                                       complete_network, err, guarded, interrupted, out, progress)
 from attnbench.errors import UsageError, check_range
 from attnbench.text import clean
 
@@ -33,11 +33,11 @@ def speed_cmd(
     channels_last: Annotated[bool, typer.Option("--channels-last", help="channels_last_3d memory format")] = False,
     reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions (1 to 1000; at most 1000 are taken)")] = 10,
     target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls to collect per row (at most 600)")] = 1.0,
-    warmup_s: Annotated[float, typer.Option("--warmup-s", help="longest warm-up per row, in seconds (at most 600)")] = 2.0,
+    warmup_s: WarmupOpt = 2.0,
     out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file rows are appended to (default results/<device>/speed.jsonl)")] = None,
     no_save: Annotated[bool, typer.Option("--no-save", help="do not append rows to a results file")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file (measured on this device)")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="measure rows already in the results file again (their old rows are removed)")] = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
     csv: CsvOpt = None,
     md: MdOpt = None,

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import (CsvOpt, JsonOpt, check_timing_flags, err, guarded, interrupted, module_list, out,
-                                       progress)
+from attnbench.commands.common import (CsvOpt, JsonOpt, OverwriteOpt, check_timing_flags, err, guarded, interrupted,
+                                       module_list, out, progress)
 from attnbench.defaults import SCHEMA, SWEEP_MODULES
 from attnbench.errors import UsageError, check_range
 
@@ -35,7 +35,7 @@ def sweep_cmd(
     out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file rows are appended to (default results/<device>/sweep.jsonl)")] = None,
     no_save: Annotated[bool, typer.Option("--no-save", help="do not append rows to a results file")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="run only the rows missing from the results file (measured rows: on this device)")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="measure rows already in the results file again (their old rows are removed)")] = False,
+    overwrite: OverwriteOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="print rows, exponents, crossovers (and max-fit) as one JSON object")] = False,  # noqa: E501
     csv: Annotated[Optional[str], typer.Option("--csv", help="write the rows as CSV")] = None,
     md: Annotated[Optional[str], typer.Option("--md", help="write rows, exponents and crossovers as Markdown")] = None,

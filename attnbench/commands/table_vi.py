@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from attnbench.commands.common import check_run, check_timing_flags, err, guarded, out
+from attnbench.commands.common import (OverwriteOpt, ResumeOpt, WarmupOpt, check_run, check_timing_flags, err, guarded,
+                                       out)
 from attnbench.defaults import SCHEMA
 from attnbench.errors import UsageError, check_range
 from attnbench.text import clean
@@ -24,10 +25,10 @@ def table_vi_cmd(
     graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay (CUDA only)")] = False,
     reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions (1 to 1000)")] = 10,
     target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per row (at most 600)")] = 2.0,
-    warmup_s: Annotated[float, typer.Option("--warmup-s", help="longest warm-up per row, in seconds (at most 600)")] = 2.0,
+    warmup_s: WarmupOpt = 2.0,
     out_file: Annotated[Optional[str], typer.Option("--out", help="JSON-lines file for the rows (default results/<device>/table-vi.jsonl)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="skip rows already in the results file (measured on this device)")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="measure rows already in the results file again (their old rows are removed)")] = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the comparison as one JSON object")] = False,
     md: Annotated[Optional[str], typer.Option("--md", help="write the comparison as Markdown")] = None,
 ) -> None:

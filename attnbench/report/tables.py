@@ -10,7 +10,7 @@ import pandas as pd
 from rich.table import Table
 
 from attnbench.store import files
-from attnbench.text import plain
+from attnbench.text import UNHANDLED, plain, unhandled_text
 from attnbench.units import four_figures, human, human_bytes, yes_no  # noqa: F401  (re-exported: tables.human)
 
 
@@ -46,20 +46,13 @@ def flops_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             if analytic and key in analytic:
                 row[key.replace("_flops", " FLOPs")] = analytic[key]
         rows.append(row)
-    return _drop_if_empty(pd.DataFrame(rows), UNHANDLED)
+    return pd.DataFrame(without_empty(rows, UNHANDLED))
 
 
-UNHANDLED = "unhandled ops (not counted)"
-
-
-def unhandled_text(unhandled: dict[str, int] | None) -> str:
-    """``{"_fft_r2c": 1}`` -> ``"_fft_r2c x1"``; "-" when the counter knew every op."""
-    return ", ".join(f"{k} x{v}" for k, v in sorted((unhandled or {}).items())) or "-"
-
-
-def _drop_if_empty(df: pd.DataFrame, col: str) -> pd.DataFrame:
-    """Leave out a column that says "-" on every row (every op was counted)."""
-    return df.drop(columns=[col]) if col in df.columns and (df[col] == "-").all() else df
+def without_empty(rows: list[dict[str, Any]], *cols: str) -> list[dict[str, Any]]:
+    """``rows`` without the columns that say "-" on every row (e.g. no op left uncounted, no network)."""
+    empty = [c for c in cols if all(r.get(c, "-") == "-" for r in rows)]
+    return [{k: v for k, v in r.items() if k not in empty} for r in rows]
 
 
 def network_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -78,14 +71,10 @@ def network_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[f"{name} FLOPs"] = r["counted"][name]["flops"]
         row[UNHANDLED] = unhandled_text(r["counted"]["exact"].get("unhandled_ops"))
         rows.append(row)
-    if all(row[UNHANDLED] == "-" for row in rows):
-        for row in rows:
-            del row[UNHANDLED]
-    return rows
+    return without_empty(rows, UNHANDLED)
 
 
-IDENTIFYING = ("module", "preset", "network", "attn", "block", "method", "module / network", "paper", "table", "item",
-               "category", "axis")
+IDENTIFYING = ("module", "preset", "network", "attn", "block", "method", "paper", "table", "item", "category", "axis")
 
 
 def _cell(col: str, v: Any) -> str:
@@ -153,8 +142,9 @@ def reconciliation_reasons(record: dict[str, Any]) -> list[str]:
 
 
 def write_table(df: pd.DataFrame, csv: str | None = None, md: str | None = None) -> None:
-    """CSV keeps raw numbers (FLOPs, bytes: exact integers) with booleans as yes/no and missing values
-    empty; Markdown is for people, formatted as the terminal table is (units, yes/no, n/a)."""
+    """CSV keeps the numbers unformatted, in the unit the header names (FLOPs exact integers), booleans as
+    yes/no and missing values empty; Markdown is for people, formatted as the terminal table is (units,
+    yes/no, n/a)."""
     if csv:
         files.atomic_write(csv, df.map(lambda v: yes_no(v) if isinstance(v, bool) else v).to_csv(index=False))
     if md:
@@ -208,7 +198,4 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
             "VPS": r.get("vps"),
             UNHANDLED: unhandled_text(r.get("unhandled_ops")),
         })
-    df = pd.DataFrame(out_rows)
-    for col in ("module", "network", "attn", UNHANDLED):
-        df = _drop_if_empty(df, col)
-    return df
+    return pd.DataFrame(without_empty(out_rows, "module", "network", "attn", UNHANDLED))
