@@ -25,6 +25,8 @@ convention                unit   counts
 ``conv-only-macs``        MACs   multiply-adds of convolutions only (some papers count only these)
 ``thop``                  MACs   thop 0.1.1 ``profile``: see :func:`thop`
 ``fvcore``                MACs   fvcore 0.1.5 ``FlopCountAnalysis`` (it calls them flops): see :func:`fvcore`
+``fvcore+means``          MACs   fvcore, plus 1 per element read by an averaging reduction: see
+                                 :func:`fvcore_means` (a reading of EAM Table 4, not a tool)
 ``ptflops``               MACs   ptflops 0.7.5, pytorch backend, real tensors: see :func:`ptflops`
 ``ptflops-aten``          MACs   ptflops 0.7.5, aten backend: see :func:`ptflops_aten`
 ========================  =====  ==========================================================================
@@ -352,6 +354,30 @@ def fvcore(cost: Cost, per_op: Mapping[str, Cost] | None = None, log: OpLog | No
     return total
 
 
+AVERAGING_OPS = frozenset({"mean", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d"})
+
+
+def fvcore_means(cost: Cost, per_op: Mapping[str, Cost] | None = None, log: OpLog | None = None) -> int:
+    """fvcore plus one op per element that a mean or an adaptive average pool reads (MACs unit).
+
+    fvcore counts ``aten::adaptive_avg_pool2d`` at one op per input element but not the 3-D pool or
+    ``x.mean(dims)``, which is how the attention blocks of 3D CNNs pool (SE's squeeze, ECA, EAM-S / EAM-T).
+    This reading extends fvcore's 2-D rule to every averaging reduction; max reductions stay uncounted, as
+    fvcore leaves max pools uncounted. It is the reading under which EAM Table 4's attention increments are
+    met at the printed precision (see :mod:`attnbench.papers.reproduce`); no tool is known to print it.
+    """
+    total = fvcore(cost, per_op, log)
+    if log is None:
+        return total + _per_op_cells(per_op, AVERAGING_OPS - {"_adaptive_avg_pool2d"}, None, "op")
+    for (op, module), rec in log.records.items():
+        if op not in AVERAGING_OPS or op == "_adaptive_avg_pool2d":
+            continue  # fvcore counted the 2-D pool already
+        if op == "mean" and module is not None and issubclass(module, nn.AdaptiveAvgPool2d):
+            continue  # fvcore traced it as adaptive_avg_pool2d and counted it
+        total += rec.in_elems
+    return total
+
+
 def ptflops(cost: Cost, per_op: Mapping[str, Cost] | None = None, log: OpLog | None = None) -> int:
     """ptflops ``get_model_complexity_info`` (0.7.5), pytorch backend, on real tensors: MACs plus some ops.
 
@@ -490,6 +516,7 @@ CONVENTIONS: dict[str, Convention] = {
         Convention("conv-only-macs", "MACs", "multiply-adds of convolutions only", conv_only_macs),
         Convention("thop", "MACs", "thop: conv/linear MACs (no bias), BN 4/element, avg pools; hooked nn modules only", thop),
         Convention("fvcore", "MACs", "fvcore: conv/linear/matmul MACs (no bias), BN 2/element, adaptive_avg_pool2d inputs", fvcore),
+        Convention("fvcore+means", "MACs", "fvcore, plus 1 per element read by a mean or a 3-D/1-D adaptive average pool", fvcore_means),
         Convention("ptflops", "MACs", "ptflops (pytorch): MACs + biases, BN 2/element, ReLU, pool inputs, softmax; modules and patched functions", ptflops),
         Convention("ptflops-aten", "MACs", "ptflops (aten): conv/mm/addmm/bmm MACs + conv and addmm biases", ptflops_aten),
     )
@@ -512,5 +539,5 @@ def all_values(cost: Cost, per_op: Mapping[str, Cost] | None = None, log: OpLog 
 
 __all__ = [
     "CONVENTIONS", "Convention", "OpLog", "OpRecord", "all_values", "conv_only_macs", "count_detailed",
-    "flops", "fvcore", "macs", "ptflops", "ptflops_aten", "thop", "value",
+    "flops", "fvcore", "fvcore_means", "macs", "ptflops", "ptflops_aten", "thop", "value",
 ]

@@ -11,6 +11,9 @@ from __future__ import annotations
 from attnbench.papers.figures import Figure
 
 PAPER = "eam"
+# Table 4 cuts its figures (truncation, not rounding): our parameter counts, cut to the 2 printed decimals,
+# give all 15 printed counts, rounded they miss 46.99 (46.9998) and the 47.62 rows (47.6257).
+ROUNDING = "truncate"
 
 MODELS = (  # (label as printed, network, preset)
     ("ResNet-50", "resnet3d-50", "16f"),
@@ -46,9 +49,9 @@ def _figures() -> tuple[Figure, ...]:
             name = f"{label} {suffix}".strip()
             subject = {"network": net, "preset": preset, "attn": attn}
             out.append(Figure(f"eam.t4.{net}.{preset}.{attn}.params", PAPER, "Table 4", f"{name}: Param.", params, "M",
-                              {**subject, "quantity": "params"}))
+                              {**subject, "quantity": "params"}, decimals=2))
             out.append(Figure(f"eam.t4.{net}.{preset}.{attn}.gflops", PAPER, "Table 4", f"{name}: GFLOPs", gflops, "GFLOPs",
-                              {**subject, "quantity": "gflops"}))
+                              {**subject, "quantity": "gflops"}, decimals=3))
     return tuple(out)
 
 

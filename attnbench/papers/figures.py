@@ -21,3 +21,14 @@ class Figure:
     value: float  # as printed
     unit: str  # as printed: "GFLOPs", "M", "%", "MB" ...
     subject: Mapping[str, Any] = field(default_factory=dict)
+    decimals: int | None = None  # digits printed after the point, where the float drops them (46.30 -> 2)
+
+    @property
+    def printed_decimals(self) -> int:
+        """Digits after the decimal point as printed: ``decimals``, else read from the value (33 -> 0, 65.0 -> 1)."""
+        if self.decimals is not None:
+            return self.decimals
+        if isinstance(self.value, int):
+            return 0
+        text = repr(float(self.value))
+        return 0 if "e" in text else len(text.split(".")[1])

@@ -1,185 +1,63 @@
-"""Every complexity figure the five papers print, beside ours, with a verdict and a reason a reader can check.
+"""Every complexity and speed figure the five papers print, beside ours, with a verdict a reviewer can check.
 
-For each printed figure (:mod:`attnbench.papers.banet`, ``sta``, ``eam``, ``w3``; ``stpa`` prints none) a
-row holds::
+For each printed figure (:mod:`attnbench.papers.banet`, ``sta``, ``eam``, ``w3``; ``stpa`` prints none) a row
+holds::
 
-    paper, table, item, paper_value, value, unit, convention, delta_pct, verdict, reason
-    (+ key, paper_unit, best_convention, by_convention, conventions_tied, choice, tried)
+    paper, table, item, paper_value, value, unit, convention, delta_pct, verdict, reason,
+    basis, quantity, printed_decimals, rounding, at_printed_precision, paper_base, paper_increment, increment,
+    configuration, default_configuration, evaluated_at, devices (+ key, paper_unit, best_convention,
+    by_convention, conventions_tied, tried)
 
-* ``value`` is ours, from attnbench's exact counter on the ``meta`` device (whole networks, each network
-  configuration counted once per run) or from the built module (parameters, buffers, layers);
-* ``convention`` is the counting convention (:mod:`attnbench.flops.conventions`) the paper's numbers imply,
-  **found by trying them**: for every convention, the paper's FLOP-type rows are computed and the convention
-  with the most rows within 1% (ties: smallest median |delta|, then the order of ``CONVENTIONS``) is the
-  paper's -- one convention per paper; ``conventions_tied`` lists those that score the same (BANet's R, a
-  ratio of products, is the same under every convention that counts matrix products).
-  ``best_convention`` is the row's own closest one, and ``by_convention`` every convention's value, so a
-  row that prefers another convention shows it;
-* where the paper leaves a placement or hyper-parameter open, the plausible choices are all computed
-  (``tried``: ``{choice, value}`` under the paper's convention) and the choice reproducing the paper's rows
-  best (same rule, over the rows that share the choice) is used (``choice``); the first choice listed is
-  attnbench's default;
-* ``delta_pct`` = 100 (value - paper_value) / paper_value; ``verdict`` is "reproduced" when
-  |delta| <= 1%, "off" otherwise, "not determinable" when no value can be computed (a speed that needs a
-  device run); ``reason`` explains every "off" and "not determinable" row (and a reproduced row that needed
-  a non-default choice) with numbers computed here.
+How rows are judged -- verdicts, the increment basis of attention rows, printed precision -- is in
+:mod:`attnbench.papers.judge`. Our values come from attnbench's exact counter on the ``meta`` device (each
+network configuration counted once per run, :mod:`attnbench.papers.counting`) or from the built module
+(parameters, buffers, layers); speeds from measured runs on disk (:mod:`attnbench.papers.measured`).
 
-Parameters, layers and sizes do not depend on a counting convention; their ``convention`` says what is
-counted ("params", "layers", "bytes"). BANet's Table VI speeds are compared as ratios with a measured
-``attnbench table-vi`` run read from ``results/*/table-vi.jsonl`` when there is one.
+Per paper, stated once:
+
+* **BANet** -- R (Sec. III-C) counts the correlation products (bmm) of CS and a full-key non-local block;
+  Table VI and Table III speeds and the "400 FPS" are compared as ratios of a measured run and are only
+  ``indicative``.
+* **STA** -- ResNeXt-101(64f), 51 classes (HMDB-51, Table III's dataset); model size as a ``state_dict`` of
+  fp32 weights and buffers in MB; Table IV at Sec. IV-C(1)'s c = 1024, l = 8, h = w = 7, STC with r = 16
+  (SE's ratio; the paper prints no r), each #MULT term matched on its own.
+* **EAM** -- Table 4 truncates its digits; CBAM with a 1x7x7 spatial kernel; every attention row judged on
+  its increment.
+* **W3** -- TSM-R50 with attnbench's W3 defaults (MLP ratio 16, depthwise temporal convolutions), TSM's
+  own non-local placement and sub-sampled keys, 3-D CBAM at every residual block; other configurations
+  give ``reproduced-with`` at most, readings no source supports are named in the reason only.
+
+The counting convention is the one under which most of a paper's FLOP rows hold (:func:`judge.paper_convention`).
 """
 
 from __future__ import annotations
 
-import math
-import statistics
-import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from attnbench.defaults import SCHEMA
-from attnbench.errors import AttnBenchWarning, UsageError, unknown
-from attnbench.flops.conventions import CONVENTIONS, OpLog, count_detailed
-from attnbench.flops.cost import Cost
-from attnbench.flops.count import meta_inputs, param_count
-from attnbench.papers import banet, eam, sta, stpa, w3
+from attnbench.errors import unknown
+from attnbench.flops.conventions import CONVENTIONS
+from attnbench.papers import banet, eam, measured, sta, stpa, w3
+from attnbench.papers.counting import Counted, Counter
 from attnbench.papers.figures import Figure
-from attnbench.store import jsonl
+from attnbench.papers.judge import (  # noqa: F401  (re-exported: the public names of this module)
+    TOLERANCE,
+    VERDICTS,
+    Spec,
+    delta_pct,
+    evaluate,
+    summary,
+    verdict,
+)
 from attnbench.shapes import VideoShape
 
 PAPERS: tuple[str, ...] = ("banet", "sta", "eam", "w3", "stpa")
 CHOICES: tuple[str, ...] = (*PAPERS, "all")
-TOLERANCE = 0.01  # |value - paper| <= 1% of the paper's value: reproduced
-VERDICTS: tuple[str, ...] = ("reproduced", "off", "not determinable")
-FIELDS: tuple[str, ...] = ("paper", "table", "item", "paper_value", "value", "unit", "convention", "delta_pct", "verdict", "reason")
-NEEDS_DEVICE = "not determinable: needs a device run (attnbench table-vi)"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Verdicts
-
-
-def delta_pct(paper_value: float | None, value: float | None) -> float | None:
-    """100 (value - paper_value) / paper_value; None when either is missing or the paper's value is 0."""
-    if paper_value is None or value is None or paper_value == 0:
-        return None
-    return 100.0 * (value - paper_value) / paper_value
-
-
-def verdict(paper_value: float | None, value: float | None, tolerance: float = TOLERANCE) -> str:
-    """"reproduced" when |value - paper_value| <= tolerance x |paper_value|, "off" otherwise, and
-    "not determinable" when there is no value."""
-    if value is None or paper_value is None:
-        return "not determinable"
-    # a relative slack of 1e-9 keeps the boundary (exactly 1%) on the reproduced side despite float rounding
-    if abs(value - paper_value) <= tolerance * abs(paper_value) * (1 + 1e-9):
-        return "reproduced"
-    return "off"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Counting, cached per configuration within a run
-
-
-@dataclass
-class Counted:
-    """One module counted once: cells, per-op costs, op log, and what the module itself holds."""
-
-    cost: Cost
-    per_op: dict[str, Cost]
-    log: OpLog
-    params: int
-    buffer_bytes: int
-    leaf_modules: int
-    _values: dict[str, int] = field(default_factory=dict)
-
-    def value(self, convention: str) -> int:
-        if convention not in self._values:
-            self._values[convention] = CONVENTIONS[convention](self.cost, self.per_op, self.log)
-        return self._values[convention]
-
-    def only(self, ops: Iterable[str]) -> "Counted":
-        """The same count restricted to some ATen ops (for ratios of one kind of product)."""
-        names = frozenset(ops)
-        per_op = {k: v for k, v in self.per_op.items() if k in names}
-        log = OpLog({k: r for k, r in self.log.records.items() if k[0] in names})
-        return Counted(Cost.total(per_op.values()), per_op, log, self.params, self.buffer_bytes, self.leaf_modules)
-
-
-def _measure(module: nn.Module, shapes: Sequence[Sequence[int]]) -> Counted:
-    result, log = count_detailed(module, meta_inputs(shapes))
-    buffers = sum(b.numel() * b.element_size() for b in module.buffers())
-    leaves = sum(1 for m in module.modules() if not any(True for _ in m.children()))
-    return Counted(result.cost, result.per_op, log, param_count(module), buffers, leaves)
-
-
-class Counter:
-    """Networks and blocks counted on ``meta``, each configuration once."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[Any, ...], Counted] = {}
-
-    def network(self, name: str, attn: str = "none", preset: str | None = None, **options: Any) -> Counted:
-        key = ("network", name, attn, preset, tuple(sorted(options.items())))
-        if key not in self._cache:
-            from attnbench import cases
-
-            case = cases.resolve_network(name, attn, preset, options=options)
-            self._cache[key] = _measure(case.build("meta"), case.input_shapes())
-        return self._cache[key]
-
-    def block(self, name: str, shape: VideoShape, **options: Any) -> Counted:
-        key = ("block", name, tuple(shape.as_list()), tuple(sorted(options.items())))
-        if key not in self._cache:
-            from attnbench.blocks.registry import get_block
-
-            spec = get_block(name)
-            opts = spec.resolve_options(options)
-            spec.validate(shape, opts)
-            import torch
-
-            with torch.device("meta"):
-                module = spec.build(shape, **opts)
-            self._cache[key] = _measure(module, spec.input_shapes(shape, opts))
-        return self._cache[key]
-
-    def sites(self, network: str, attn: str, preset: str, **options: Any) -> list[Any]:
-        from attnbench import cases
-
-        return cases.resolve_network(network, attn, preset, options=options).sites()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Row specifications
-
-Compute = Callable[[str | None, str], float | None]  # (convention or None, choice) -> value in the paper's scale
-
-
-@dataclass
-class Spec:
-    """How to get our value for one printed figure."""
-
-    paper: str
-    table: str
-    item: str
-    paper_value: float
-    paper_unit: str
-    key: str
-    compute: Compute
-    unit: Callable[[str | None, str], str]
-    kind: str = "flops"  # "flops": depends on the counting convention; "fixed": does not ("params", ...)
-    fixed_convention: str = ""  # what a fixed row counts: "params", "layers", "bytes", "measured VPS"
-    family: str | None = None  # rows sharing an open choice
-    choices: tuple[str, ...] = ("default",)
-    select: bool = True  # pick the best choice (False: always the first)
-    paper_value_at: Callable[[str], float] | None = None  # when the printed value depends on the choice (formulas)
-    not_determinable: str = ""
-    why: Callable[[str | None, str], str] | None = None  # the cause of a gap, with computed numbers
-    note: Callable[[str], str] | None = None  # what a non-default choice implies (reproduced rows), computed
+FIELDS: tuple[str, ...] = ("paper", "table", "item", "paper_value", "value", "unit", "convention", "delta_pct",
+                           "verdict", "basis", "configuration", "reason")
+NEEDS_DEVICE = "not-determinable: needs a device run"
 
 
 def _giga(conv: str | None, choice: str = "") -> str:
@@ -190,21 +68,15 @@ def _plain(conv: str | None, choice: str = "") -> str:
     return CONVENTIONS[conv].unit if conv else ""
 
 
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+def _common(fig: Figure, rounding: str = "round") -> dict[str, Any]:
+    return dict(paper=fig.paper, table=fig.table, item=fig.item, paper_value=fig.value, paper_unit=fig.unit, key=fig.key,
+                decimals=fig.printed_decimals, rounding=rounding)
 
 
-def _network_figure(fig: Figure, ctr: Counter) -> Spec:
-    s = fig.subject
-    net, attn, preset, quantity = s["network"], s.get("attn", "none"), s.get("preset"), s["quantity"]
-    if quantity == "params":
-        return Spec(fig.paper, fig.table, fig.item, fig.value, fig.unit, fig.key,
-                    lambda conv, choice: ctr.network(net, attn, preset).params / 1e6,
-                    lambda conv, choice: "M params", kind="fixed", fixed_convention="params")
-    return Spec(fig.paper, fig.table, fig.item, fig.value, fig.unit, fig.key,
-                lambda conv, choice: ctr.network(net, attn, preset).value(conv) / 1e9, _giga)
+def _speed_why(run: measured.Run | None, paper_device: str) -> str:
+    if run is None:
+        return ""
+    return f"paper: {paper_device}, precision not stated; ours: {run.label}"
 
 
 # --- BANet ------------------------------------------------------------------------------------------------
@@ -220,74 +92,56 @@ def _banet_specs(ctr: Counter, results_dir: Path) -> list[Spec]:
         nl = ctr.block("nl", shape, subsample=False).only(("bmm",)).value(conv)  # type: ignore[arg-type]
         return None if not nl else 100.0 * cs / nl
 
-    specs = [Spec(fig.paper, fig.table, fig.item, fig.value, fig.unit, fig.key, ratio, lambda c, ch: "%",
-                  not_determinable="this convention does not count matrix products (bmm), so the ratio is 0/0")]
-    measured, where = _table_vi_measurement(results_dir)
-    labels = banet.TABLE_VI_LABELS
+    specs = [Spec(**_common(fig), compute=ratio, unit=lambda c, ch: "%", basis="ratio",
+                  not_determinable="not-determinable: this convention does not count matrix products (bmm), so the ratio is 0/0")]
+    runs = measured.runs(results_dir)
+    dev = banet.TABLE_VI_DEVICE
+
+    def speed_ratio(key: str, table: str, item: str, paper_ratio: float, num: measured.Net, den: measured.Net,
+                    extra_why: Callable[[], str] | None = None) -> Spec:
+        run = measured.best_run(runs, (num, den))
+
+        def got(conv: str | None, choice: str) -> float | None:
+            return run.vps[num] / run.vps[den] if run else None
+
+        return Spec(paper="banet", table=table, item=item, paper_value=paper_ratio, paper_unit="VPS ratio", key=key,
+                    compute=got, unit=lambda c, ch: "VPS ratio", kind="speed", quantity="speed", basis="ratio",
+                    fixed_convention=f"measured VPS ({run.label})" if run else "measured VPS", decimals=3,
+                    devices=_speed_why(run, dev),
+                    not_determinable=f"{NEEDS_DEVICE} of {num[0]} {num[1]} ({num[2]}) and {den[0]} {den[1]} ({den[2]}) "
+                                     f"in one run (attnbench table-vi / attnbench speed --network)",
+                    why=(lambda c, ch: extra_why()) if extra_why else None)
+
+    labels, vi = banet.TABLE_VI_LABELS, banet.TABLE_VI_VPS
     for num, den in banet.TABLE_VI_RATIOS:
-        paper_ratio = banet.TABLE_VI_VPS[num] / banet.TABLE_VI_VPS[den]
-
-        def got(conv: str | None, choice: str, num: str = num, den: str = den) -> float | None:
-            if measured is None or not measured.get(den):
-                return None
-            return measured[num] / measured[den]
-
-        specs.append(Spec(
-            "banet", "Table VI", f"VPS ratio: {labels[num]} / {labels[den]} (paper: {banet.TABLE_VI_DEVICE})",
-            paper_ratio, "VPS ratio", f"banet.t6.vps.{num}-over-{den}", got, lambda c, ch: "VPS ratio",
-            kind="fixed", fixed_convention=f"measured VPS ({where})" if where else "measured VPS",
-            not_determinable=NEEDS_DEVICE,
-            why=(lambda c, ch, where=where: f"measured on {where}; speed ratios depend on the device, dtype and "
-                 f"kernels, not on the architecture alone") if where else None,
-        ))
-    return specs
-
-
-def _table_vi_measurement(results_dir: Path) -> tuple[dict[str, float] | None, str]:
-    """Latest ok VPS of eco-lite none/nl/cs at 16f from results/*/table-vi.jsonl, preferring a CUDA device,
-    fp32 and batch 1; (None, "") when no complete run is on disk."""
-    runs: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for path in sorted(results_dir.glob("*/table-vi.jsonl")) if results_dir.is_dir() else []:
-        odd = 0
-        try:
-            rows = jsonl.load(path, need=()).rows
-        except UsageError as err:  # a folder or an unreadable file named like the results: skipped
-            warnings.warn(f"skipped {err}", AttnBenchWarning, stacklevel=2)
+        specs.append(speed_ratio(f"banet.t6.vps.{num}-over-{den}", "Table VI",
+                                 f"VPS ratio: {labels[num]} / {labels[den]} (paper: {vi[num]} / {vi[den]} on a {dev})",
+                                 vi[num] / vi[den], ("eco", "16f", num), ("eco", "16f", den)))
+    t3, base_key = banet.TABLE_III_VPS, banet.TABLE_III_BASE
+    base_label, base_vps, base_net = t3[base_key]
+    for key, (label, vps, net) in t3.items():
+        if key == base_key:
             continue
-        for row in rows:
-            if row.get("kind") != "network" or row.get("network") != "eco-lite" or row.get("status") != "ok":
-                continue
-            attn, preset = str(row.get("attn", "")), str(row.get("preset", ""))
-            if preset != "16f" or attn not in ("none", "nl", "cs") or not row.get("vps"):
-                continue
-            try:  # a row whose fields have the wrong types is not a measurement
-                settings = row.get("settings") or {}
-                key = (str(row.get("device_slug") or path.parent.name), str(settings.get("dtype", "fp32")),
-                       int(settings.get("batch", 1)))
-                vps = float(row["vps"])
-                fp = row.get("fingerprint") or {}
-                if not (math.isfinite(vps) and vps > 0 and isinstance(fp, dict)):
-                    raise ValueError(vps)
-            except (TypeError, ValueError, AttributeError, OverflowError):
-                odd += 1
-                continue
-            run = runs.setdefault(key, {"vps": {}, "fingerprint": fp})
-            run["vps"][attn] = vps
-        if odd:
-            warnings.warn(f"{path}: skipped {odd} Table VI row(s) with fields of the wrong type", AttnBenchWarning,
-                          stacklevel=2)
-    complete = [(k, r) for k, r in runs.items() if {"none", "nl", "cs"} <= set(r["vps"])]
-    if not complete:
-        return None, ""
+        specs.append(speed_ratio(f"banet.t3.vps.{key}-over-{base_key}", "Table III",
+                                 f"VPS ratio: {label} / {base_label} (paper: {vps} / {base_vps} on a {dev})",
+                                 vps / base_vps, net, base_net))
 
-    def rank(item: tuple[tuple[str, str, int], dict[str, Any]]) -> tuple[int, int, int, str]:
-        (slug, dtype, batch), _ = item
-        return (0 if slug.startswith("cuda") else 1, 0 if dtype == "fp32" else 1, 0 if batch == 1 else 1, slug)
+    def fps_why() -> str:
+        per = {label: vps * int(label.split("(")[1].rstrip("F)")) for label, vps, _ in t3.values() if "BAnet" in label}
+        listed = ", ".join(f"{k} {v:.0f}" for k, v in per.items())
+        return (f"Table III's own VPS x frames: {listed} FPS -- none is 400; the abstract's 'up to 400 frames per "
+                f"second' is the BANet-Lite range (438-456)")
 
-    (slug, dtype, batch), run = min(complete, key=rank)
-    fp = run["fingerprint"]
-    device = fp.get("gpu_name") or fp.get("cpu_model") or slug
-    return run["vps"], f"{device}, {dtype}, batch {batch}"
+    fps_net = t3["banet-16f"][2]
+    run = measured.best_run(runs, (fps_net,))
+    specs.append(Spec(paper="banet", table="Sec. IV-C", item=f"BANet frames per second on a {dev} (16 frames x VPS)",
+                      paper_value=banet.FPS, paper_unit="FPS", key="banet.sec4c.fps",
+                      compute=lambda c, ch: run.vps[fps_net] * 16 if run else None, unit=lambda c, ch: "FPS",
+                      kind="speed", quantity="speed", basis="total", decimals=0,
+                      fixed_convention=f"measured VPS x 16 ({run.label})" if run else "measured VPS x 16",
+                      devices=_speed_why(run, dev), why=lambda c, ch: fps_why(),
+                      not_determinable=f"{NEEDS_DEVICE} of BANet(16F) (eco banet-16f, cs); {fps_why()}"))
+    return specs
 
 
 # --- STA --------------------------------------------------------------------------------------------------
@@ -312,38 +166,54 @@ def _size(c: Counted, choice: str) -> float:
 def _sta_specs(ctr: Counter) -> list[Spec]:
     specs: list[Spec] = []
     net, preset = sta.NETWORK, sta.PRESET
+    printed = {f.key: f for f in sta.FIGURES}
     base_size, sta_size = sta.TABLE_III["none"][1], sta.TABLE_III["sta"][1]
+
+    def size_why(conv: str | None, choice: str) -> str:
+        base, with_sta = ctr.network(net, "none", preset), ctr.network(net, "sta", preset)
+        extra = with_sta.params - base.params
+        unit = "MB" if choice.endswith(", MB") else "MiB"
+        return (f"STA's 3 blocks add {extra:,} parameters ({100 * extra / base.params:.2f}%, "
+                f"{_size(with_sta, choice) - _size(base, choice):.2f} {unit} under this choice) while the "
+                f"paper's sizes differ by {sta_size - base_size:g} MB ({100 * (sta_size / base_size - 1):.1f}%) "
+                f"and its own # PARAM by {sta.TABLE_III['sta'][0] - sta.TABLE_III['none'][0]:.1f} x 10^6: the "
+                f"size gap is not in the architecture")
+
     for fig in sta.FIGURES:
         s = fig.subject
         q = s["quantity"]
+        attn = s.get("attn", "none")
+        inc = attn != "none"
+        base_fig = printed.get(f"sta.t3.none.{q}") if inc else None
+        common = _common(fig)
         if q == "params":
-            specs.append(Spec(
-                fig.paper, fig.table, fig.item, fig.value, fig.unit, fig.key,
-                lambda conv, choice, a=s["attn"]: ctr.network(net, a, preset, num_classes=_CLASSIFIERS[choice]).params / 1e6,
-                lambda c, ch: "10^6 params", kind="fixed", fixed_convention="params",
-                family="sta-classifier", choices=tuple(_CLASSIFIERS)))
+            def params(conv: str | None, choice: str, a: str = attn) -> float:
+                return ctr.network(net, a, preset, num_classes=_CLASSIFIERS[choice]).params / 1e6
+
+            specs.append(Spec(**common, compute=params, unit=lambda c, ch: "10^6 params", kind="fixed", quantity="params",
+                              fixed_convention="params", family="sta-classifier", choices=tuple(_CLASSIFIERS),
+                              basis="increment" if inc else "total", paper_base=base_fig.value if base_fig else None,
+                              base=lambda conv, choice: params(conv, choice, "none")))
         elif q == "gflops":
-            specs.append(_network_figure(fig, ctr))
+            def gflops(conv: str | None, choice: str, a: str = attn) -> float:
+                return ctr.network(net, a, preset).value(conv) / 1e9  # type: ignore[arg-type]
+
+            specs.append(Spec(**common, compute=gflops, unit=_giga, basis="increment" if inc else "total",
+                              paper_base=base_fig.value if base_fig else None,
+                              base=lambda conv, choice: gflops(conv, choice, "none")))
         elif q in ("size", "size-increase"):
-            def size(conv: str | None, choice: str, a: str = s.get("attn", "none"), q: str = q) -> float:
+            def size(conv: str | None, choice: str, a: str = attn, q: str = q) -> float:
                 if q == "size":
                     return _size(ctr.network(net, a, preset), choice)
                 return 100.0 * (_size(ctr.network(net, "sta", preset), choice) / _size(ctr.network(net, "none", preset), choice) - 1)
 
-            def size_why(conv: str | None, choice: str) -> str:
-                base, with_sta = ctr.network(net, "none", preset), ctr.network(net, "sta", preset)
-                extra = with_sta.params - base.params
-                unit = "MB" if choice.endswith(", MB") else "MiB"
-                return (f"STA's 3 blocks add {extra:,} parameters ({100 * extra / base.params:.2f}%, "
-                        f"{_size(with_sta, choice) - _size(base, choice):.2f} {unit} under this choice) while the "
-                        f"paper's sizes differ by {sta_size - base_size:g} MB ({100 * (sta_size / base_size - 1):.1f}%) "
-                        f"and its own # PARAM by {sta.TABLE_III['sta'][0] - sta.TABLE_III['none'][0]:.1f} x 10^6: the "
-                        f"size gap is not in the architecture")
-
             specs.append(Spec(
-                fig.paper, fig.table, fig.item, fig.value, fig.unit, fig.key, size,
-                (lambda c, ch: ("MB" if ch.endswith(", MB") else "MiB")) if q == "size" else (lambda c, ch: "%"),
-                kind="fixed", fixed_convention="bytes", family="sta-size", choices=tuple(_SIZE_CHOICES), why=size_why))
+                **common, compute=size,
+                unit=(lambda c, ch: ("MB" if ch.endswith(", MB") else "MiB")) if q == "size" else (lambda c, ch: "%"),
+                kind="fixed", quantity="size", fixed_convention="bytes", family="sta-size", choices=tuple(_SIZE_CHOICES),
+                why=size_why, basis="increment" if (inc or q == "size-increase") else "total",
+                paper_base=base_fig.value if base_fig else None,
+                base=(lambda conv, choice: _size(ctr.network(net, "none", preset), choice)) if inc else None))
         elif q == "layers":
             def layers(conv: str | None, choice: str, b: str = s["block"]) -> float:
                 c = _table_iv_block(ctr, b)
@@ -351,36 +221,56 @@ def _sta_specs(ctr: Counter) -> list[Spec]:
                             if op in ("mean", "sum", "amax", "max") and (mod is None or not mod.__module__.startswith("torch.nn")))
                 return float(c.leaf_modules + pools)
 
-            specs.append(Spec(fig.paper, fig.table, fig.item, fig.value, fig.unit, fig.key, layers,
-                              lambda c, ch: "layers (leaf modules + pooling ops)", kind="fixed", fixed_convention="layers"))
-    cl = sta.TABLE_IV_SHAPE
-    c, l, h, w = cl["c"], cl["l"], cl["h"], cl["w"]
-    for block, quantity in sta.TABLE_IV_ROWS:
-        formula = sta.TABLE_IV_FORMULAS[block][quantity]
-        item = f"{block.upper()}: # {'PARAM' if quantity == 'params' else 'MULT'} = {formula} at c={c}, l={l}, h={h}, w={w}"
-        if block == "sta":
-            printed = sta.sta_params(c, h, w) if quantity == "params" else sta.sta_mults(c, l, h, w)
-            at, choices, family = None, ("default",), None
-        else:
-            rs = {f"r={r}": r for r in (16, 8, 4, 32)}
-            fn = sta.stc_params if quantity == "params" else sta.stc_mults
-            printed = fn(c, l, 16)
-            at = (lambda ch, fn=fn, rs=rs: fn(c, l, rs[ch]))
-            choices, family = tuple(rs), "stc-r"
-            item += " (r not printed; 16 = SE's ratio)"
+            specs.append(Spec(**common, compute=layers, unit=lambda c, ch: "layers (leaf modules + pooling ops)",
+                              kind="fixed", quantity="layers", fixed_convention="layers"))
+    specs += _table_iv_specs(ctr)
+    return specs
 
-        def ours(conv: str | None, choice: str, block: str = block, quantity: str = quantity) -> float:
-            r = int(choice[2:]) if choice.startswith("r=") else None
-            counted = _table_iv_block(ctr, block, r)
-            return float(counted.params if quantity == "params" else counted.value(conv))  # type: ignore[arg-type]
 
-        specs.append(Spec(
-            "sta", "Table IV", item, float(printed), "params" if quantity == "params" else "mults",
-            f"sta.t4.{block}.{quantity}", ours,
-            (lambda c_, ch: "params") if quantity == "params" else (lambda c_, ch: _plain(c_, ch)),
-            kind="fixed" if quantity == "params" else "flops",
-            fixed_convention="params" if quantity == "params" else "",
-            family=family, choices=choices, select=False, paper_value_at=at))
+_STC_R = {f"r={r}": r for r in (16, 8, 4, 32)}
+_AT_R = "r=16, chosen by attnbench (SE's ratio; STA prints no r)"
+
+
+def _table_iv_specs(ctr: Counter) -> list[Spec]:
+    t = sta.TABLE_IV_SHAPE
+    c, l, h, w = t["c"], t["l"], t["h"], t["w"]
+    at = f"c={c}, l={l}, h={h}, w={w}"
+    specs = []
+    common = dict(paper="sta", table="Table IV", decimals=0)
+    f = sta.TABLE_IV_FORMULAS
+    specs.append(Spec(**common, item=f"STA: # PARAM = {f['sta']['params']} at {at}", paper_value=float(sta.sta_params(c, h, w)),
+                      paper_unit="params", key="sta.t4.sta.params", compute=lambda cv, ch: float(_table_iv_block(ctr, "sta").params),
+                      unit=lambda cv, ch: "params", kind="fixed", quantity="params", fixed_convention="params"))
+    specs.append(Spec(**common, item=f"STA: # MULT = {f['sta']['mults']} at {at}", paper_value=float(sta.sta_mults(c, l, h, w)),
+                      paper_unit="mults", key="sta.t4.sta.mults",
+                      compute=lambda cv, ch: float(_table_iv_block(ctr, "sta").value(cv)),  # type: ignore[arg-type]
+                      unit=lambda cv, ch: _plain(cv, ch)))
+
+    def stc(ch: str) -> Counted:
+        return _table_iv_block(ctr, "stc", _STC_R[ch])
+
+    def small_term(cv: str | None, ch: str) -> float:
+        counted = stc(ch)
+        numel = c * l * h * w
+        ops = sum(v for (op, _), r in counted.log.records.items() if op != "relu" for (cat, k), v in r.cost if k == "op")
+        return float(ops - 2 * numel)  # minus the pooling of x and the gating of x, which Table IV leaves out
+
+    family = dict(family="stc-r", choices=tuple(_STC_R), evaluated_at=_AT_R)
+    specs.append(Spec(**common, item=f"STC: # PARAM = {f['stc']['params']} at {at}", paper_value=sta.stc_params(c, l, 16),
+                      paper_unit="params", key="sta.t4.stc.params", compute=lambda cv, ch: float(stc(ch).params),
+                      unit=lambda cv, ch: "params", kind="fixed", quantity="params", fixed_convention="params",
+                      paper_value_at=lambda ch: sta.stc_params(c, l, _STC_R[ch]), **family))
+    specs.append(Spec(**common, item=f"STC: # MULT, term c^2 x (l^2 + l + 2) / r (the FC layers) at {at}",
+                      paper_value=sta.stc_params(c, l, 16), paper_unit="mults", key="sta.t4.stc.mults.fc",
+                      compute=lambda cv, ch: float(stc(ch).value("macs")), unit=lambda cv, ch: "MACs", kind="fixed",
+                      fixed_convention="multiply-adds of the FC layers (macs)",
+                      paper_value_at=lambda ch: sta.stc_params(c, l, _STC_R[ch]), **family))
+    specs.append(Spec(**common, item=f"STC: # MULT, term c x (l + 3) at {at}", paper_value=float(c * (l + 3)),
+                      paper_unit="mults", key="sta.t4.stc.mults.small", compute=small_term, unit=lambda cv, ch: "ops",
+                      kind="fixed",
+                      fixed_convention="single ops on the pooled vectors: the block's single ops less its ReLUs and "
+                                       "the pooling and gating of x (c x l x h x w each, not in Table IV)",
+                      paper_value_at=lambda ch: float(c * (l + 3)), **family))
     return specs
 
 
@@ -397,24 +287,30 @@ _CBAM_KERNELS = {"1x7x7 spatial kernel (kt=1)": 1, "7x7x7 spatial kernel (kt=7)"
 
 def _eam_specs(ctr: Counter) -> list[Spec]:
     specs = []
+    printed = {f.key: f for f in eam.FIGURES}
     for fig in eam.FIGURES:
         s = fig.subject
         net, preset, attn, q = s["network"], s["preset"], s["attn"], s["quantity"]
-        if attn != "cbam":
-            specs.append(_network_figure(fig, ctr))
-            continue
+        base_fig = printed[f"eam.t4.{net}.{preset}.none.{q}"] if attn != "none" else None
+        cbam = attn == "cbam"
 
-        def counted(choice: str, net: str = net, preset: str = preset) -> Counted:
-            return ctr.network(net, "cbam", preset, kt=_CBAM_KERNELS[choice])
+        def counted(choice: str, a: str = attn, net: str = net, preset: str = preset) -> Counted:
+            return ctr.network(net, a, preset, **({"kt": _CBAM_KERNELS[choice]} if a == "cbam" else {}))
 
+        def base(preset: str = preset, net: str = net) -> Counted:
+            return ctr.network(net, "none", preset)
+
+        fam = dict(family="eam-cbam-kernel", choices=tuple(_CBAM_KERNELS)) if cbam else {}
+        common = dict(**_common(fig, eam.ROUNDING), basis="increment" if base_fig else "total",
+                      paper_base=base_fig.value if base_fig else None, **fam)
         if q == "params":
-            specs.append(Spec(fig.paper, fig.table, fig.item, fig.value, fig.unit, fig.key,
-                              lambda conv, ch, counted=counted: counted(ch).params / 1e6, lambda c, ch: "M params",
-                              kind="fixed", fixed_convention="params", family="eam-cbam-kernel", choices=tuple(_CBAM_KERNELS)))
+            specs.append(Spec(**common, compute=lambda conv, ch, counted=counted: counted(ch).params / 1e6,
+                              base=lambda conv, ch, base=base: base().params / 1e6,
+                              unit=lambda c, ch: "M params", kind="fixed", quantity="params", fixed_convention="params"))
         else:
-            specs.append(Spec(fig.paper, fig.table, fig.item, fig.value, fig.unit, fig.key,
-                              lambda conv, ch, counted=counted: counted(ch).value(conv) / 1e9, _giga,  # type: ignore[arg-type]
-                              family="eam-cbam-kernel", choices=tuple(_CBAM_KERNELS)))
+            specs.append(Spec(**common, compute=lambda conv, ch, counted=counted: counted(ch).value(conv) / 1e9,  # type: ignore[arg-type]
+                              base=lambda conv, ch, base=base: base().value(conv) / 1e9,  # type: ignore[arg-type]
+                              unit=_giga))
     return specs
 
 
@@ -424,11 +320,16 @@ _W3_CHOICES = {
     f"ratio={r}, {mix} temporal convs": {"ratio": r, "ct_mix": mix}
     for mix in ("depthwise", "full") for r in (16, 8, 4)
 }
-# Wang et al.'s configurations (Non-local Neural Networks, Table 2): 1 block (res4), 5 blocks (2 in res3, 3 in
-# res4, every other block), 10 blocks (every block of res3 and res4); keys sub-sampled by a 1x2x2 max-pool or not.
-_NL_PLACEMENTS = {"5 blocks (res3 x2, res4 x3)": {1: 2, 2: 3}, "1 block (res4)": {2: 1}, "10 blocks (res3 x4, res4 x6)": {1: 4, 2: 6}}
-_NL_CHOICES = {f"{p}, {'sub-sampled' if sub else 'full'} keys": (p, sub) for p in _NL_PLACEMENTS for sub in (True, False)}
+# TSM's code (mit-han-lab/temporal-shift-module, ops/non_local.py, make_non_local) puts a non-local block after
+# blocks 0 and 2 of layer2 (res3) and 0, 2 and 4 of layer3 (res4): the network's own placement, counted whole.
+# Wang et al.'s other configurations (Non-local Neural Networks, Table 2): 1 block (res4), 10 blocks (every
+# block of res3 and res4); keys sub-sampled by a 1x2x2 max-pool (TSM's default) or not.
+_TSM_NL = "TSM's code: 5 blocks (res3 x2, res4 x3)"
+_NL_PLACEMENTS = {_TSM_NL: {1: 2, 2: 3}, "1 block (res4)": {2: 1}, "10 blocks (res3 x4, res4 x6)": {1: 4, 2: 6}}
+_NL_CHOICES = {f"{p}, {'sub-sampled' if sub else 'full'} keys": (p, sub) for sub in (True, False) for p in _NL_PLACEMENTS}
 _CBAM_CHOICES = ("3D CBAM per clip at every residual block", "2D CBAM per frame at every residual block")
+# CBAM (Woo et al., ECCV 2018) Table 1: ResNet-50 3.858 GFLOPs, ResNet-50 + CBAM 3.864, per 224 x 224 image.
+_CBAM_PAPER_PER_FRAME = 3.864 - 3.858
 
 
 def _w3_specs(ctr: Counter) -> list[Spec]:
@@ -442,12 +343,13 @@ def _w3_specs(ctr: Counter) -> list[Spec]:
 
     def nl_value(conv: str, preset: str, choice: str) -> float:
         placement, sub = _NL_CHOICES[choice]
-        if placement == next(iter(_NL_PLACEMENTS)):  # the network's own placement: count it whole
+        if placement == _TSM_NL:  # the network's own placement: count it whole
             return ctr.network(net, "nl", preset, subsample=sub).value(conv) / 1e9
+        return base(conv, preset) + _nl_extra(conv, preset, _NL_PLACEMENTS[placement], sub) / 1e9
+
+    def _nl_extra(conv: str, preset: str, placement: dict[int, int], sub: bool) -> int:
         sites = {s.stage: s for s in ctr.sites(net, "nl", preset, subsample=sub)}  # shape of res3 and res4 sites
-        extra = sum(n * ctr.block("nl", sites[stage].shape, subsample=sub).value(conv)
-                    for stage, n in _NL_PLACEMENTS[placement].items())
-        return base(conv, preset) + extra / 1e9
+        return sum(n * ctr.block("nl", sites[stage].shape, subsample=sub).value(conv) for stage, n in placement.items())
 
     def cbam_value(conv: str, preset: str, choice: str) -> float:
         if choice == _CBAM_CHOICES[0]:
@@ -458,22 +360,38 @@ def _w3_specs(ctr: Counter) -> list[Spec]:
             extra += ctr.block("cbam", VideoShape(s.B * s.T, s.C, 1, s.H, s.W)).value(conv)
         return base(conv, preset) + extra / 1e9
 
-    printed = {f.key: f.value for f in w3.FIGURES}
+    printed = {f.key: f for f in w3.FIGURES}
 
-    def printed_base(fig: Figure, preset: str) -> float:
+    def base_fig(fig: Figure, preset: str) -> Figure:
         return printed["w3.t6.tsm"] if fig.table == "Table 6" else printed[f"w3.t1.tsm-{preset}"]
+
+    def frames(preset: str) -> int:
+        return int(preset.rstrip("f"))
+
+    def linear_proof(conv: str | None, choice: str, fig: Figure) -> str:
+        """W3's 8- and 16-frame extras cannot both hold for a cost that grows linearly with frames."""
+        e8, e16 = printed["w3.text.extra-8f"].value, printed["w3.text.extra-16f"].value
+        p8, p16 = printed["w3.text.extra-pct-8f"].value, printed["w3.text.extra-pct-16f"].value
+        ours8 = w3_value(conv, "8f", choice) - base(conv, "8f")  # type: ignore[arg-type]
+        ours16 = w3_value(conv, "16f", choice) - base(conv, "16f")  # type: ignore[arg-type]
+        return (f"inconsistent in the paper: a block whose cost grows linearly with frames has extra(16f) = 2 x "
+                f"extra(8f) and the same share of a network that does too (TSM-R50: {base(conv, '16f') / base(conv, '8f'):.3f}x); "
+                f"the paper prints {e8:g} G and {e16:g} G ({e16 / e8:.1f}x) and {p8:g}% and {p16:g}%; our W3 blocks add "
+                f"{ours8:.4g} G and {ours16:.4g} G ({ours16 / ours8:.3f}x) -- at most one of each pair can hold")
 
     specs: list[Spec] = []
     for fig in w3.FIGURES:
         s = fig.subject
         q, attn, preset = s["quantity"], s.get("attn", "none"), s.get("preset", "")
-        common = dict(paper=fig.paper, table=fig.table, item=fig.item, paper_value=fig.value, paper_unit=fig.unit, key=fig.key)
+        common = _common(fig)
         if q == "gflops-sum":
             parts = s["parts"]
             specs.append(Spec(**common, compute=lambda conv, ch, parts=parts: sum(base(conv, p) for _, p in parts), unit=_giga))
             continue
         if attn == "none":
-            specs.append(Spec(**common, compute=lambda conv, ch, p=preset: base(conv, p), unit=_giga))
+            other, opts = s.get("network", net), dict(s.get("options", {}))
+            specs.append(Spec(**common, compute=lambda conv, ch, o=other, p=preset, opts=opts: ctr.network(o, "none", p, **opts).value(conv) / 1e9,
+                              unit=_giga))
             continue
         if attn == "w3":
             fn, choices, family = w3_value, tuple(_W3_CHOICES), "w3-config"
@@ -484,24 +402,29 @@ def _w3_specs(ctr: Counter) -> list[Spec]:
 
         def why(conv: str | None, choice: str, fn=fn, preset=preset, attn=attn, fig=fig, q=q) -> str:
             ours_extra = fn(conv, preset, choice) - base(conv, preset)  # type: ignore[arg-type]
-            text = f"our {attn.upper()} blocks add {ours_extra:.3g} {_giga(conv)} to TSM-R50 at {preset[:-1]} frames ({choice})"
-            if q == "gflops":
-                pb = printed_base(fig, preset)
-                text += f"; the paper's figure implies +{fig.value - pb:.3g} G over its TSM's {pb:g}"
-            if attn == "nl" and _NL_CHOICES[choice][0] == next(iter(_NL_PLACEMENTS)):
-                c = ctr.network(net, "nl", preset, subsample=_NL_CHOICES[choice][1])
-                text += f" (of which the attention products, bmm: {c.only(('bmm',)).value(conv) / 1e9:.3g} G)"  # type: ignore[arg-type]
+            text = f"our {attn.upper()} blocks add {ours_extra:.3g} {_giga(conv)} to TSM-R50 at {frames(preset)} frames ({choice})"
+            if q.startswith("gflops-extra"):
+                return text + "; " + linear_proof(conv, choices[0], fig)
+            if attn == "nl":
+                sub_full = _nl_extra(conv, preset, {2: 3}, False) / 1e9  # type: ignore[arg-type]
+                text += (f"; closest reading, supported by no source: 3 res4 blocks with full keys, "
+                         f"{base(conv, preset) + sub_full:.1f} G (+{sub_full:.1f})")  # type: ignore[arg-type]
+            if attn == "cbam":
+                text += (f"; CBAM's own paper (Woo et al., Table 1: ResNet-50 3.858 -> 3.864 GFLOPs per 224 x 224 "
+                         f"image) gives +{_CBAM_PAPER_PER_FRAME * frames(preset):.3g} G at {frames(preset)} frames, "
+                         f"as ours does")
             return text
 
+        inc_base = (lambda conv, ch, p=preset: base(conv, p))  # type: ignore[arg-type]
         if q == "gflops":
             compute = (lambda conv, ch, fn=fn, p=preset: fn(conv, p, ch))
-            unit = _giga
+            unit, pbase = _giga, base_fig(fig, preset).value
         elif q == "gflops-extra":
             compute = (lambda conv, ch, fn=fn, p=preset: fn(conv, p, ch) - base(conv, p))
-            unit = _giga
+            unit, pbase = _giga, None
         else:  # gflops-extra-pct
             compute = (lambda conv, ch, fn=fn, p=preset: 100.0 * (fn(conv, p, ch) / base(conv, p) - 1))
-            unit = (lambda c, ch: "%")
+            unit, pbase = (lambda c, ch: "%"), None
         note = None
         if attn == "w3":
             def note(choice: str, preset: str = preset) -> str:
@@ -510,132 +433,9 @@ def _w3_specs(ctr: Counter) -> list[Spec]:
                 chosen = ctr.network(net, "w3", preset, **_W3_CHOICES[choice]).params - plain
                 return (f"with it W3's blocks hold {chosen / 1e6:.1f}M parameters (default: {default / 1e6:.2f}M; "
                         f"TSM-R50 itself {plain / 1e6:.1f}M); W3 prints no parameter count")
-        specs.append(Spec(**common, compute=compute, unit=unit, family=family, choices=choices, why=why, note=note))
+        specs.append(Spec(**common, compute=compute, unit=unit, family=family, choices=choices, why=why, note=note,
+                          basis="increment", paper_base=pbase, base=inc_base))
     return specs
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def _score(pairs: Sequence[tuple[float | None, float | None]]) -> tuple[int, float]:
-    """(minus the rows within 1%, median |delta| in % rounded to 0.01): smaller is closer. A missing value
-    counts as infinitely far; medians within 0.01 points tie (and the caller's order decides), so that a
-    convention does not win on a difference far below the papers' printed precision."""
-    deltas = [delta_pct(p, v) for p, v in pairs]
-    hits = sum(1 for (p, v) in pairs if verdict(p, v) == "reproduced")
-    spread = [abs(d) if d is not None else float("inf") for d in deltas]
-    return (-hits, round(statistics.median(spread), 2) if spread else float("inf"))
-
-
-def _paper_value(spec: Spec, choice: str) -> float:
-    return spec.paper_value_at(choice) if spec.paper_value_at else spec.paper_value
-
-
-def _safe(spec: Spec, conv: str | None, choice: str) -> float | None:
-    try:
-        return spec.compute(conv, choice)
-    except ZeroDivisionError:
-        return None
-
-
-def _choose(specs: list[Spec], conv: str | None) -> dict[str, str]:
-    """The choice per family that reproduces its rows best under ``conv``."""
-    chosen: dict[str, str] = {}
-    families: dict[str, list[Spec]] = {}
-    for s in specs:
-        if s.family:
-            families.setdefault(s.family, []).append(s)
-    for fam, members in families.items():
-        choices = members[0].choices
-        if not all(m.select for m in members):
-            chosen[fam] = choices[0]
-            continue
-        best = min(choices, key=lambda ch: (_score([(_paper_value(m, ch), _safe(m, conv if m.kind == "flops" else None, ch))
-                                                    for m in members]), choices.index(ch)))
-        chosen[fam] = best
-    return chosen
-
-
-def _evaluate(specs: list[Spec]) -> list[dict[str, Any]]:
-    if not specs:
-        return []
-    flop_specs = [s for s in specs if s.kind == "flops"]
-    per_conv: dict[str, tuple[dict[str, str], dict[str, float | None]]] = {}
-    for conv in CONVENTIONS:
-        chosen = _choose(flop_specs, conv)
-        values = {s.key: _safe(s, conv, chosen.get(s.family or "", s.choices[0])) for s in flop_specs}
-        per_conv[conv] = (chosen, values)
-    order = list(CONVENTIONS)
-
-    def conv_score(conv: str) -> tuple[tuple[int, float], int]:
-        chosen, values = per_conv[conv]
-        pairs = [(_paper_value(s, chosen.get(s.family or "", s.choices[0])), values[s.key]) for s in flop_specs]
-        return _score(pairs), order.index(conv)
-
-    paper_conv = min(order, key=conv_score) if flop_specs else None
-    tied = [c for c in order if conv_score(c)[0] == conv_score(paper_conv)[0]] if paper_conv else []
-    fixed_choice = _choose([s for s in specs if s.kind == "fixed"], None)
-    rows = []
-    for s in specs:
-        conv = paper_conv if s.kind == "flops" else None
-        chosen = per_conv[conv][0] if conv else fixed_choice
-        choice = chosen.get(s.family or "", s.choices[0])
-        value = _safe(s, conv, choice)
-        pv = _paper_value(s, choice)
-        d = delta_pct(pv, value)
-        v = verdict(pv, value)
-        by_conv: dict[str, float | None] = {}
-        best = s.fixed_convention
-        if s.kind == "flops":
-            for c in order:
-                ch = per_conv[c][0].get(s.family or "", s.choices[0])
-                by_conv[c] = _safe(s, c, ch)
-            ranked = [c for c in order if by_conv[c] is not None]
-            best = min(ranked, key=lambda c: (abs(delta_pct(pv, by_conv[c]) or 0.0), order.index(c))) if ranked else paper_conv or ""
-        tried = [{"choice": ch, "value": _safe(s, conv, ch), **({"paper_value": _paper_value(s, ch)} if s.paper_value_at else {})}
-                 for ch in s.choices] if s.family else []
-        row = {
-            "paper": s.paper, "table": s.table, "item": s.item, "paper_value": pv, "value": value,
-            "unit": s.unit(conv, choice), "convention": conv or s.fixed_convention, "delta_pct": d, "verdict": v,
-            "reason": "", "key": s.key, "paper_unit": s.paper_unit, "best_convention": best, "by_convention": by_conv,
-            "choice": choice if s.family else None, "tried": tried,
-            "conventions_tied": tied if s.kind == "flops" else [],
-        }
-        row["reason"] = _reason(s, row, conv)
-        rows.append(row)
-    return rows
-
-
-def _reason(s: Spec, row: dict[str, Any], conv: str | None) -> str:
-    v = row["verdict"]
-    if v == "not determinable":
-        return s.not_determinable or "not determinable: no value"
-    parts: list[str] = []
-    default = s.choices[0]
-    if v == "off":
-        parts.append(f"ours {_fmt(row['value'])} {row['unit']} vs printed {_fmt(row['paper_value'])} {row['paper_unit']} "
-                     f"({row['delta_pct']:+.2f}%)" + (f" under {conv}" if conv else ""))
-        best = row["best_convention"]
-        if conv and best != conv and row["by_convention"].get(best) is not None:
-            bv = row["by_convention"][best]
-            parts.append(f"closest convention {best}: {_fmt(bv)} ({delta_pct(row['paper_value'], bv):+.2f}%)")
-        if s.family and len(s.choices) > 1:
-            hits = [t for t in row["tried"] if verdict(t.get("paper_value", row["paper_value"]), t["value"]) == "reproduced"]
-            closest = min(row["tried"], key=lambda t: abs(delta_pct(t.get("paper_value", row["paper_value"]), t["value"]) or float("inf")))
-            parts.append(f"none of {len(s.choices)} tried choices reproduces it (closest: {closest['choice']}, "
-                         f"{_fmt(closest['value'])})" if not hits else
-                         f"{len(hits)} of {len(s.choices)} tried choices would alone ({hits[0]['choice']}), not the one "
-                         f"chosen for the rows sharing it ({row['choice']})")
-        if s.why is not None:
-            parts.append(s.why(conv, row["choice"] or default))
-    elif s.family and row["choice"] != default and s.select:
-        dv = next(t["value"] for t in row["tried"] if t["choice"] == default)
-        parts.append(f"reproduced with {row['choice']}; attnbench's default ({default}) gives {_fmt(dv)} "
-                     f"({delta_pct(row['paper_value'], dv):+.2f}%)")
-        if s.note is not None:
-            parts.append(s.note(row["choice"]))
-    return "; ".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -643,7 +443,7 @@ def _reason(s: Spec, row: dict[str, Any], conv: str | None) -> str:
 
 
 def reproduce(paper: str = "all", on_paper: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Rows (dicts, JSON-able) for every complexity figure of ``paper`` (banet, sta, eam, w3, stpa or all);
+    """Rows (dicts, JSON-able) for every figure of ``paper`` (banet, sta, eam, w3, stpa or all);
     ``on_paper(name)`` is called as each paper starts."""
     return _reproduce(paper, Path("results"), on_paper=on_paper)
 
@@ -665,29 +465,5 @@ def _reproduce(paper: str, results_dir: Path, counter: Counter | None = None,
     for name in PAPERS if paper == "all" else (paper,):
         if on_paper:
             on_paper(name)
-        rows += _evaluate(builders[name]())
+        rows += evaluate(builders[name]())
     return [{"schema": SCHEMA, "kind": "paper-figure", **r} for r in rows]
-
-
-def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Counts per verdict, the share reproduced within 1% (of all rows and of determinable rows), and per
-    paper: its rows' verdicts and the convention its numbers imply."""
-    counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in VERDICTS}
-    n = len(rows)
-    determinable = counts["reproduced"] + counts["off"]
-    by_paper: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        p = by_paper.setdefault(r["paper"], {"rows": 0, **{v: 0 for v in VERDICTS}, "convention": None})
-        p["rows"] += 1
-        p[r["verdict"]] += 1
-        if r.get("by_convention"):
-            p["convention"] = r["convention"]
-            p["conventions_tied"] = r.get("conventions_tied", [])
-    return {
-        "rows": n,
-        "verdicts": counts,
-        "share_reproduced": counts["reproduced"] / n if n else 0.0,
-        "share_reproduced_of_determinable": counts["reproduced"] / determinable if determinable else 0.0,
-        "tolerance_pct": 100 * TOLERANCE,
-        "by_paper": by_paper,
-    }
