@@ -50,7 +50,8 @@ def _small(name: str, **options: str):
 
 
 SMALL = [(n, {}) for n in FIRST_PRESETS] + [("nl", {"impl": "sdpa"}), ("cs", {"impl": "sdpa"}),
-                                           ("nl", {"subsample": "true"})]
+                                           ("nl", {"subsample": "true"}), ("nl", {"subsample": "before"}),
+                                           ("nl", {"use_scale": "true"}), ("nl", {"use_scale": "true", "impl": "sdpa"})]
 
 
 @pytest.mark.parametrize("dtype,precision", MODES)
@@ -80,7 +81,7 @@ def test_cuda_autocast_softmax_is_fp32_and_cast_back() -> None:
     n = case.shape.thw**2
     cuda, _ = case.spec.peak_memory(case.shape, Precision("bf16", "autocast", "cuda"), case.options)
     cpu, _ = case.spec.peak_memory(case.shape, Precision("bf16", "autocast", "cpu"), case.options)
-    maps = lambda p: sum(b for w, b in p.tensors if "map" in w or "softmax" in w)  # noqa: E731
+    maps = lambda p: sum(b for w, b in p.tensors if "map" in w or "softmax" in w)
     assert maps(cuda) == 8 * n and maps(cpu) == 4 * n
     assert 3.9 < cuda.bytes / (2 * n) < 4.1
 

@@ -92,11 +92,11 @@ def test_sites_follow_the_papers() -> None:
         assert {(s.shape.C, s.shape.T, s.shape.H, s.shape.W) for s in sites} == {(2048, 4, 4, 4)}
     nl = r50.attention_sites("nl")
     assert [(s.stage, s.block) for s in nl] == [(1, 1), (1, 3), (2, 1), (2, 3), (2, 5)]
-    assert all(s.options["subsample"] for s in nl)
+    assert all(s.options["subsample"] == "after" for s in nl)
     assert [(s.shape.C, s.shape.T, s.shape.H) for s in tsm.attention_sites("nl")] == [(512, 16, 28)] * 2 + [(1024, 16, 14)] * 3
     assert eco.attention_sites("cs")[0].shape.as_list() == [1, 96, 16, 28, 28]
     assert eco.attention_sites("nl", preset="banet-lite-16f")[0].shape.as_list() == [1, 96, 16, 28, 28]
-    assert eco.attention_sites("nl", subsample=True)[0].options["subsample"] is True
+    assert eco.attention_sites("nl", subsample=True)[0].options["subsample"] == "after"  # True means "after"
     if "w3" in REGISTERED:
         sites = tsm.attention_sites("w3")
         assert len(sites) == 16
