@@ -40,11 +40,19 @@ Attention placements (``attn``):
   The block there sees [B, 2048, T/16, 4, 4] at 112 x 112. (STA's Table IV example "layer4: c = 1024,
   l = 8, h = w = 7" is the input of res5, not its blocks' bottom.)
 * ``nl``: the 5-block configuration of Wang et al. (Non-local Neural Networks, CVPR 2018, Sec. 4.1: "5 blocks
-  (3 to res4 and 2 to res3, to every other residual block)"), after residual blocks 2 and 4 of res3 and 2,
-  4 and 6 of res4 (1-based). Neither EAM nor STA places a non-local block in these networks themselves (STA
-  Table I lists Nonlocal-ResNeXt-101(64f) from Wang et al.). The block defaults to Wang et al.'s
-  sub-sampled keys (``subsample=true``, 1x2x2 max-pool on phi and g); pass ``subsample=false`` for the full
-  (THW)^2 affinity.
+  (3 to res4 and 2 to res3, to every other residual block)"), at the indices Wang et al.'s code gives
+  (facebookresearch/video-nonlocal-net, ``lib/models/resnet_helper.py``, ``res_stage_nonlocal``: a block
+  after residual block ``idx`` when ``idx % nonlocal_mod == nonlocal_mod - 1``, with ``NONLOCAL.LAYER_MOD =
+  2`` in ``lib/core/config.py``): after blocks 1 and 3 of res3 and 1, 3 and 5 of res4 (0-based) in
+  ResNet-50. For depth 101 ``lib/models/resnet_video.py`` keeps res3's modulus 2 and sets res4's to
+  2 x 4 - 1 = 7, so ResNeXt-101's res4 (23 blocks) gets its three blocks after blocks 6, 13 and 20.
+  (TSM's code puts them on the even blocks instead: :mod:`attnbench.networks.tsm`.) Every block of a
+  stage outputs the same shape, so these indices change no count. Neither EAM nor STA places a non-local
+  block in these networks themselves (STA Table I lists Nonlocal-ResNeXt-101(64f) from Wang et al.). The
+  block defaults to sub-sampled keys pooled after phi and g (``subsample=after``, TSM's and mmcv's form);
+  ``subsample=before`` pools x before phi and g as Wang et al.'s code does, ``subsample=none`` keeps the
+  full (THW)^2 affinity and ``use_scale=true`` adds Wang et al.'s 1/sqrt(C_i) (see
+  :mod:`attnbench.blocks.nonlocal_block`).
 """
 
 from __future__ import annotations
@@ -79,15 +87,17 @@ class Arch:
     widths: tuple[int, ...]  # D, the bottleneck's inner width per stage
     outputs: tuple[int, ...]  # C_out per stage
     groups: int
+    nl_blocks: dict[int, tuple[int, ...]]  # stage index (res3 = 1, res4 = 2) -> 0-based blocks followed by nl
 
 
+# nl_blocks: Wang et al.'s res_stage_nonlocal, idx % mod == mod - 1 with mod 2 (res3, res4 of depth 50) and
+# 7 (res4 of depth 101; resnet_video.py)
 ARCHS = {
-    "resnet3d-50": Arch((3, 4, 6, 3), (64, 128, 256, 512), (256, 512, 1024, 2048), 1),
-    "resnext3d-101": Arch((3, 4, 23, 3), (128, 256, 512, 1024), (256, 512, 1024, 2048), 32),
+    "resnet3d-50": Arch((3, 4, 6, 3), (64, 128, 256, 512), (256, 512, 1024, 2048), 1, {1: (1, 3), 2: (1, 3, 5)}),
+    "resnext3d-101": Arch((3, 4, 23, 3), (128, 256, 512, 1024), (256, 512, 1024, 2048), 32, {1: (1, 3), 2: (6, 13, 20)}),
 }
 
 STAGE_ATTENTION = ("se", "eca", "cbam", "eam", "eam-s", "eam-t")
-NL_BLOCKS = {1: (1, 3), 2: (1, 3, 5)}  # stage index (res3 = 1, res4 = 2) -> 0-based block indices
 STA_STAGE = 3  # res5
 
 # ---------------------------------------------------------------------------------------------------------
@@ -190,9 +200,8 @@ def _sites_for(arch: Arch):
         if r.attn == "nl":
             return [
                 Site(f"after {STAGE_NAMES[s]} block {i + 1}", shapes[s], opts, stage=s, block=i, position="after_block")
-                for s, idx in NL_BLOCKS.items()
+                for s, idx in arch.nl_blocks.items()
                 for i in idx
-                if i < arch.layers[s]
             ]
         raise AssertionError(r.attn)
 
@@ -232,10 +241,11 @@ _PLACEMENTS = {
     "eam-s": "after each stage res2-res5, as eam (EAM Table 2 ablation)",
     "eam-t": "after each stage res2-res5, as eam (EAM Table 2 ablation)",
     "sta": "bottom of every res5 bottleneck, before the add (STA Fig. 4 'at the bottom of the blocks'; Table VIII later layers = conv5)",
-    "nl": "after blocks 2, 4 of res3 and 2, 4, 6 of res4: 5 blocks, Wang et al. Sec. 4.1; sub-sampled keys by default",
+    "nl": "after blocks 1, 3 of res3 and 1, 3, 5 of res4 (0-based; 6, 13, 20 in ResNeXt-101's res4): 5 blocks, Wang et al. "
+          "Sec. 4.1 at the indices of their code (res_stage_nonlocal); keys pooled after phi and g by default",
 }
 _ATTN = ("none", "se", "eca", "cbam", "eam", "eam-s", "eam-t", "sta", "nl")
-_NL_DEFAULTS = {"nl": {"subsample": True}}
+_NL_DEFAULTS = {"nl": {"subsample": "after"}}
 
 register_network(
     NetworkSpec(

@@ -30,10 +30,17 @@ Attention placements (``attn``):
 * ``cbam``: at every residual block, same position (CBAM's own placement, Woo et al. 2018, Fig. 3: CBAM on the
   residual branch before the add). W3 Table 6 compares "+CBAM" on TSM without saying where; W3 Sec. 4.2 calls
   it "simply applying image attention to top-performing action models", so CBAM goes where W3 goes.
-* ``nl``: 5 blocks as in Wang et al. (Sec. 4.1: "5 blocks (3 to res4 and 2 to res3, to every other residual
-  block)"), after residual blocks 2 and 4 of res3 and 2, 4 and 6 of res4 (1-based), with the sub-sampled keys
-  of Wang et al. by default (``subsample=true``); TSM's non-local variant (TSM Sec. 5) follows Wang et al.
-  W3 Table 6's "+NL" row cites Wang et al. [53] and gives no placement of its own.
+* ``nl``: 5 blocks where TSM's own code puts them (mit-han-lab/temporal-shift-module, ``ops/non_local.py``,
+  ``make_non_local``: ``NL3DWrapper`` around ``layer2[0]``, ``layer2[2]``, ``layer3[0]``, ``layer3[2]`` and
+  ``layer3[4]``, each running a 3D non-local block on the wrapped block's output): after residual blocks 0
+  and 2 of res3 (torchvision's layer2) and 0, 2 and 4 of res4 (layer3), 0-based. That is Wang et al.'s count
+  (Sec. 4.1: "5 blocks (3 to res4 and 2 to res3, to every other residual block)"), but on the even blocks,
+  where Wang et al.'s code (facebookresearch/video-nonlocal-net, ``res_stage_nonlocal``,
+  ``idx % 2 == 1``) takes the odd ones (see :mod:`attnbench.networks.resnet3d`). The block is TSM's too:
+  ``sub_sample=True`` (``subsample=after``, the default here: the outputs of phi and g are max-pooled), batch
+  norm after W_z, no affinity scale. Every res3 (res4) block outputs the same shape, so the FLOPs and
+  parameters are those of Wang et al.'s odd-block placement. W3 Table 6's "+NL" row cites Wang et al. [53]
+  and gives no placement of its own; TSM (Sec. 5, "TSM + NL") is W3's backbone, so TSM's code decides.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ EXPANSION = 4
 STEM_CHANNELS = 64
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 SHIFT_DIV = 8  # 1/8 of the channels shifted each way
-NL_BLOCKS = {1: (1, 3), 2: (1, 3, 5)}  # res3, res4 -> 0-based block indices
+NL_BLOCKS = {1: (0, 2), 2: (0, 2, 4)}  # res3, res4 -> 0-based block indices (TSM ops/non_local.py make_non_local)
 EVERY_BLOCK = ("cbam", "w3")
 
 # ---------------------------------------------------------------------------------------------------------
@@ -299,8 +306,9 @@ register_network(
         placements={
             "w3": "bottom of every residual block (16), refinement head once on res5's output (W3 Sec. 3.3-3.4, Fig. 2)",
             "cbam": "bottom of every residual block (16), as CBAM places itself and as W3 places W3",
-            "nl": "after blocks 2, 4 of res3 and 2, 4, 6 of res4: 5 blocks, Wang et al. Sec. 4.1; sub-sampled keys by default",
+            "nl": "after blocks 0, 2 of res3 and 0, 2, 4 of res4 (0-based): 5 blocks, TSM's ops/non_local.py make_non_local; "
+                  "keys pooled after phi and g (subsample=after) by default, as TSM's block",
         },
-        attn_defaults={"nl": {"subsample": True}},
+        attn_defaults={"nl": {"subsample": "after"}},
     )
 )
