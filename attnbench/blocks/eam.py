@@ -26,6 +26,13 @@ odd (a "same" 1-D convolution). k larger than C or T is allowed: it is the paper
 res5 of a 16-frame clip, where T = 1 and k_t = 3; the taps that fall on the zero padding are still computed
 (and counted). Parameters: k for EAM-S, k for EAM-T, 2k for a combination, whatever the shape.
 
+Placement in the 3D ResNets (:mod:`attnbench.networks.resnet3d`; one module per stage, as Table 4's parameter
+counts require). EAM, with its own identity V + V'' (Eq. 3, "passed into the next 3D CNN module"), goes after
+each stage, on its output: Sec. 4.3 adds it to "res2, res3, res4, and after each layer", and on a residual
+branch its identity would double the block's shortcut. The baselines below have no identity of their own and
+go where their papers put them, on the residual branch of the stage's last bottleneck, before the add (SE Fig.
+3, CBAM Fig. 3, ECA's ``eca_resnet.py``). Both places see the stage's output shape, so the counts are equal.
+
 Baselines, each as in its own paper, on the whole [B, C, T, H, W] map ("3D"), no residual of their own (in a
 ResNet the block's identity path adds it):
 

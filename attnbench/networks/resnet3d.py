@@ -27,12 +27,26 @@ res5 1, 4; on 64 frames T is 64 -> 32 -> 16 -> 8 -> 4.
 
 Attention placements (``attn``):
 
-* ``se``, ``eca``, ``cbam``, ``eam`` (and its Table 2 ablations ``eam-s``, ``eam-t``): one block after each stage, res2 to res5 (4 blocks, on 256, 512,
-  1024, 2048 channels). EAM Sec. 4.4: "the SE, ECA, CBAM, and EAM modules respectively were embedded into
-  all the stages of these models"; Table 3 compares EAM after res2, res3, res4 and "all res". Table 4's
-  parameter counts pin this down: SE (ratio 16) at the four stage outputs adds
-  2 (256^2 + 512^2 + 1024^2 + 2048^2) / 16 = 0.70M, which is Table 4's 46.30M -> 46.99M (ResNet-50) and
-  47.62M -> 48.32M (ResNeXt-101); SE in every bottleneck would add 2.5M (ResNet-50) or more.
+* ``se``, ``eca``, ``cbam``, ``eam`` (and its Table 2 ablations ``eam-s``, ``eam-t``): one block per stage,
+  res2 to res5 (4 blocks, on 256, 512, 1024, 2048 channels). EAM Sec. 4.4: "the SE, ECA, CBAM, and EAM
+  modules respectively were embedded into all the stages of these models"; Table 3 compares EAM in res2,
+  res3, res4 and "all res". Table 4's parameter counts pin down one block per stage at the stage's output
+  width: SE (ratio 16) on 256, 512, 1024 and 2048 channels adds 2 (256^2 + 512^2 + 1024^2 + 2048^2) / 16 =
+  0.70M, which is Table 4's 46.30M -> 46.99M (ResNet-50) and 47.62M -> 48.32M (ResNeXt-101); SE in every
+  bottleneck would add 2.5M (ResNet-50) or more. Where in the stage:
+
+  - ``se``, ``eca``, ``cbam``: at the bottom of the residual branch of the stage's last bottleneck, after its
+    last batch norm and before the add, as each paper puts its module in a residual block (SE: Hu et al.
+    Fig. 3, the SE-ResNet module; CBAM: Woo et al. Fig. 3, CBAM in a ResBlock; ECA: Wang et al.'s
+    ``models/eca_resnet.py``, ``eca`` after ``bn3``, before ``out += residual``). None has an identity
+    path of its own; the block's shortcut is it. There the module sees the stage's output shape, so the
+    parameters and FLOPs are those of a module after the stage (the ReLU after the add runs on the same
+    tensor either way).
+  - ``eam``, ``eam-s``, ``eam-t``: after the stage, on its output. EAM has its own identity path (Eq. 3,
+    V^ = V + V'', "the final refined output, which is passed into the next 3D CNN module"), Sec. 4.3 adds
+    it to "different stages ..., that is, res2, res3, res4, and after each layer", and Fig. 2's caption says
+    only "The EAM block is applied to the 3D ResNet"; on a residual branch its V + V'' would add a second
+    identity beside the shortcut. See :mod:`attnbench.blocks.eam`.
 * ``sta``: at the bottom of every bottleneck of res5 (3 blocks), on the residual branch after the last
   batch norm and before the add. STA Fig. 4: "We add our STA module at the bottom of the blocks"; Sec. IV-A:
   "we simply prefer to place our STA module at their later convolutional layers"; Table VIII compares the
@@ -97,7 +111,8 @@ ARCHS = {
     "resnext3d-101": Arch((3, 4, 23, 3), (128, 256, 512, 1024), (256, 512, 1024, 2048), 32, {1: (1, 3), 2: (6, 13, 20)}),
 }
 
-STAGE_ATTENTION = ("se", "eca", "cbam", "eam", "eam-s", "eam-t")
+BRANCH_ATTENTION = ("se", "eca", "cbam")  # bottom of each stage's last block, before the add
+STAGE_ATTENTION = ("eam", "eam-s", "eam-t")  # after each stage (EAM's own identity, Eq. 3)
 STA_STAGE = 3  # res5
 
 # ---------------------------------------------------------------------------------------------------------
@@ -186,6 +201,12 @@ def _sites_for(arch: Arch):
     def sites(r: Resolved) -> list[Site]:
         shapes = stage_shapes(r.frames, r.size, r.batch, arch)
         opts = dict(r.attn_options)
+        if r.attn in BRANCH_ATTENTION:
+            return [
+                Site(f"{STAGE_NAMES[s]} block {arch.layers[s]} bottom", shapes[s], opts, stage=s, block=arch.layers[s] - 1,
+                     position="bottom")
+                for s in range(4)
+            ]
         if r.attn in STAGE_ATTENTION:
             return [
                 Site(f"after {STAGE_NAMES[s]}", shapes[s], opts, stage=s, block=arch.layers[s] - 1, position="after_stage")
@@ -234,10 +255,11 @@ def _base_params_for(arch: Arch):
 
 
 _PLACEMENTS = {
-    "se": "after each stage res2-res5 (EAM Sec. 4.4 'embedded into all the stages'; Table 4 params: +0.70M)",
-    "eca": "after each stage res2-res5 (EAM Sec. 4.4, Table 4)",
-    "cbam": "after each stage res2-res5 (EAM Sec. 4.4, Table 4)",
-    "eam": "after each stage res2-res5 (EAM Sec. 4.4, Table 3 'all res', Table 4)",
+    "se": "bottom of the last bottleneck of each stage res2-res5, before the add (SE Fig. 3; one per stage: EAM Sec. 4.4, "
+          "Table 4 params +0.70M)",
+    "eca": "bottom of the last bottleneck of each stage res2-res5, before the add (ECA's eca_resnet.py; EAM Sec. 4.4, Table 4)",
+    "cbam": "bottom of the last bottleneck of each stage res2-res5, before the add (CBAM Fig. 3; EAM Sec. 4.4, Table 4)",
+    "eam": "after each stage res2-res5, on its output (EAM Eq. 3 has its own identity; Sec. 4.3, Table 3 'all res', Table 4)",
     "eam-s": "after each stage res2-res5, as eam (EAM Table 2 ablation)",
     "eam-t": "after each stage res2-res5, as eam (EAM Table 2 ablation)",
     "sta": "bottom of every res5 bottleneck, before the add (STA Fig. 4 'at the bottom of the blocks'; Table VIII later layers = conv5)",
