@@ -152,16 +152,17 @@ def test_resume_skips_bad_lines_with_a_warning(tmp_path) -> None:
 
 
 def test_reproduce_and_report_survive_malformed_files(tmp_path, monkeypatch) -> None:
-    from attnbench.papers import reproduce
+    from attnbench.papers import measured
     from attnbench.report import job
 
     folder = tmp_path / "results" / "cpu-x"
     folder.mkdir(parents=True)
-    good = {"kind": "network", "name": "eco-lite", "variant": "cs@16f", "status": "ok"}
+    good = {"kind": "network", "network": "eco", "preset": "16f", "attn": "cs", "status": "ok"}
     (folder / "table-vi.jsonl").write_bytes(b"[]\n\xff\n" + json.dumps({**good, "vps": "fast"}).encode() + b"\n"
                                             + json.dumps({**good, "vps": 2.0, "settings": 5}).encode() + b"\n")
+    (folder / "speed.jsonl").mkdir()  # a folder named like a results file
     with pytest.warns(Warning):
-        assert reproduce._table_vi_measurement(tmp_path / "results") == (None, "")
+        assert measured.runs(tmp_path / "results") == []
     out = tmp_path / "rep"
     out.mkdir()
     opts = job.ReportOptions(mode="quick", device=None, resume=True)
@@ -386,15 +387,15 @@ def test_resume_measures_again_rows_with_fields_of_the_wrong_type(tmp_path) -> N
 
 
 def test_reproduce_skips_odd_results_files(tmp_path) -> None:
-    from attnbench.papers import reproduce
+    from attnbench.papers import measured
 
     results = tmp_path / "results"
     (results / "a").mkdir(parents=True)
     (results / "b" / "table-vi.jsonl").mkdir(parents=True)
-    good = {"key": "k", "kind": "network", "name": "eco-lite", "variant": "cs@16f", "status": "ok", "vps": 2.0}
+    good = {"key": "k", "kind": "network", "network": "eco", "preset": "16f", "attn": "cs", "status": "ok", "vps": 2.0}
     (results / "a" / "table-vi.jsonl").write_text(json.dumps({**good, "settings": {"batch": 1e400}}) + "\n")
     with pytest.warns(Warning) as caught:
-        assert reproduce._table_vi_measurement(results) == (None, "")
+        assert measured.runs(results) == []
     text = " ".join(str(w.message) for w in caught)
     assert "is a directory" in text and "wrong type" in text
 

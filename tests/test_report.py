@@ -16,10 +16,14 @@ def fake_reproduce() -> types.ModuleType:
     """A stand-in for attnbench.papers.reproduce (tested on its own), so these tests stay fast."""
     fake = types.ModuleType("attnbench.papers.reproduce")
     row = {"paper": "banet", "table": "Eq. 7", "item": "R", "paper_value": 13.4, "value": 13.39, "unit": "%",
-           "convention": "ratio", "delta_pct": -0.07, "verdict": "reproduced", "reason": ""}
-    off = {**row, "item": "F_CS", "paper_value": 2.0, "value": 2.5, "delta_pct": 25.0, "verdict": "off", "reason": "convention"}
+           "convention": "ratio", "delta_pct": -0.07, "verdict": "reproduced", "reason": "", "key": "banet.r",
+           "quantity": "flops"}
+    off = {**row, "item": "F_CS", "paper_value": 2.0, "value": 2.5, "delta_pct": 25.0, "verdict": "off", "reason": "convention",
+           "key": "banet.f"}
     fake.reproduce = lambda paper="all": [row, off]
-    fake.summary = lambda rows: {"rows": len(rows), "share_within_1pct": 0.5, "by_paper": {"banet": {"rows": 2}}}
+    from attnbench.papers.judge import summary
+
+    fake.summary = summary
     return fake
 
 
@@ -56,7 +60,7 @@ def test_quick_report_writes_index_tables_and_plots(quick_report) -> None:
     for target in re.findall(r"\]\(([^)]+)\)", index):  # every link is relative and resolves in the folder
         assert not target.startswith("/") and (out / target).exists(), target
     assert "| speed | not run |" in index  # no CUDA here and no --device: nothing timed
-    assert "| reproduce | ok |" in index and "share_within_1pct: 0.5" in index
+    assert "| reproduce | ok |" in index and "reproduced: 1 of 2 parameter, FLOP and size figures (50.0%)" in index
     sweep = json.loads((out / "sweep.json").read_text())
     assert {e["module"] for e in sweep["exponents"]} == {"nl", "cs"} and sweep["crossovers"]
     assert any("exponent" in line for line in sweep["summary"])
@@ -104,10 +108,11 @@ def test_reproduce_section_with_and_without_the_module(tmp_path, monkeypatch) ->
     use_fake_reproduce(monkeypatch)
     r = job.run_report(job.ReportOptions(mode="quick"), tmp_path / "b", sections=("reproduce",))
     summary = r.sections[0].summary
-    assert r.sections[0].status == "ok" and "share_within_1pct: 0.5" in summary and "by_paper: banet (rows 2)" in summary
+    assert r.sections[0].status == "ok" and "reproduced: 1 of 2 parameter, FLOP and size figures (50.0%)" in summary
+    assert "banet: reproduced 1 of 2; convention -" in summary
     assert any(line.startswith("off: banet Eq. 7 F_CS: paper 2, ours 2.5 % (+25.00%)") for line in summary)
     assert "13.39" in (tmp_path / "b" / "reproduce.csv").read_text()
-    assert (tmp_path / "b" / "reproduce.md").read_text().count("banet") == 2
+    assert (tmp_path / "b" / "reproduce.md").read_text().count("| banet ") == 2
 
 
 def test_report_rejects_quick_and_full_together(tmp_path) -> None:

@@ -34,7 +34,7 @@ class Run:
 
 
 def _row_net(row: dict[str, Any]) -> Net | None:
-    if row.get("kind") != "network" or row.get("status") != "ok" or not row.get("vps"):
+    if row.get("kind") != "network" or row.get("status") != "ok" or not row.get("vps") or not row.get("network"):
         return None
     return (str(row.get("network", "")), str(row.get("preset", "")), str(row.get("attn", "none")))
 
