@@ -17,22 +17,36 @@ def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
+def _command(folder: Path) -> str:
+    """The exact command that wrote the folder, from the report's own README ("- command: `...`")."""
+    for line in (folder / "README.md").read_text().splitlines():
+        if line.startswith("- command: `"):
+            return line.split("`")[1]
+    raise SystemExit(f"{folder}/README.md names no command: is it a folder `attnbench report` wrote?")
+
+
 def section(folder: Path) -> str:
+    from attnbench.papers.judge import summary
+
     rep = json.loads((folder / "reproduce.json").read_text())
     rows = rep["rows"]
-    ok = sum(r["verdict"] == "reproduced" for r in rows)
+    s = summary(rows)
+    ok = sum(p["counted_reproduced"] for p in s["by_paper"].values())
+    per_paper = "; ".join(f"{name} {p['counted_reproduced']} of {p['counted']}" for name, p in s["by_paper"].items() if p["counted"])
+    others = ", ".join(f"{n} {v}" for v, n in s["verdicts"].items() if v != "reproduced" and n)
     lines = [
-        f"Produced by `attnbench report` (folder [`{folder}`]({folder}/README.md)); "
-        f"`attnbench reproduce --paper all` reproduces **{ok} of {len(rows)}** printed complexity figures "
-        f"within 1% ({ok / len(rows):.1%}); every other row carries its reason.",
+        f"Produced by `{_command(folder)}` (folder [`{folder}`]({folder}/README.md)): "
+        f"**{ok} of {s['counted_rows']}** printed parameter, FLOP and size figures reproduced ({s['share_reproduced']:.1%}; "
+        f"{per_paper}). The other rows: {others}; each carries its reason in [`reproduce.md`]({folder}/reproduce.md).",
         "",
-        "| paper | where | item | paper | ours | unit | convention | delta % | verdict |",
-        "|---|---|---|---:|---:|---|---|---:|---|",
+        "| paper | where | item | paper | ours | unit | convention | basis | delta % | verdict |",
+        "|---|---|---|---:|---:|---|---|---|---:|---|",
     ]
     for r in rows:
         item = r["item"] if len(r["item"]) <= 70 else r["item"][:67] + "..."
+        verdict = r["verdict"] + (f" ({r['configuration']})" if r["verdict"] == "reproduced-with" else "")
         lines.append(f"| {r['paper']} | {r['table']} | {item} | {_num(r['paper_value'])} | {_num(r['value'])} | "
-                     f"{r['unit']} | {r['convention']} | {_num(r['delta_pct'])} | {r['verdict']} |")
+                     f"{r['unit']} | {r['convention']} | {r['basis']} | {_num(r['delta_pct'])} | {verdict} |")
     tv = folder / "table-vi.json"
     if tv.exists():
         result = json.loads(tv.read_text())["result"]
