@@ -17,18 +17,31 @@ same C_in (Eq. 5), R = F_CS / F_3D = 1/T + 1/H + 1/W (Eq. 7; 13.4% at T=16, H=W=
 
 ``fa`` -- frame attention (Sec. III-B, Eq. 1-2). RGB frames [B, 3, N, H, W] are turned to grey (fixed
 ITU-R BT.601 weights, a parameter-free 1x1x1 convolution), adjacent frames are subtracted (N-1 difference
-maps), each map is max-pooled to ``pool`` x ``pool`` (56 in the paper), a 3-layer MLP with ReLU after every
-layer scores it (d_i), d_i is clamped to [0, 7] and passed through F(x) = sigma'(x - 3), the sigmoid's
-derivative shifted right by 3. Frame scores follow Eq. (2). The printed middle case,
-F(clamp(d_i) + F(clamp(d_{i+1}))), has a misplaced parenthesis and an index off by one: frame i (1 < i < N)
-lies between difference maps d_{i-1} (frames i-1, i) and d_i (frames i, i+1), and the end cases use the one
-adjacent map twice (x 2), so we read it as y_i = F(clamp(d_{i-1})) + F(clamp(d_i)). The top
-round(keep_ratio x N) frames are kept in temporal order (BANet keeps 50%). MLP widths are not printed in the
-paper; ``hidden1``/``hidden2`` default to 512/128.
+maps, frame i+1 minus frame i), each map is max-pooled to ``pool`` x ``pool`` (56 in the paper), a 3-layer
+MLP with ReLU after every layer scores it (d_i), d_i is clamped to [0, 7] and passed through
+F(x) = sigma'(x - 3), the sigmoid's derivative shifted right by 3. Frame scores follow Eq. (2). The printed
+middle case, F(clamp(d_i) + F(clamp(d_{i+1}))), has a misplaced parenthesis and an index off by one: frame i
+(1 < i < N) lies between difference maps d_{i-1} (frames i-1, i) and d_i (frames i, i+1), and the end cases
+use the one adjacent map twice (x 2), so we read it as y_i = F(clamp(d_{i-1})) + F(clamp(d_i)). MLP widths
+are not printed in the paper; ``hidden1``/``hidden2`` default to 512/128.
+
+``diff``: the paper says "we compute the difference between adjacent frames" and max-pools the "frame
+difference images", without saying whether the difference is signed. Max-pooling a signed difference keeps
+only brightening: a frame that darkens everywhere pools to (nearly) nothing and scores like a still frame,
+while the same change the other way round scores high. The module's purpose is to find frames that "differ
+either greatly or little from their adjacent frames" (cuts, "fast-moving lens", near-duplicates), which is a
+magnitude, so the default is ``abs``: |frame i+1 - frame i|, one more op per difference pixel. ``signed``
+is the literal reading (the difference as it is, max-pooled).
+
+Frames kept: M = floor(keep_ratio x N + 1/2) (round half up; at least 1, at most N), computed exactly on the
+ratio as written (``0.3`` is 3/10, so 0.3 x 5 = 1.5 keeps 2), the top-M frames by y in temporal order. BANet
+keeps M/N = 50%, at even N (8 to 40 frames), where no rounding happens; at odd N half up keeps (N+1)/2 (N = 3,
+5, 7 keep 2, 3, 4, where Python's round, half to even, kept 2, 2, 4).
 """
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from itertools import permutations
 from typing import Any
@@ -234,15 +247,20 @@ register_block(
 # Frame attention (fa)
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+DIFFS = ("abs", "signed")
 
 
 class FrameAttention(nn.Module):
     """BANet's frame attention: scores N RGB frames and keeps the top ``keep_ratio`` in temporal order."""
 
-    def __init__(self, pool: int = 56, hidden1: int = 512, hidden2: int = 128, keep_ratio: float = 0.5) -> None:
+    def __init__(self, pool: int = 56, hidden1: int = 512, hidden2: int = 128, keep_ratio: float = 0.5,
+                 diff: str = "abs") -> None:
         super().__init__()
+        if diff not in DIFFS:
+            raise UsageError(f"fa diff must be one of {', '.join(DIFFS)}, got {diff!r}")
         self.pool = pool
         self.keep_ratio = keep_ratio
+        self.diff = diff
         self.register_buffer("grey", torch.tensor(GREY_WEIGHTS).view(1, 3, 1, 1, 1), persistent=False)
         self.mlp = nn.Sequential(
             nn.Linear(pool * pool, hidden1), nn.ReLU(),
@@ -257,14 +275,21 @@ class FrameAttention(nn.Module):
         s = torch.sigmoid(x - 3)
         return s * (1 - s)
 
+    @staticmethod
+    def frame_scores(f: torch.Tensor) -> torch.Tensor:
+        """Eq. (2) as read (module docstring): y [B, N] from f = F(clamp(d)) [B, N-1] of the difference maps:
+        y_1 = 2 f_1, y_i = f_{i-1} + f_i, y_N = 2 f_{N-1}."""
+        return torch.cat([f[:, :1] * 2, f[:, :-1] + f[:, 1:], f[:, -1:] * 2], dim=1)
+
     def scores(self, frames: torch.Tensor) -> torch.Tensor:
         """Eq. (1)-(2): frame scores y [B, N] from RGB frames [B, 3, N, H, W]."""
         grey = F.conv3d(frames, self.grey)[:, 0]  # [B, N, H, W]
         diff = grey[:, 1:] - grey[:, :-1]  # [B, N-1, H, W]
+        if self.diff == "abs":
+            diff = diff.abs()
         pooled = F.adaptive_max_pool2d(diff, self.pool)  # [B, N-1, p, p]
-        d = self.mlp(pooled.flatten(2)).squeeze(-1)  # [B, N-1]
-        f = self.shifted_sigmoid_derivative(d.clamp(0, 7))
-        return torch.cat([f[:, :1] * 2, f[:, :-1] + f[:, 1:], f[:, -1:] * 2], dim=1)
+        d = self.mlp(pooled.flatten(2)).squeeze(-1)  # [B, N-1], Eq. (1)
+        return self.frame_scores(self.shifted_sigmoid_derivative(d.clamp(0, 7)))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         keep = kept_frames(int(frames.shape[2]), self.keep_ratio)
@@ -277,10 +302,13 @@ class FrameAttention(nn.Module):
 
 
 def kept_frames(n: int, keep_ratio: float) -> int:
-    return max(1, min(n, round(keep_ratio * n)))
+    """M = floor(keep_ratio x N + 1/2), round half up, in exact arithmetic on the ratio as written (its
+    shortest decimal form, so 0.3 is 3/10), clipped to [1, N] (see the module docstring)."""
+    x = Fraction(repr(float(keep_ratio))) * n
+    return max(1, min(n, math.floor(x + Fraction(1, 2))))
 
 
-def _fa_check(shape: VideoShape, pool: int, hidden1: int, hidden2: int, keep_ratio: float) -> None:
+def _fa_check(shape: VideoShape, pool: int, hidden1: int, hidden2: int, keep_ratio: float, diff: str = "abs") -> None:
     if shape.C != 3:
         raise UsageError(f"fa takes RGB frames: C must be 3, got {shape.C}")
     if shape.T < 2:
@@ -291,11 +319,12 @@ def _fa_check(shape: VideoShape, pool: int, hidden1: int, hidden2: int, keep_rat
         raise UsageError(f"fa keep_ratio must be in (0, 1], got {keep_ratio}")
 
 
-def fa_cost(shape: VideoShape, pool: int = 56, hidden1: int = 512, hidden2: int = 128, keep_ratio: float = 0.5) -> Cost:
+def fa_cost(shape: VideoShape, pool: int = 56, hidden1: int = 512, hidden2: int = 128, keep_ratio: float = 0.5,
+            diff: str = "abs") -> Cost:
     b, n, h, w = shape.B, shape.T, shape.H, shape.W
     maps = b * (n - 1)
     total = C.conv(b * n * h * w, 3, (1, 1, 1), False)
-    total = total + C.eltwise(maps * h * w)
+    total = total + C.eltwise(maps * h * w, 2 if diff == "abs" else 1)  # subtract (and abs)
     total = total + C.pool(maps, C.adaptive_window_sum(h, pool) * C.adaptive_window_sum(w, pool))
     for fin, fout in ((pool * pool, hidden1), (hidden1, hidden2), (hidden2, 1)):
         total = total + C.linear(maps, fin, fout, True) + C.eltwise(maps * fout)
@@ -303,17 +332,19 @@ def fa_cost(shape: VideoShape, pool: int = 56, hidden1: int = 512, hidden2: int 
     return total + C.eltwise(b * 2) + C.eltwise(b * (n - 2))  # Eq. (2): two doublings, N-2 sums
 
 
-def fa_params(shape: VideoShape, pool: int = 56, hidden1: int = 512, hidden2: int = 128, keep_ratio: float = 0.5) -> int:
+def fa_params(shape: VideoShape, pool: int = 56, hidden1: int = 512, hidden2: int = 128, keep_ratio: float = 0.5,
+              diff: str = "abs") -> int:
     return pool * pool * hidden1 + hidden1 + hidden1 * hidden2 + hidden2 + hidden2 + 1
 
 
-def fa_terms(shape: VideoShape, pool: int = 56, hidden1: int = 512, hidden2: int = 128, keep_ratio: float = 0.5) -> dict[str, Any]:
+def fa_terms(shape: VideoShape, pool: int = 56, hidden1: int = 512, hidden2: int = 128, keep_ratio: float = 0.5,
+             diff: str = "abs") -> dict[str, Any]:
     keep = kept_frames(shape.T, keep_ratio)
     return {"frames_in": shape.T, "frames_kept": keep, "output_shape": [shape.B, 3, keep, shape.H, shape.W]}
 
 
 def fa_memory(shape: VideoShape, p: Precision, pool: int = 56, hidden1: int = 512, hidden2: int = 128,
-              keep_ratio: float = 0.5) -> Peak:
+              keep_ratio: float = 0.5, diff: str = "abs") -> Peak:
     """Peak working memory of one call (see :mod:`attnbench.flops.memory`). The grey frames, their
     differences and the pooled maps are locals of ``scores``, alive until the frame scores are made; max
     pooling also writes int64 indices, dropped at once. At the presets the peak is those four (pure);
@@ -323,14 +354,13 @@ def fa_memory(shape: VideoShape, p: Precision, pool: int = 56, hidden1: int = 51
     b, n, hw, lo = shape.B, shape.T, shape.H * shape.W, p.low
     maps, keep = b * (n - 1), kept_frames(n, keep_ratio)
     casts = [("grey kernel cast", 3 * lo), ("frames cast", shape.numel * lo)] if p.autocast else []
-    grey, diff = ("grey frames", b * n * hw * lo), ("difference maps", maps * hw * lo)
+    grey, dmap = ("grey frames", b * n * hw * lo), ("difference maps", maps * hw * lo)
     pooled = ("pooled maps", maps * pool * pool * lo)
-    phases: list[Phase] = [
-        ("grey conversion", casts + [grey]),
-        ("differences", [grey, diff]),
-        ("max pooling", [grey, diff, pooled, ("max pooling indices (int64)", maps * pool * pool * 8)]),
-    ]
-    held = [grey, diff, pooled]  # pooled, flattened (a view), is also the MLP's input
+    phases: list[Phase] = [("grey conversion", casts + [grey]), ("differences", [grey, dmap])]
+    if diff == "abs":  # |d| is written beside d, which goes when the name is rebound
+        phases.append(("absolute differences", [grey, ("signed differences", maps * hw * lo), dmap]))
+    phases.append(("max pooling", [grey, dmap, pooled, ("max pooling indices (int64)", maps * pool * pool * 8)]))
+    held = [grey, dmap, pooled]  # pooled, flattened (a view), is also the MLP's input
     feeding: list[tuple[str, int]] = []
     for i, (fin, fout) in enumerate(((pool * pool, hidden1), (hidden1, hidden2), (hidden2, 1)), start=1):
         casts = [(f"MLP layer {i} weight and bias cast", (fin * fout + fout) * lo)] if p.autocast else []
@@ -365,7 +395,9 @@ register_block(
             Option("pool", int, 56, "difference maps are max-pooled to pool x pool (paper: 56)", minimum=1),
             Option("hidden1", int, 512, "first MLP width (not given in the paper)", minimum=1),
             Option("hidden2", int, 128, "second MLP width (not given in the paper)", minimum=1),
-            Option("keep_ratio", float, 0.5, "share of frames kept (paper: M/N = 50%)"),
+            Option("keep_ratio", float, 0.5, "share of frames kept (paper: M/N = 50%); M = floor(ratio x N + 1/2)"),
+            Option("diff", str, "abs", "difference maps |frame i+1 - frame i| (abs) or as they are (signed); "
+                   "the paper does not say", DIFFS),
         ),
         presets=(
             Preset("banet-16f", VideoShape(1, 3, 32, 224, 224), "BANet(16F): 16 of N=32 frames kept (M/N = 50%), 224x224"),
