@@ -343,12 +343,16 @@ class NetworkCase:
 
 
 def resolve_network(
-    name: str, attn: str = "none", preset: str | None = None, frames: int | None = None, size: int | None = None,
+    name: str, attn: str | None = None, preset: str | None = None, frames: int | None = None, size: int | None = None,
     batch: int = 1, options: Mapping[str, Any] | None = None,
 ) -> NetworkCase:
+    """``attn=None``: the preset's default attention (``none`` but for presets that name one, e.g. BANet-Lite's
+    ``cs``); ``"none"`` asks for the plain network."""
     from attnbench.networks.registry import get_network
 
     spec = get_network(name)
+    if attn is None:
+        attn = spec.default_attn(preset)
     kwargs: dict[str, Any] = dict(options or {})
     if frames is not None:
         kwargs["frames"] = frames

@@ -20,7 +20,7 @@ def flops_cmd(
     B: BOpt = None, C: COpt = None, T: TOpt = None, H: HOpt = None, W: WOpt = None,  # noqa: N803
     option: BlockOpt = [],  # noqa: B006
     network: Annotated[list[str], typer.Option("--network", "-n", help="paper network (repeatable); --T frames, --H size", autocompletion=complete_network)] = [],  # noqa: B006
-    attn: Annotated[list[str], typer.Option("--attn", "-a", help="attention in the network (repeatable; default none)")] = [],  # noqa: B006
+    attn: Annotated[list[str], typer.Option("--attn", "-a", help="attention in the network (repeatable; default: the preset's, none but for BANet-Lite's cs)")] = [],  # noqa: B006
     counters: Annotated[str, typer.Option("--counters", help="comma list of " + ",".join(COUNTERS) + " (exact always runs)")] = ",".join(COUNTERS),
     backward: Annotated[bool, typer.Option("--backward", help="also count the backward pass (one training step)")] = False,
     json_out: JsonOpt = False,
@@ -40,7 +40,7 @@ def flops_cmd(
     if network:
         if module or all_blocks:
             raise UsageError("give blocks (--module/--all) or networks (--network), not both")
-        _flops_networks(network, attn or ["none"], preset, sizes, opts, chosen, json_out, csv, md)
+        _flops_networks(network, attn or [None], preset, sizes, opts, chosen, json_out, csv, md)
         return
     if attn:
         raise UsageError("--attn applies to --network only")
@@ -76,9 +76,10 @@ def flops_cmd(
             out.print(f"  - {line}", markup=False, highlight=False)
 
 
-def network_cases(names: list[str], attns: list[str], preset: str | None, sizes: Sizes,
+def network_cases(names: list[str], attns: list[str | None], preset: str | None, sizes: Sizes,
                   opts: dict[str, str]) -> list[Any]:
-    """The networks x attention choices asked for, checked (sizes that do not apply to a network refused)."""
+    """The networks x attention choices asked for, checked (sizes that do not apply to a network refused); an
+    attention of None is the preset's default."""
     from attnbench import api
 
     if sizes.get("C") is not None:
@@ -89,7 +90,7 @@ def network_cases(names: list[str], attns: list[str], preset: str | None, sizes:
             for n in names for a in attns]
 
 
-def _flops_networks(names: list[str], attns: list[str], preset: str | None, sizes: Sizes, opts: dict[str, str],
+def _flops_networks(names: list[str], attns: list[str | None], preset: str | None, sizes: Sizes, opts: dict[str, str],
                     counters: list[str], json_out: bool, csv: str | None, md: str | None) -> None:
     import pandas as pd
 

@@ -10,7 +10,8 @@ A network file declares a :class:`NetworkSpec` and registers it with :func:`regi
   returning class scores [B, num_classes];
 * ``base_params(resolved) -> int`` -- the closed-form parameter count of the network without the ``attn``
   blocks, summed from conv / batch-norm / linear formulas over the topology;
-* ``presets`` -- input frames and size (and options) from the papers, each with its source.
+* ``presets`` -- input frames and size (and options) from the papers, each with its source, and optionally
+  the attention the preset's network carries when none is named (BANet-Lite includes its CS block).
 
 Through the spec: ``build(attn, frames=, size=, **options)``, ``params(...)`` (= ``base_params`` plus the
 attention block's own closed form ``BlockSpec.params(site.shape, **site.options)`` at every site),
@@ -69,13 +70,16 @@ def pool_out_ceil(n: int, kernel: int, stride: int) -> int:
 
 @dataclass(frozen=True)
 class NetworkPreset:
-    """A named input configuration from a paper: frames, square frame size, options, and the source."""
+    """A named input configuration from a paper: frames, square frame size, options, and the source.
+    ``attn``: the attention the network carries at this preset when the caller names none (``None``: the
+    plain network); an explicit ``attn`` -- ``"none"`` included -- always wins."""
 
     name: str
     frames: int
     size: int
     source: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    attn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,10 @@ class NetworkSpec:
     def default_preset(self) -> NetworkPreset:
         return self.presets[0]
 
+    def default_attn(self, preset: str | None = None) -> str:
+        """The attention a network at ``preset`` carries when none is named: the preset's, else ``"none"``."""
+        return self.preset(preset).attn or "none"
+
     def preset(self, name: str | None) -> NetworkPreset:
         if name is None:
             return self.default_preset
@@ -135,18 +143,21 @@ class NetworkSpec:
 
     def resolve(
         self,
-        attn: str = "none",
+        attn: str | None = None,
         frames: int | str | None = None,
         size: int | str | None = None,
         batch: int | str = 1,
         preset: str | None = None,
         **options: Any,
     ) -> Resolved:
-        """Check the attention name, sizes and options. ``preset`` supplies frames, size and base options;
-        explicit arguments win. Options that are not the network's go to the attention block."""
+        """Check the attention name, sizes and options. ``preset`` supplies frames, size, base options and the
+        attention when ``attn`` is None (:meth:`default_attn`); explicit arguments win. Options that are not the
+        network's go to the attention block."""
+        p = self.preset(preset)
+        if attn is None:
+            attn = p.attn or "none"
         if attn not in self.attn_choices:
             raise unknown(f"attention for network {self.name}", attn, self.attn_choices)
-        p = self.preset(preset)
         frames = _positive("frames", p.frames if frames is None else frames)
         size = _positive("size", p.size if size is None else size)
         batch = _positive("batch", batch)
@@ -177,8 +188,9 @@ class NetworkSpec:
             self.check(resolved)
         return resolved
 
-    def attention_sites(self, attn: str = "none", **kwargs: Any) -> list[Site]:
-        """Where the attention blocks go, each with its input shape and options (empty for ``none``)."""
+    def attention_sites(self, attn: str | None = None, **kwargs: Any) -> list[Site]:
+        """Where the attention blocks go, each with its input shape and options (empty for ``none``).
+        ``attn=None``: the preset's default (:meth:`default_attn`), as in :meth:`build` and :meth:`params`."""
         return self._sites(self.resolve(attn, **kwargs))
 
     def _sites(self, r: Resolved) -> list[Site]:
@@ -190,12 +202,12 @@ class NetworkSpec:
             block.validate(s.shape, s.options)
         return sites
 
-    def build(self, attn: str = "none", **kwargs: Any) -> nn.Module:
+    def build(self, attn: str | None = None, **kwargs: Any) -> nn.Module:
         """The network with ``attn`` blocks at every site; input [B, 3, frames, size, size]."""
         r = self.resolve(attn, **kwargs)
         return self.construct(r, self._sites(r))
 
-    def params(self, attn: str = "none", **kwargs: Any) -> int:
+    def params(self, attn: str | None = None, **kwargs: Any) -> int:
         """Closed-form parameter count: the plain network's formula plus the block's at every site."""
         r = self.resolve(attn, **kwargs)
         total = self.base_params(r)
@@ -240,6 +252,9 @@ _REGISTRY: dict[str, NetworkSpec] = {}
 def register_network(spec: NetworkSpec) -> NetworkSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"network '{spec.name}' registered twice")
+    for p in spec.presets:
+        if p.attn is not None and p.attn not in spec.attn_choices:
+            raise ValueError(f"network '{spec.name}' preset '{p.name}': attention '{p.attn}' is not one of {spec.attn_choices}")
     _REGISTRY[spec.name] = spec
     return spec
 
