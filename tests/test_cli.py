@@ -28,7 +28,7 @@ def test_shell_completion_is_offered() -> None:
 def test_module_and_network_values_complete() -> None:
     from attnbench.commands.common import complete_module, complete_network
 
-    assert {"eam", "eca"} <= set(complete_module("e")) and complete_network("eco") == ["eco-lite"]
+    assert {"eam", "eca"} <= set(complete_module("e")) and sorted(complete_network("eco")) == ["eco", "eco-lite", "eco-lite-released", "eco-released"]
 
 
 def test_list_shows_blocks_and_presets() -> None:
