@@ -415,7 +415,7 @@ def section_table_vi(ctx: Context, on_step: Callable[[str], None] | None = None)
     # rows an earlier `attnbench table-vi` run left here are reused rather than timed again
     reuse = ctx.opts.resume or not (ctx.cuda or (ctx.full and ctx.measure))
     rows = bench.run([*(bench.block_target(cases.resolve(m, "banet")) for m in ("nl", "cs")),
-                      *(bench.network_target(cases.resolve_network("eco-lite", a, "16f")) for a in ("none", "nl", "cs"))],
+                      *(bench.network_target(cases.resolve_network("eco", a, "16f")) for a in ("none", "nl", "cs"))],
                      settings, str(store_path), reuse, overwrite=not reuse)
     block_rows, net_rows = rows[:2], rows[2:]
     result = table_vi(net_rows, block_rows)

@@ -173,3 +173,11 @@ def test_a_preset_must_name_an_attention_the_network_has() -> None:
     with pytest.raises(ValueError, match="attention 'cs' is not one of"):
         register_network(bad)
 
+
+def test_table_vi_times_the_full_eco() -> None:
+    from attnbench import bench
+
+    blocks, nets = bench.table_vi_targets()
+    assert [t.name for t in nets] == ["eco"] * 3
+    assert [t.variant.split("@")[0] for t in nets] == ["none", "nl", "cs"]
+    assert [t.name for t in blocks] == ["nl", "cs"]
