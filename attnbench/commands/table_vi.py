@@ -21,7 +21,7 @@ def table_vi_cmd(
     impl: Annotated[str, typer.Option("--impl", help="attention kernel of NL and CS: naive or sdpa")] = "naive",
     timing: Annotated[str, typer.Option("--timing", help="CUDA: auto (graph replay where capture works), graph, pipelined or isolated")] = "auto",
     batch: Annotated[int, typer.Option("--batch", help="clips per call (VPS = clips / median latency)")] = 1,
-    preset: Annotated[str, typer.Option("--preset", help="frames of the ECO-Lite input: 16f (Table VI), 8f or 4f")] = "16f",
+    preset: Annotated[str, typer.Option("--preset", help="frames of the full ECO's input: 16f (Table VI), 8f or 4f")] = "16f",
     graphs: Annotated[bool, typer.Option("--graphs", help="CUDA-graph replay (CUDA only)")] = False,
     reps: Annotated[int, typer.Option("--reps", help="minimum timed repetitions (1 to 1000)")] = 10,
     target_s: Annotated[float, typer.Option("--target-s", help="seconds of timed calls per row (at most 600)")] = 2.0,
@@ -32,7 +32,7 @@ def table_vi_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="print the comparison as one JSON object")] = False,
     md: Annotated[Optional[str], typer.Option("--md", help="write the comparison as Markdown")] = None,
 ) -> None:
-    """BANet Table VI: VPS of ECO-Lite (16 frames, 224x224) plain, with 1 NL and with 1 CS, in one run,
+    """BANet Table VI: VPS of the full ECO (16 frames, 224x224) plain, with 1 NL and with 1 CS, in one run,
     beside the paper's 23.2 / 8.1 / 19.9 (GTX 1080 Ti), with the NL and CS blocks' latency and FLOP ratios."""
     import pandas as pd
 
