@@ -323,10 +323,13 @@ _W3_CHOICES = {
 # TSM's code (mit-han-lab/temporal-shift-module, ops/non_local.py, make_non_local) puts a non-local block after
 # blocks 0 and 2 of layer2 (res3) and 0, 2 and 4 of layer3 (res4): the network's own placement, counted whole.
 # Wang et al.'s other configurations (Non-local Neural Networks, Table 2): 1 block (res4), 10 blocks (every
-# block of res3 and res4); keys sub-sampled by a 1x2x2 max-pool (TSM's default) or not.
+# block of res3 and res4); keys sub-sampled by a 1x2x2 max-pool after phi and g (TSM's default), before them
+# (Wang et al.'s code), or not at all.
 _TSM_NL = "TSM's code: 5 blocks (res3 x2, res4 x3)"
 _NL_PLACEMENTS = {_TSM_NL: {1: 2, 2: 3}, "1 block (res4)": {2: 1}, "10 blocks (res3 x4, res4 x6)": {1: 4, 2: 6}}
-_NL_CHOICES = {f"{p}, {'sub-sampled' if sub else 'full'} keys": (p, sub) for sub in (True, False) for p in _NL_PLACEMENTS}
+_NL_KEYS = {"after": "keys sub-sampled after phi and g (TSM, mmcv)", "before": "keys sub-sampled before phi and g (Wang et al.'s code)",
+            "none": "full keys"}
+_NL_CHOICES = {f"{p}, {text}": (p, sub) for sub, text in _NL_KEYS.items() for p in _NL_PLACEMENTS}
 _CBAM_CHOICES = ("3D CBAM per clip at every residual block", "2D CBAM per frame at every residual block")
 # CBAM (Woo et al., ECCV 2018) Table 1: ResNet-50 3.858 GFLOPs, ResNet-50 + CBAM 3.864, per 224 x 224 image.
 _CBAM_PAPER_PER_FRAME = 3.864 - 3.858
@@ -347,7 +350,7 @@ def _w3_specs(ctr: Counter) -> list[Spec]:
             return ctr.network(net, "nl", preset, subsample=sub).value(conv) / 1e9
         return base(conv, preset) + _nl_extra(conv, preset, _NL_PLACEMENTS[placement], sub) / 1e9
 
-    def _nl_extra(conv: str, preset: str, placement: dict[int, int], sub: bool) -> int:
+    def _nl_extra(conv: str, preset: str, placement: dict[int, int], sub: str) -> int:
         sites = {s.stage: s for s in ctr.sites(net, "nl", preset, subsample=sub)}  # shape of res3 and res4 sites
         return sum(n * ctr.block("nl", sites[stage].shape, subsample=sub).value(conv) for stage, n in placement.items())
 
@@ -406,7 +409,7 @@ def _w3_specs(ctr: Counter) -> list[Spec]:
             if q.startswith("gflops-extra"):
                 return text + "; " + linear_proof(conv, choices[0], fig)
             if attn == "nl":
-                sub_full = _nl_extra(conv, preset, {2: 3}, False) / 1e9  # type: ignore[arg-type]
+                sub_full = _nl_extra(conv, preset, {2: 3}, "none") / 1e9  # type: ignore[arg-type]
                 text += (f"; closest reading, supported by no source: 3 res4 blocks with full keys, "
                          f"{base(conv, preset) + sub_full:.1f} G (+{sub_full:.1f})")  # type: ignore[arg-type]
             if attn == "cbam":
