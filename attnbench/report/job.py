@@ -246,8 +246,12 @@ def section_reproduce(ctx: Context) -> SectionResult:
     rows = rp.reproduce("all")
     summ = rp.summary(rows)
     df = pd.DataFrame(rows)
-    summary = [f"{len(rows)} printed numbers checked"]
-    summary += [f"{k}: {_fmt(v)}" for k, v in (summ.items() if isinstance(summ, dict) else [("summary", summ)])]
+    reproduced = sum(p["counted_reproduced"] for p in summ["by_paper"].values())
+    summary = [f"{len(rows)} printed figures checked",
+               f"reproduced: {reproduced} of {summ['counted_rows']} parameter, FLOP and size figures ({summ['share_reproduced']:.1%})",
+               "verdicts: " + ", ".join(f"{k} {n}" for k, n in summ["verdicts"].items())]
+    summary += [f"{name}: reproduced {p['counted_reproduced']} of {p['counted']}; convention {p['convention'] or '-'}"
+                for name, p in summ["by_paper"].items()]
     others = [r for r in rows if isinstance(r, dict) and r.get("verdict") not in (None, "reproduced")]
     for r in others[:15]:
         delta = r.get("delta_pct")
