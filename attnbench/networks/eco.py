@@ -4,7 +4,8 @@
 ``eco-lite``, for a video [B, 3, N, H, W] (224 x 224 in the paper):
 
 0. Optional frame attention (``frame_attention=true``): BANet's ``fa`` block in front (Sec. III-B, Fig. 2),
-   keeping T = round(fa_keep_ratio x N) of the N sampled frames (BANet keeps 50%). Without it, T = N.
+   keeping T = floor(fa_keep_ratio x N + 1/2) of the N sampled frames, halves rounded up (BANet keeps 50%).
+   Without it, T = N.
 1. 2D part, per frame (the T frames folded into the batch): BN-Inception from conv1 to inception-3c (BANet
    Sec. III-A: "the first part of BN-Inception (from conv1_x to inception3c)"), every convolution followed by
    batch norm and ReLU, convolutions without bias (the batch norm's shift makes a bias redundant; the Caffe
@@ -254,7 +255,7 @@ def _fa_options(r: Resolved) -> dict[str, Any]:
 
 
 def frames_kept(r: Resolved) -> int:
-    """T, the frames the 2D part sees: all N, or round(keep_ratio x N) behind frame attention."""
+    """T, the frames the 2D part sees: all N, or floor(keep_ratio x N + 1/2) behind frame attention."""
     if not r.net.get("frame_attention"):
         return r.frames
     from attnbench.blocks.banet import kept_frames
