@@ -249,10 +249,13 @@ def _row(s: Spec, conv: str | None, tied: list[str], order: list[str]) -> dict[s
     return row
 
 
-def _fmt(v: float | None) -> str:
+def _fmt(v: float | None, decimals: int = 0) -> str:
+    """4 significant digits, or two digits past the printed ones where the paper prints more."""
     if v is None:
         return "n/a"
-    return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+    if abs(v) >= 1e6:
+        return f"{v:,.0f}"
+    return f"{v:.{decimals + 2}f}" if decimals >= 2 else f"{v:.4g}"
 
 
 def _inc_text(row: dict[str, Any], decimals: int) -> str:
@@ -273,7 +276,7 @@ def _reason(s: Spec, row: dict[str, Any], conv: str | None) -> str:
     if row["basis"] == "increment" and row["increment"] is not None and v != "reproduced-with":
         parts.append(_inc_text(row, s.decimals))
     if v == "off":
-        parts.append(f"ours {_fmt(row['value'])} {row['unit']} vs printed {_fmt(row['paper_value'])} {row['paper_unit']} "
+        parts.append(f"ours {_fmt(row['value'], s.decimals)} {row['unit']} vs printed {_fmt(row['paper_value'], s.decimals)} {row['paper_unit']} "
                      f"({row['delta_pct']:+.2f}%)" + (f" under {conv}" if conv else ""))
         best = row["best_convention"]
         if conv and best != conv and row["by_convention"].get(best) is not None:

@@ -413,9 +413,12 @@ def _w3_specs(ctr: Counter) -> list[Spec]:
                 text += (f"; closest reading, supported by no source: 3 res4 blocks with full keys, "
                          f"{base(conv, preset) + sub_full:.1f} G (+{sub_full:.1f})")  # type: ignore[arg-type]
             if attn == "cbam":
+                per_frame = cbam_value(conv, preset, _CBAM_CHOICES[1]) - base(conv, preset)  # type: ignore[arg-type]
+                printed_extra = fig.value - base_fig(fig, preset).value
                 text += (f"; CBAM's own paper (Woo et al., Table 1: ResNet-50 3.858 -> 3.864 GFLOPs per 224 x 224 "
                          f"image) gives +{_CBAM_PAPER_PER_FRAME * frames(preset):.3g} G at {frames(preset)} frames, "
-                         f"as ours does")
+                         f"as our 2D CBAM per frame does (+{per_frame:.3g}): the paper's +{printed_extra:.3g} is "
+                         f"{printed_extra / (_CBAM_PAPER_PER_FRAME * frames(preset)):.0f}x what CBAM's authors count")
             return text
 
         inc_base = (lambda conv, ch, p=preset: base(conv, p))  # type: ignore[arg-type]
