@@ -48,6 +48,12 @@ def _measure(module: nn.Module, shapes: Sequence[Sequence[int]]) -> Counted:
     return Counted(result.cost, result.per_op, log, param_count(module), buffers, leaves)
 
 
+def _resolved_key(case: Any) -> tuple[Any, ...]:
+    r = case.spec.resolve(case.attn, preset=case.preset, **case.kwargs)
+    return ("network", case.spec.name, r.attn, r.frames, r.size, r.batch, tuple(sorted(r.net.items())),
+            tuple(sorted(r.attn_options.items())))
+
+
 class Counter:
     """Networks and blocks counted on ``meta``, each configuration once."""
 
@@ -55,13 +61,24 @@ class Counter:
         self._cache: dict[tuple[Any, ...], Counted] = {}
 
     def network(self, name: str, attn: str = "none", preset: str | None = None, **options: Any) -> Counted:
-        key = ("network", name, attn, preset, tuple(sorted(options.items())))
-        if key not in self._cache:
-            from attnbench import cases
+        """The network counted once per configuration: options spelled differently but resolving to the
+        same network (the default class count given or not, say) share one count."""
+        from attnbench import cases
 
-            case = cases.resolve_network(name, attn, preset, options=options)
+        case = cases.resolve_network(name, attn, preset, options=options)
+        key = _resolved_key(case)
+        if key not in self._cache:
             self._cache[key] = _measure(case.build("meta"), case.input_shapes())
         return self._cache[key]
+
+    def params(self, name: str, attn: str = "none", preset: str | None = None, **options: Any) -> int:
+        """Parameters only: from a count already made, else the network's closed form (tested equal to the
+        built module's), without counting its FLOPs."""
+        from attnbench import cases
+
+        case = cases.resolve_network(name, attn, preset, options=options)
+        counted = self._cache.get(_resolved_key(case))
+        return counted.params if counted is not None else case.params()
 
     def block(self, name: str, shape: VideoShape, **options: Any) -> Counted:
         key = ("block", name, tuple(shape.as_list()), tuple(sorted(options.items())))

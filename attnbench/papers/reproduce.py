@@ -188,7 +188,7 @@ def _sta_specs(ctr: Counter) -> list[Spec]:
         common = _common(fig)
         if q == "params":
             def params(conv: str | None, choice: str, a: str = attn) -> float:
-                return ctr.network(net, a, preset, num_classes=_CLASSIFIERS[choice]).params / 1e6
+                return ctr.params(net, a, preset, num_classes=_CLASSIFIERS[choice]) / 1e6
 
             specs.append(Spec(**common, compute=params, unit=lambda c, ch: "10^6 params", kind="fixed", quantity="params",
                               fixed_convention="params", family="sta-classifier", choices=tuple(_CLASSIFIERS),
