@@ -799,6 +799,26 @@ class CountResult:
             self.forward = self.cost
 
 
+_INFERENCE_BATCH_NORMS = frozenset({"native_batch_norm", "_native_batch_norm_legit_no_training"})
+
+
+def _meta_batch_norm(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
+    """Inference batch norm on ``meta`` tensors, answered here: torch's meta kernel for it is a Python
+    decomposition that takes about half of a 3D ResNet's count. The result is what that kernel returns -- the
+    output shaped as the input, the mean and the inverse deviation per channel -- and the op is still
+    counted by its handle. None: run the op itself (other ops, other devices, training mode)."""
+    if kwargs or func.overloadpacket.__name__ not in _INFERENCE_BATCH_NORMS:
+        return None
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or x.device.type != "meta" or x.dim() < 2:
+        return None
+    if func.overloadpacket.__name__ == "native_batch_norm" and (len(args) < 6 or args[5] is not False):
+        return None  # training mode: the running statistics are updated, let the kernel do it
+    stats = args[3] if len(args) > 3 and isinstance(args[3], torch.Tensor) else x
+    per_channel = torch.empty((x.shape[1],), dtype=stats.dtype, device="meta")
+    return torch.empty_like(x), per_channel, torch.empty_like(per_channel)
+
+
 class ExactCounter(TorchDispatchMode):
     """Counts every ATen op of the code run under it (see module docstring).
 
@@ -964,7 +984,9 @@ class ExactCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = _meta_batch_norm(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
         packet = func.overloadpacket
         name = str(packet).replace("aten.", "")
         self.op_calls[name] += 1
