@@ -819,6 +819,44 @@ def _meta_batch_norm(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
     return torch.empty_like(x), per_channel, torch.empty_like(per_channel)
 
 
+def _meta_pointwise(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
+    """A pointwise op on ``meta`` tensors that all have one shape, dtype and layout, answered here: torch's
+    meta kernels for them are Python references (``torch._refs``) that spend a millisecond each working out
+    broadcasting and type promotion there is none of. The output is shaped, typed and laid out as the
+    inputs (an in-place op returns its first argument). None: run the op itself."""
+    if func.overloadpacket.__name__ not in _SAME_DTYPE_POINTWISE or set(kwargs) - {"alpha"} or kwargs.get("alpha", 1) != 1:
+        return None
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not tensors or not isinstance(args[0], torch.Tensor):
+        return None
+    first = args[0]
+    if first.device.type != "meta" or not first.is_floating_point():
+        return None
+    if any(not isinstance(a, torch.Tensor) and not isinstance(a, (int, float)) for a in args[1:]):
+        return None
+    if any(isinstance(a, (int, float)) for a in args[1:]) and func.overloadpacket.__name__ not in _SCALAR_SAFE:
+        return None
+    for t in tensors[1:]:
+        if t.shape != first.shape or t.dtype != first.dtype or t.stride() != first.stride() or t.device != first.device:
+            return None
+    if func._schema.name.endswith("_"):
+        return first  # in place: the result is the first argument
+    if any(arg.is_out for arg in func._schema.arguments):
+        return None
+    return torch.empty_like(first)
+
+
+# pointwise ops whose output has their floating-point inputs' dtype (comparisons, which give bool, are not here)
+_SAME_DTYPE_POINTWISE = frozenset({
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "exp_", "neg", "abs", "sqrt", "rsqrt", "reciprocal",
+    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "hardtanh", "hardtanh_", "hardsigmoid", "hardswish",
+    "leaky_relu", "leaky_relu_", "silu", "silu_", "clamp", "clamp_", "elu", "elu_", "pow", "maximum", "minimum",
+})
+# of those, the ones whose output keeps the tensor's dtype when a Python scalar is the other operand
+_SCALAR_SAFE = frozenset({"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "hardtanh", "hardtanh_",
+                          "leaky_relu", "leaky_relu_", "clamp", "clamp_", "pow", "elu", "elu_"})
+
+
 class ExactCounter(TorchDispatchMode):
     """Counts every ATen op of the code run under it (see module docstring).
 
@@ -985,6 +1023,8 @@ class ExactCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = _meta_batch_norm(func, args, kwargs)
+        if out is None:
+            out = _meta_pointwise(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
         packet = func.overloadpacket
