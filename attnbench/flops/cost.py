@@ -65,14 +65,31 @@ class Cost:
                 clean[(category, kind)] = int(value)
         object.__setattr__(self, "cells", clean)
 
+    @classmethod
+    def _checked(cls, cells: dict[tuple[str, str], int]) -> "Cost":
+        """A Cost from cells that come from Costs (already checked, non-zero integers): the counter adds
+        hundreds of thousands of them per network, so the check in ``__post_init__`` is not run again."""
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "cells", cells)
+        return obj
+
     def __add__(self, other: "Cost") -> "Cost":
+        if not other.cells:
+            return self
+        if not self.cells:
+            return other
         merged = dict(self.cells)
         for key, value in other.cells.items():
-            merged[key] = merged.get(key, 0) + value
-        return Cost(merged)
+            total = merged.get(key, 0) + value
+            if total:
+                merged[key] = total
+            else:
+                merged.pop(key, None)
+        return Cost._checked(merged)
 
     def __mul__(self, times: int) -> "Cost":
-        return Cost({k: v * int(times) for k, v in self.cells.items()})
+        n = int(times)
+        return Cost._checked({k: v * n for k, v in self.cells.items()} if n else {})
 
     __rmul__ = __mul__
 
