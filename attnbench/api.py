@@ -118,6 +118,21 @@ def count(module: torch.nn.Module, inputs_or_shapes: Any, *, backward: bool = Fa
     )
 
 
+def formula(module: str, preset: str | None = None, sizes: dict[str, int | None] | None = None,
+            options: dict[str, Any] | None = None, *, vary: Sequence[str] = ("B", "C", "T", "H", "W"), checks: int = 10,
+            seed: int = 0, max_degree: int = 4) -> Any:
+    """The closed form of block ``module`` (a registered name or ``FILE.py:CLASS``): its FLOPs per op category
+    and its parameters as polynomials in the sizes ``vary`` with exact rational coefficients, derived from exact
+    counts on the meta device and checked on ``checks`` random shapes; the other sizes are held at ``preset``'s
+    (or ``sizes``') values. Returns an :class:`attnbench.formula.FormulaReport`: ``.formula`` (the polynomials,
+    the domain), ``.comparison`` (with the block's declared closed form, symbolically) and ``.papers`` (the
+    papers' printed formulas that apply). FLOPs count a multiply-add as 2."""
+    from attnbench.formula import formula_report
+
+    case = resolve(module, preset, sizes, options)
+    return formula_report(case, vary, checks=checks, seed=seed, max_degree=max_degree)
+
+
 @dataclass
 class Timing:
     """What :func:`measure` found: the timing summary (median and IQR in seconds, raw samples), the memory

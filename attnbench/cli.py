@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from attnbench.commands import common, flops, gate, listing, report, reproduce, speed, sweep, table_vi
+from attnbench.commands import common, flops, formula, gate, listing, report, reproduce, speed, sweep, table_vi
 from attnbench.commands.common import os_error, say_error
 
 app = typer.Typer(
@@ -28,7 +28,8 @@ def _main(ctx: typer.Context,
         raise typer.Exit(0)
 
 
-for _name, _fn in (("list", listing.list_cmd), ("flops", flops.flops_cmd), ("speed", speed.speed_cmd),
+for _name, _fn in (("list", listing.list_cmd), ("flops", flops.flops_cmd), ("formula", formula.formula_cmd),
+                   ("speed", speed.speed_cmd),
                    ("sweep", sweep.sweep_cmd), ("table-vi", table_vi.table_vi_cmd),
                    ("reproduce", reproduce.reproduce_cmd), ("report", report.report_cmd),
                    ("snapshot", gate.snapshot_cmd), ("check", gate.check_cmd)):
