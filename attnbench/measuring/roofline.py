@@ -11,6 +11,16 @@ same device does on the easiest possible work. :func:`calibrate` measures, once 
 * **copy**: ``dst.copy_(src)`` of a buffer far larger than the caches (1 GiB on CUDA, 128 MiB on CPU),
   counted as 2 x its bytes moved (read + write), in bytes per second.
 
+The copy's rate is the **memory roof** (bytes per second) and the matmul's the **compute roof** (FLOP/s) of
+the roofline a block is placed on (:func:`attainable_flops_per_s`, :func:`ridge_intensity`): a block of
+arithmetic intensity I (FLOPs per byte moved) cannot run faster than min(matmul rate, I x copy rate).
+
+Bytes moved (:func:`traffic_lower_bound`) are a **lower bound** built from tensor sizes: the inputs and the
+parameters (and buffers) read once, the output written once and, where the block declares its largest
+intermediate (``largest_intermediate`` beside its closed forms), that tensor written once and read once.
+Real kernels move more (other intermediates, re-reads past the caches), so the intensity is an upper bound
+and a point sits at or to the right of where its true traffic would put it.
+
 The result is cached as JSON (``$ATTNBENCH_CACHE_DIR``, default ``~/.cache/attnbench``) under a key made of
 what the figures depend on (the device's fingerprint identity, the dtype and, on CPU, the thread count), so
 every later run on the same device reuses it; ``refresh=True`` measures again. Every record carries the
@@ -124,3 +134,36 @@ def calibrate(device: str, dtype: str = "fp32", *, refresh: bool = False, finger
     cache[key] = record
     _write_cache(path, cache)
     return {**record, "cached": False, "cache": str(path)}
+
+
+# -- the roofline a block is placed on ---------------------------------------------------------------
+
+
+def traffic_lower_bound(input_bytes: int, output_bytes: int, param_bytes: int,
+                        largest_intermediate_bytes: int | None = None) -> dict[str, Any]:
+    """Bytes one call moves at least: inputs and parameters read once, the output written once, and the
+    declared largest intermediate (when given) written once and read once. Returns the total and its parts,
+    with ``basis`` naming which of the two bounds it is."""
+    inter = 2 * int(largest_intermediate_bytes) if largest_intermediate_bytes else 0
+    total = int(input_bytes) + int(output_bytes) + int(param_bytes) + inter
+    basis = ("inputs + parameters + output once, largest intermediate written and read once" if inter
+             else "inputs + parameters + output once (no intermediate declared)")
+    return {"bytes": total, "input_bytes": int(input_bytes), "output_bytes": int(output_bytes),
+            "param_bytes": int(param_bytes), "intermediate_bytes": inter, "basis": basis,
+            "unit": "bytes (lower bound on bytes moved per call)"}
+
+
+def intensity(flops: float, bytes_moved: float) -> float | None:
+    """Arithmetic intensity in FLOPs per byte (None when no bytes are moved)."""
+    return flops / bytes_moved if bytes_moved > 0 else None
+
+
+def attainable_flops_per_s(intensity_flop_per_byte: float, peak_flops_per_s: float, bytes_per_s: float) -> float:
+    """The roofline: the most FLOP/s a kernel of this intensity can reach, min(compute roof, intensity x
+    memory roof)."""
+    return min(peak_flops_per_s, intensity_flop_per_byte * bytes_per_s)
+
+
+def ridge_intensity(peak_flops_per_s: float, bytes_per_s: float) -> float:
+    """FLOPs per byte where the memory roof meets the compute roof: below it a kernel is memory-bound."""
+    return peak_flops_per_s / bytes_per_s
