@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -53,6 +54,7 @@ DEFAULT_MAX_DEGREE = 4
 DEFAULT_CHECKS = 10
 FALLBACK_STEPS = (2, 3, 4, 6, 8, 12, 16, 32, 64)
 MAX_START = 4096  # the first accepted multiple of a step is looked for up to this size
+FAIL_SEARCH = 8  # a line may start up to this many multiples in, past sizes a user's block fails at
 MAX_DROP = 2  # points at the start of a line that may break the fit (a minimum found where the fit breaks)
 FAR = (37, 101)  # a line that fits is confirmed this many multiples past its last point (a floor's period
 # longer than the line, C // 16 on C = 16 .. 22, shows there)
@@ -89,6 +91,7 @@ class Sampler:
         self.spec, self.options, self.source = spec, dict(options), source
         self._work: dict[VideoShape, Sample] = {}
         self._params: dict[VideoShape, int] = {}
+        self._failed: dict[VideoShape, str | None] = {}
         self.counts = 0  # forward passes counted
 
     @property
@@ -107,16 +110,39 @@ class Sampler:
             return str(err)
         return None
 
+    def failure(self, shape: VideoShape) -> str | None:
+        """Why ``shape`` is outside the domain: the block's check refuses it, or (a user's block) it fails to
+        build or run there (counted once, the count kept); None when it counts."""
+        why = self.refusal(shape)
+        if why is not None or self.source != "counted":
+            return why
+        if shape not in self._failed:
+            try:
+                self.work(shape)
+                self._failed[shape] = None
+            except NotPolynomial:
+                raise
+            except UsageError as err:
+                self._failed[shape] = str(err)
+        return self._failed[shape]
+
     def work(self, shape: VideoShape) -> Sample:
         if shape not in self._work:
             if self.source == "closed form":
                 cost = self.spec.cost(shape, **self.options) if self.spec.cost is not None else None
                 self._work[shape] = Sample(dict(cost.cells) if cost is not None else {})
             else:
-                with user_code(self.spec):
-                    module = Case(self.spec, shape, self.options, None).build("meta")
-                    result = count_exact(module, meta_inputs(self.spec.input_shapes(shape, self.options)))
-                    self._params.setdefault(shape, param_count(module))
+                try:
+                    with user_code(self.spec), warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", "Initializing zero-element tensors")  # a size floored to 0
+                        module = Case(self.spec, shape, self.options, None).build("meta")
+                        result = count_exact(module, meta_inputs(self.spec.input_shapes(shape, self.options)))
+                        self._params.setdefault(shape, param_count(module))
+                except UsageError as err:
+                    if "data-" in str(err):  # torch: an op whose output shape depends on the values (nonzero ...)
+                        raise NotPolynomial(f"{self.spec.name}: its work depends on the data, not on the shapes alone, "
+                                            f"so it has no formula in B, C, T, H, W: {err}") from None
+                    raise
                 self.counts += 1
                 self._work[shape] = Sample(dict(result.cost.cells), {k: v.flops for k, v in result.per_op.items()},
                                            dict(result.unhandled))
@@ -314,10 +340,15 @@ class _Search:
         """The smallest k with ``step x k`` accepted by the block, and the refusal of the multiple below it."""
         said = None
         for k in range(1, MAX_START // step + 1):
-            why = self.sampler.refusal(self._shape(base, name, step * k))
+            shape = self._shape(base, name, step * k)
+            why = self.sampler.refusal(shape)
+            if why is not None:
+                said = f"declared: {name}={step * k}: {why}"
+            elif k <= FAIL_SEARCH:  # a user's block may also fail to run at its smallest sizes
+                why = self.sampler.failure(shape)
+                said = f"found: the block fails at {name}={step * k}: {why.split(' (its forward takes')[0]}" if why else said
             if why is None:
                 return k, said
-            said = f"{name}={step * k}: {why}"
         return None, said
 
     def line(self, base: Mapping[str, int], name: str, step: int, start: int) -> _Line | str | list[str]:
@@ -329,6 +360,9 @@ class _Search:
                 return f"{name}={step * k}: {why}"
         series: dict[str, list[int]] = {}
         for i, k in enumerate(range(start, start + self.points)):
+            why = self.sampler.failure(self._shape(base, name, step * k))
+            if why is not None:
+                return f"{name}={step * k}: {why}"
             values = self.sampler.quantities(self._shape(base, name, step * k), per_op=True)
             for q in set(series) | set(values):
                 series.setdefault(q, [0] * i).append(values.get(q, 0))
@@ -350,7 +384,7 @@ class _Search:
         bad: set[str] = set()
         for offset in FAR:
             shape = self._shape(base, name, step * (last + offset))
-            if self.sampler.refusal(shape) is not None:
+            if self.sampler.failure(shape) is not None:
                 continue
             values = self.sampler.quantities(shape, per_op=True)
             for q in set(series) | set(values):
@@ -366,7 +400,7 @@ class _Search:
         for step in steps_to_try(options):
             start, below = self.first_accepted(base, name, step)
             if start is None:
-                refusals.append(below or f"{name}: no accepted value")
+                refusals.append((below or f"{name}: no accepted value").split(": ", 1)[-1])
                 continue
             found = self.line(base, name, step, start)
             if isinstance(found, str):
@@ -382,7 +416,7 @@ class _Search:
                 reason.append("found: " + "; ".join(notes[:3]) + (" ..." if len(notes) > 3 else "")
                               + (f"; a polynomial on multiples of {step} (a size divided and floored)" if step > 1 else ""))
             if below and start > 1:
-                reason.append(f"declared: {below}")
+                reason.append(below)
             if found.drop:
                 reason.append(f"found: the fit breaks below {name}={step * found.start}")
             if not reason:
@@ -435,6 +469,9 @@ class _Grid:
         return values, [lo for lo, _ in ranges]
 
     def value(self, quantity: str, shape: VideoShape) -> int:
+        why = self.sampler.failure(shape)
+        if why is not None:
+            raise _Fails(f"the block fails at {shape} [B x C x T x H x W] ({why.split(' (its forward takes')[0]})")
         if quantity == "params":
             return self.sampler.params(shape)
         if quantity.startswith("op:"):
@@ -473,7 +510,7 @@ def _checks(sampler: Sampler, axes: Sequence[Axis], fixed: Mapping[str, int], av
             break
         point = {a.name: a.value(rng.randint(a.start, a.start + CHECK_SPAN)) for a in axes}
         shape = VideoShape(**fixed, **point)
-        if shape in avoid or shape in out or sampler.refusal(shape) is not None:
+        if shape in avoid or shape in out or sampler.failure(shape) is not None:
             continue
         out.append(shape)
     return out
@@ -536,19 +573,26 @@ def derive(spec: BlockSpec, options: Mapping[str, Any], base: VideoShape, vary: 
     if not axes:
         names = [f"{c}.{k}" for c, k in sampler.work(base).cells] if sampler.has_work else []
     names += ["params"] if sampler.has_params and "params" not in names else []
-    shapes: list[VideoShape] = []
-    for attempt in range(2):
-        grid = _Grid(sampler, axes, fixed_values, offset)
-        polys = grid.fit_all(names)
-        if not shapes:
-            shapes = _checks(sampler, axes, fixed_values, grid.points, checks, seed) if axes else []
+    problem = None  # the first domain's failure: (grid, misses) or the shape the block fails at
+    for raised, tried in _variants(axes, max_degree):
+        grid = _Grid(sampler, tried, fixed_values, offset)
+        try:
+            polys = grid.fit_all(names)
+        except _Fails as failing:
+            problem = problem or str(failing)
+            continue
+        shapes = _checks(sampler, tried, fixed_values, grid.points, checks, seed) if tried else []
         misses = _misses(polys, grid, shapes)
         if not misses:
+            why = problem if isinstance(problem, str) else "the fit breaks where the smallest sizes meet"
+            axes = [replace(a, reason=f"{a.reason}; found: {why}, so {a.name} >= {a.minimum}")
+                    if a.name in raised else a for a in tried]
             break
-        if attempt == 0:
-            axes = [a.widened(max_degree) for a in axes]
-            continue
-        raise NotPolynomial(_miss_message(spec, grid, misses, max_degree))
+        problem = problem or (grid, misses)
+    else:
+        if isinstance(problem, str):
+            raise NotPolynomial(f"{spec.name}: {problem}")
+        raise NotPolynomial(_miss_message(spec, *problem, max_degree))
     cells = None
     if sampler.has_work:
         cells = {}
@@ -566,6 +610,30 @@ def derive(spec: BlockSpec, options: Mapping[str, Any], base: VideoShape, vary: 
         grid_shapes=len(grid.points), checked=shapes, counts=sampler.counts, seconds=time.perf_counter() - began,
         max_degree=max_degree,
     )
+
+
+def _variants(axes: list[Axis], max_degree: int) -> list[tuple[set[str], list[Axis]]]:
+    """The domains to fit on, in turn, until one predicts the random checks (with the sizes whose smallest
+    multiple it raised): as found; every degree range widened by one; the smallest multiple of the divided
+    sizes (step > 1) raised by one, then of every size but B -- a joint break, as stpa's with two levels, where
+    H = W = 8 makes the bottom level the top's size and its pooling vanishes, or a block that fails where all
+    its sizes are smallest."""
+
+    def raised(a: Axis) -> Axis:
+        return replace(a, start=a.start + 1)
+
+    out: list[tuple[set[str], list[Axis]]] = [(set(), axes), (set(), [a.widened(max_degree) for a in axes])]
+    divided = {a.name for a in axes if a.step > 1}
+    if divided:
+        out.append((divided, [raised(a) if a.name in divided else a for a in axes]))
+    rest = {a.name for a in axes if a.name != "B"}
+    if rest and rest != divided:
+        out.append((rest, [raised(a) if a.name in rest else a for a in axes]))
+    return out
+
+
+class _Fails(Exception):
+    """A grid shape the block refuses or fails at."""
 
 
 def _miss_message(spec: BlockSpec, grid: _Grid, misses: Sequence[tuple[VideoShape, str, int, Fraction]],

@@ -243,7 +243,7 @@ def to_dict(report: FormulaReport) -> dict[str, Any]:
     }
     c = report.comparison
     out["closed_form"] = None if c is None else {
-        "equal": c.equal, "differences": {k: sp.sstr(v) for k, v in c.differences.items()}}
+        "equal": c.equal, "differences": [{"of": k, "derived_minus_closed_form": sp.sstr(v)} for k, v in c.differences.items()]}
     out["papers"] = [{"paper": p.paper, "where": p.where, "what": p.what, "name": p.name,
                       "printed": sp.sstr(p.printed), "printed_latex": p.printed_latex, "derived": sp.sstr(p.derived),
                       "derived_from": p.derived_from, "difference": sp.sstr(p.difference), "equal": p.equal,
