@@ -6,18 +6,22 @@ How (:func:`derive`):
 1. **Domain and degrees, one size at a time.** For each size that varies, the others held at a base point, the
    block is counted on a line of sizes ``step x k`` (k = start, start + 1, ...). A step is kept when every
    count on the line (every (category, kind) cell, and the parameters) is a polynomial in the size: its
-   finite differences vanish, with two more points agreeing than the degree needs. Steps are tried in turn:
+   finite differences vanish, with two more points agreeing than the degree needs, and two counts far past
+   the line agree too (a floor whose period is longer than the line shows there). Steps are tried in turn:
    1, then the block's integer option values, then 2, 3, 4, 6, 8, 12, 16, 32, 64 (a size divided and floored by
    r, C // r, is a polynomial on multiples of r). The smallest multiple of the step that the block's own
-   check accepts is where the line starts (a declared minimum or divisibility); a line whose first points
-   break the fit starts later (a minimum found where the fit breaks). A size that fits on no step is held
-   fixed at its base value, and the ops whose counts are not polynomial in it are named.
-2. **Fit.** The lowest and highest power of each size seen on its line bound the monomials; the counts on the
-   tensor grid of those sizes (one count gives every cell) determine the polynomial exactly
-   (:func:`attnbench.formula.fit.fit_grid`).
-3. **Check.** Fresh random shapes in the domain are counted and compared with the polynomial, exactly, cell by
-   cell and for the parameters. A miss widens every degree range by one and fits again; a second miss is an
-   error naming the cells and ops that differ.
+   check accepts (and, for a user's block, that it runs at) is where the line starts: a declared minimum or
+   divisibility; a line whose first points break the fit starts later: a minimum found where the fit breaks.
+   A size that fits on no step is held fixed at its base value, and the ops whose counts are not polynomial
+   in it are named.
+2. **Fit.** The lowest and highest power of each size seen on its line bound each quantity's monomials; the
+   counts on that quantity's box of the tensor grid (as many multiples per size as its powers need; one
+   count gives every cell) determine it exactly (:func:`attnbench.formula.fit.fit_grid`).
+3. **Check.** Fresh random shapes in the domain are counted and compared with the polynomials, exactly, cell by
+   cell and for the parameters. On a miss the fit is tried again with every degree range widened by one,
+   then from one multiple further on in the divided sizes, then in every size but B (a break where the
+   smallest sizes meet, :func:`_variants`); if none predicts the checks, the error names the cells and ops
+   that differ.
 
 The work is counted by attnbench's exact counter on the meta device (FLOPs: a multiply-add counts 2, any other
 arithmetic op 1); parameters by building the block on the meta device. ``source="closed form"`` fits the
@@ -66,6 +70,11 @@ UNITS = {"flops": "FLOPs: a multiply-add counts 2, any other arithmetic op 1",
 
 class NotPolynomial(UsageError):
     """The counts are not a polynomial over the grid (named cells and ops)."""
+
+
+def _clean(err: Exception) -> str:
+    """A user's block's failure without the hint about forward arguments :func:`attnbench.cases.user_code` adds."""
+    return str(err).split(" (its forward takes")[0]
 
 
 Cell = tuple[str, str]
@@ -123,7 +132,7 @@ class Sampler:
             except NotPolynomial:
                 raise
             except UsageError as err:
-                self._failed[shape] = str(err)
+                self._failed[shape] = _clean(err)
         return self._failed[shape]
 
     def work(self, shape: VideoShape) -> Sample:
@@ -141,7 +150,7 @@ class Sampler:
                 except UsageError as err:
                     if "data-" in str(err):  # torch: an op whose output shape depends on the values (nonzero ...)
                         raise NotPolynomial(f"{self.spec.name}: its work depends on the data, not on the shapes alone, "
-                                            f"so it has no formula in B, C, T, H, W: {err}") from None
+                                            f"so it has no formula in B, C, T, H, W: {_clean(err)}") from None
                     raise
                 self.counts += 1
                 self._work[shape] = Sample(dict(result.cost.cells), {k: v.flops for k, v in result.per_op.items()},
@@ -346,7 +355,7 @@ class _Search:
                 said = f"declared: {name}={step * k}: {why}"
             elif k <= FAIL_SEARCH:  # a user's block may also fail to run at its smallest sizes
                 why = self.sampler.failure(shape)
-                said = f"found: the block fails at {name}={step * k}: {why.split(' (its forward takes')[0]}" if why else said
+                said = f"found: the block fails at {name}={step * k}: {why}" if why else said
             if why is None:
                 return k, said
         return None, said
@@ -471,7 +480,7 @@ class _Grid:
     def value(self, quantity: str, shape: VideoShape) -> int:
         why = self.sampler.failure(shape)
         if why is not None:
-            raise _Fails(f"the block fails at {shape} [B x C x T x H x W] ({why.split(' (its forward takes')[0]})")
+            raise _Fails(f"the block fails at {shape} [B x C x T x H x W] ({why})")
         if quantity == "params":
             return self.sampler.params(shape)
         if quantity.startswith("op:"):

@@ -158,6 +158,27 @@ class Pooled(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(x).mean(dim=(2, 3, 4)))
+
+
+class Sparse(nn.Module):
+    """Sums the positive values only: its work depends on the data."""
+
+    def __init__(self, channels):
+        super().__init__()
+
+    def forward(self, x):
+        return x[x > 0].sum()
+
+
+class Distances(nn.Module):
+    """Distances between frame descriptors: cdist is an op the counter does not know."""
+
+    def __init__(self, channels):
+        super().__init__()
+
+    def forward(self, x):
+        f = x.mean(dim=(3, 4)).transpose(1, 2)
+        return torch.cdist(f, f)
 '''
 
 
@@ -196,6 +217,18 @@ def test_a_block_pooled_to_a_fixed_size_names_the_op(tmp_path) -> None:
     f = api.formula(f"{path}:Pooled", vary=("H",), checks=2).formula
     assert f.axes == [] and [x.name for x in f.fixed] == ["B", "C", "T", "H", "W"]
     assert f.fixed[3].ops == ("_adaptive_avg_pool3d",) and "not a polynomial in H" in f.fixed[3].reason
+
+
+def test_data_dependent_and_unknown_ops_are_said(tmp_path) -> None:
+    path = tmp_path / "my_blocks.py"
+    path.write_text(textwrap.dedent(USER_BLOCK))
+    result = run("formula", "--module", f"{path}:Sparse")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "its work depends on the data" in result.output and "nonzero" in result.output
+    result = run("formula", "--module", f"{path}:Distances", "--checks", "2")
+    assert result.exit_code == 0, result.output
+    assert "ops the counter does not know, left out of the formula: _cdist_forward x1" in result.stdout
+    assert "pooling     B*C*T*H*W" in result.stdout
 
 
 @pytest.mark.parametrize("args,needle", [
