@@ -15,11 +15,15 @@ from attnbench.errors import UsageError
 def formula_cmd(
     module: Annotated[str, typer.Option("--module", "-m", help="block: a registered name (see `attnbench list`) or "
                                         "FILE.py:CLASS", autocompletion=complete_module, show_default=False)] = "",
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="paper shape the fixed sizes come from (default: the block's first)")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        "--preset", "-p", help="paper shape the fixed sizes come from (default: the block's first)")] = None,
     B: BOpt = None, C: COpt = None, T: TOpt = None, H: HOpt = None, W: WOpt = None,  # noqa: N803
     option: BlockOpt = [],  # noqa: B006
-    vary: Annotated[str, typer.Option("--vary", help="comma list of the sizes that are symbols; the others are held at the preset's (or given) values")] = "B,C,T,H,W",
-    checks: Annotated[int, typer.Option("--checks", help="fresh random shapes the formula must predict exactly (1..1000)")] = 10,
+    vary: Annotated[str, typer.Option(
+        "--vary", help="comma list of the sizes that are symbols; the others are held at the preset's (or given) values"
+    )] = "B,C,T,H,W",
+    checks: Annotated[int, typer.Option(
+        "--checks", help="fresh random shapes the formula must predict exactly (1..1000)")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="seed of the random shapes")] = 0,
     max_degree: Annotated[int, typer.Option("--max-degree", help="highest power of one size looked for (1..12)")] = 4,
     json_out: JsonOpt = False,

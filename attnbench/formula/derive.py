@@ -34,7 +34,7 @@ from __future__ import annotations
 import random
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from itertools import product
@@ -423,7 +423,8 @@ class _Search:
             reason = []
             if notes:
                 reason.append("found: " + "; ".join(notes[:3]) + (" ..." if len(notes) > 3 else "")
-                              + (f"; a polynomial on multiples of {step} (a size divided and floored)" if step > 1 else ""))
+                              + (f"; a polynomial on multiples of {step} (a size divided and floored)"
+                                 if step > 1 else ""))
             if below and start > 1:
                 reason.append(below)
             if found.drop:
@@ -474,7 +475,8 @@ class _Grid:
 
     def axis_values(self, quantity: str) -> tuple[list[list[int]], list[int]]:
         ranges = [a.range(quantity) for a in self.axes]
-        values = [[a.value(a.start + self.offset + j) for j in range(hi - lo + 1)] for a, (lo, hi) in zip(self.axes, ranges)]
+        values = [[a.value(a.start + self.offset + j) for j in range(hi - lo + 1)]
+                  for a, (lo, hi) in zip(self.axes, ranges)]
         return values, [lo for lo, _ in ranges]
 
     def value(self, quantity: str, shape: VideoShape) -> int:
@@ -525,7 +527,10 @@ def _checks(sampler: Sampler, axes: Sequence[Axis], fixed: Mapping[str, int], av
     return out
 
 
-def _misses(polys: Mapping[str, Polynomial], grid: _Grid, shapes: Sequence[VideoShape]) -> list[tuple[VideoShape, str, int, Fraction]]:
+Miss = tuple[VideoShape, str, int, Fraction]  # shape, quantity, counted, predicted
+
+
+def _misses(polys: Mapping[str, Polynomial], grid: _Grid, shapes: Sequence[VideoShape]) -> list[Miss]:
     out = []
     for shape in shapes:
         names = set(polys)
@@ -645,8 +650,7 @@ class _Fails(Exception):
     """A grid shape the block refuses or fails at."""
 
 
-def _miss_message(spec: BlockSpec, grid: _Grid, misses: Sequence[tuple[VideoShape, str, int, Fraction]],
-                  max_degree: int) -> str:
+def _miss_message(spec: BlockSpec, grid: _Grid, misses: Sequence[Miss], max_degree: int) -> str:
     shape, quantity, counted, predicted = misses[0]
     what = sorted({q for _, q, _, _ in misses})
     ops = []
@@ -654,7 +658,8 @@ def _miss_message(spec: BlockSpec, grid: _Grid, misses: Sequence[tuple[VideoShap
         for name in sorted({op for s in grid.points | {shape} for op in grid.sampler.work(s).per_op}):
             if grid.fit(f"op:{name}")(_point(shape)) != grid.value(f"op:{name}", shape):
                 ops.append(name)
-    return (f"{spec.name}: the counts are not a polynomial of degree <= {max_degree} per size over the grid: at {shape} {quantity} is {counted}, the fit gives {predicted} "
+    return (f"{spec.name}: the counts are not a polynomial of degree <= {max_degree} per size over the grid: "
+            f"at {shape} {quantity} is {counted}, the fit gives {predicted} "
             f"(differing: {', '.join(what)}" + (f"; ops {', '.join(ops)}" if ops else "") + "); hold the sizes it "
             "depends on fixed (--vary)")
 
