@@ -158,8 +158,9 @@ def lines(report: FormulaReport) -> list[str]:
         out.append("ops the counter does not know, left out of the formula: "
                    + ", ".join(f"{op} x{n}" for op, n in sorted(f.unhandled.items())))
     example = f"; e.g. {f.checked[0]} [B x C x T x H x W]" if f.checked else ""
-    out.append(f"checked: fitted exactly on {f.grid_shapes} grid shapes; {len(f.checked)} fresh random shapes predicted "
-               f"exactly{example}; {f.counts} counts, {f.seconds:.2f} s")
+    out.append(f"checked: powers of each size from counts along it, coefficients fitted exactly on {f.grid_shapes} grid "
+               f"shapes; {len(f.checked)} fresh random shapes predicted exactly{example}; {f.counts} counts, "
+               f"{f.seconds:.2f} s")
     if report.comparison is not None:
         c = report.comparison
         if c.equal:
