@@ -1,9 +1,21 @@
-"""Networks and blocks counted once per configuration on the ``meta`` device, for ``attnbench reproduce``."""
+"""Networks and blocks counted once per configuration on the ``meta`` device, for ``attnbench reproduce``.
+
+Counts are kept between runs in ``$ATTNBENCH_CACHE_DIR`` (default ``~/.cache/attnbench``, where the measured
+roofline is cached too), in one file per version of the code: its name carries a digest of every attnbench source file and of the
+torch version, so a change to a block, a network or the counter starts a fresh file and a stale count is
+never read. A file that cannot be read is ignored (and counted again); one that cannot be written is a
+warning.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pickle
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -54,11 +66,56 @@ def _resolved_key(case: Any) -> tuple[Any, ...]:
             tuple(sorted(r.attn_options.items())))
 
 
-class Counter:
-    """Networks and blocks counted on ``meta``, each configuration once."""
+CACHE_ENV = "ATTNBENCH_CACHE_DIR"
 
-    def __init__(self) -> None:
+
+def cache_file() -> Path:
+    """Where counts of this version of the code are kept between runs."""
+    folder = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "attnbench")
+    import torch
+
+    import attnbench
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    root = Path(attnbench.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return folder / f"counts-{digest.hexdigest()[:16]}.pickle"
+
+
+class Counter:
+    """Networks and blocks counted on ``meta``, each configuration once (and, with ``persist``, once per
+    version of the code: see the module docstring)."""
+
+    def __init__(self, persist: bool = False) -> None:
         self._cache: dict[tuple[Any, ...], Counted] = {}
+        self._file = cache_file() if persist else None
+        self._loaded = 0
+        if self._file is not None and self._file.is_file():
+            try:
+                with self._file.open("rb") as f:
+                    loaded = pickle.load(f)
+                if isinstance(loaded, dict):
+                    self._cache.update(loaded)
+                    self._loaded = len(loaded)
+            except Exception:  # noqa: BLE001 - a torn or foreign file: count again
+                self._cache.clear()
+
+    def save(self) -> None:
+        """Keep the counts for the next run (when persisting and something new was counted)."""
+        if self._file is None or len(self._cache) == self._loaded:
+            return
+        from attnbench.errors import AttnBenchWarning
+        from attnbench.store.files import atomic_write
+
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self._file, pickle.dumps(self._cache, protocol=pickle.HIGHEST_PROTOCOL))
+            self._loaded = len(self._cache)
+        except Exception as err:  # noqa: BLE001 - the cache is an optimisation; the result stands without it
+            warnings.warn(f"counts not kept for the next run ({type(err).__name__}: {err}); {CACHE_ENV} names "
+                          f"another folder", AttnBenchWarning, stacklevel=2)
 
     def network(self, name: str, attn: str = "none", preset: str | None = None, **options: Any) -> Counted:
         """The network counted once per configuration: options spelled differently but resolving to the

@@ -458,7 +458,7 @@ def _reproduce(paper: str, results_dir: Path, counter: Counter | None = None,
                on_paper: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     if paper not in CHOICES:
         raise unknown("paper", paper, CHOICES)
-    ctr = counter or Counter()
+    ctr = counter or Counter(persist=True)
     builders: dict[str, Callable[[], list[Spec]]] = {
         "banet": lambda: _banet_specs(ctr, results_dir),
         "sta": lambda: _sta_specs(ctr),
@@ -472,4 +472,5 @@ def _reproduce(paper: str, results_dir: Path, counter: Counter | None = None,
         if on_paper:
             on_paper(name)
         rows += evaluate(builders[name]())
+    ctr.save()
     return [{"schema": SCHEMA, "kind": "paper-figure", **r} for r in rows]
