@@ -196,3 +196,42 @@ def test_gpu_check_script_cuda_dry_run(tmp_path: Path) -> None:
     assert doc["fake_cuda"] and not doc["errors"]
     assert any(r.get("status") == "ok" and r.get("impl") == "sdpa" for r in doc["blocks"])
     assert "Fake CUDA" in (tmp_path / "README.md").read_text()
+
+
+def test_report_speed_and_roofline_cuda(fake_cuda: FakeCuda, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's timing sections on CUDA: labelled GPU, never CPU; with a budget each target is probed on
+    the device first; the roofline has one point per block and kernel. Tiny shapes (control flow only)."""
+    from attnbench.api import resolve as resolve_case
+    from attnbench.measuring import roofline
+    from attnbench.report import job, plots
+
+    # the calibration itself is tested in test_speed_cuda_cli_end_to_end (whose cached record may be read here)
+    measured = {"matmul": {"n": 8192, "dtype": "fp32", "flops_per_s": 5e13}, "matmul_tf32": None,
+                "copy": {"bytes": 2**30, "bytes_per_s": 3e12}}
+    monkeypatch.setattr(roofline, "measure_roofline", lambda *a, **k: measured)
+
+    def plan(ctx, modules=None):
+        out = []
+        for group, name, impl, sizes in (("headline", "nl", "naive", TINY), ("sdpa", "nl", "sdpa", TINY),
+                                         ("scan", "nl", "naive", {**TINY, "T": 4})):
+            case = resolve_case(name, sizes=sizes, options={"impl": impl} if impl else None)
+            out.append(job.Planned(bench.block_target(case), case, group))
+        return out
+
+    monkeypatch.setattr(job, "speed_plan", plan)
+    monkeypatch.setattr(job, "speed_settings", lambda ctx, batch=1: FAST)
+    for name in ("latency_vs_size", "memory_vs_size"):  # tested in tests/test_plots.py; the roofline's is drawn
+        monkeypatch.setattr(plots, name, lambda *a, **k: None)
+    r = job.run_report(job.ReportOptions(device="cuda", budget_s=600), tmp_path, sections=("speed", "roofline"))
+    speed, roof = r.sections
+    assert speed.status == "ok" and roof.status == "ok", (speed.error, roof.error)
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert len(rows) == 3 and all(x["status"] == "ok" and x["fingerprint"]["gpu_name"] == fake_cuda.name for x in rows)
+    md = (tmp_path / "speed.md").read_text()
+    assert f"Measured on GPU ({fake_cuda.name})" in md and "Measured on CPU" not in md
+    assert f"| cuda ({fake_cuda.name}) " in md
+    points = json.loads((tmp_path / "roofline.json").read_text())["points"]
+    assert len(points) == 2  # naive and sdpa; the T scan's row is not a point
+    svg = (tmp_path / "roofline.svg").read_text()
+    assert f"Roofline on GPU ({fake_cuda.name})" in svg and "matmul" in svg and "CPU (" not in svg
+    assert plots.is_png(tmp_path / "roofline.png")

@@ -70,6 +70,26 @@ IMPL_MARKER = {"naive": "o", "sdpa": "s", None: "^"}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def colour(module: str, others: Sequence[str] = ()) -> Any:
+    """One colour per block in every plot: the blocks' order in :data:`PAPER_NAMES` over tab10 then tab20's
+    light half (NL blue, CS orange ...); a block not listed takes the next free one by its place in ``others``."""
+    tab10, tab20 = matplotlib.colormaps["tab10"], matplotlib.colormaps["tab20"]
+    palette = [tab10(i) for i in range(10)] + [tab20(2 * i + 1) for i in range(10)]
+    known = list(PAPER_NAMES)
+    if module in known:
+        i = known.index(module)
+    else:
+        extra = [m for m in others if m not in known]
+        i = len(known) + (extra.index(module) if module in extra else 0)
+    return palette[i % len(palette)]
+
+
+def block_order(module: str) -> int:
+    """A block's place in :data:`PAPER_NAMES` (NL, CS, FA, EAM ...); blocks not listed come last."""
+    known = list(PAPER_NAMES)
+    return known.index(module) if module in known else len(known)
+
+
 def paper_name(module: str) -> str:
     """The block as its paper names it (``nl`` -> ``NL``, ``cs`` -> ``CS``); unknown names unchanged."""
     return PAPER_NAMES.get(module, module)
@@ -236,7 +256,6 @@ def cost_vs_size(rows: Iterable[dict[str, Any]], axis: str, metric: str, path: s
     many = len(series) > 4
     fig = Figure(figsize=(10.5 if many else 7.5, 5.2))
     ax = fig.add_subplot(1, 1, 1)
-    colours = matplotlib.colormaps["tab20" if len(series) > 10 else "tab10"]
     for i, (module, pts) in enumerate(series.items()):
         label = _with(paper_name(module), fixed.get(module, ""), _fit_text(pts, slopes.get(module)))
         style: dict[str, Any] = {"linestyle": "-" if len(pts) >= MIN_FIT_POINTS else ":"}
@@ -244,7 +263,7 @@ def cost_vs_size(rows: Iterable[dict[str, Any]], axis: str, metric: str, path: s
             label += f" - overlaps {paper_name(same[module])}"
             style = {"linestyle": "--", "markerfacecolor": "none", "markersize": 11, "markeredgewidth": 1.6, "zorder": 3}
         ax.plot([x for x, _ in pts], [y for _, y in pts], marker=MARKERS[i % len(MARKERS)], label=label,
-                color=colours(i % colours.N), **style)
+                color=colour(module, list(series)), **style)
     _log_x(ax, [x for pts in series.values() for x, _ in pts])
     _log_y(ax)
     ax.set_xlabel(AXIS_LABELS.get(axis, axis))
@@ -322,9 +341,8 @@ def _series_label(row: Mapping[str, Any]) -> str:
 def _by_series(rows: Iterable[Mapping[str, Any]], value: Callable[[Mapping[str, Any]], float | None],
                axis_index: int) -> dict[str, list[tuple[int, float, Mapping[str, Any]]]]:
     out: dict[str, list[tuple[int, float, Mapping[str, Any]]]] = {}
+    rows = sorted((r for r in rows if r.get("module")), key=lambda r: (block_order(r["module"]), str(r.get("impl") or "")))
     for r in rows:
-        if not r.get("module"):
-            continue
         v = value(r)
         if v:
             out.setdefault(_series_label(r), []).append((int(r["input_shapes"][0][axis_index]), float(v), r))
@@ -339,10 +357,9 @@ def _shape_with_t(row: Mapping[str, Any]) -> str:
 
 
 def _series_style(label: str, modules: list[str]) -> dict[str, Any]:
-    module, _, impl = label.partition(", ")
-    colours = matplotlib.colormaps["tab10"]
-    i = modules.index(module) if module in modules else len(modules)
-    return {"color": colours(i % 10), "linestyle": IMPL_STYLE.get(impl or None, "-"),
+    name, _, impl = label.partition(", ")
+    by_name = {v: k for k, v in PAPER_NAMES.items()}
+    return {"color": colour(by_name.get(name, name), modules), "linestyle": IMPL_STYLE.get(impl or None, "-"),
             "marker": IMPL_MARKER.get(impl or None, "^")}
 
 
@@ -463,12 +480,12 @@ def roofline(points: Sequence[Mapping[str, Any]], roof: Mapping[str, Any], path:
     ax.text(ridge * 1.05, peak / giga * 0.5, f"ridge {ridge:.3g} FLOP/byte", fontsize=9, color="grey", rotation=90,
             va="top")
     modules = list(dict.fromkeys(p["module"] for p in pts))
-    colour = _block_colours(modules)
+    colours = {m: colour(m, modules) for m in modules}
     seen_impl: set[Any] = set()
     for p in pts:
         impl = p.get("impl")
         ax.plot(p["intensity"], p["flops_per_s"] / giga, linestyle="none", marker=IMPL_MARKER.get(impl, "^"),
-                markersize=9, color=colour[p["module"]], markeredgecolor="black", markeredgewidth=0.6, zorder=4)
+                markersize=9, color=colours[p["module"]], markeredgecolor="black", markeredgewidth=0.6, zorder=4)
         seen_impl.add(impl)
     ys = [p["flops_per_s"] / giga for p in pts]
     ax.set_xscale("log")
@@ -486,7 +503,7 @@ def roofline(points: Sequence[Mapping[str, Any]], roof: Mapping[str, Any], path:
         if "naive" in kinds and "sdpa" in kinds:
             a, b = kinds["naive"], kinds["sdpa"]
             ax.annotate("", xy=(b["intensity"], b["flops_per_s"] / giga), xytext=(a["intensity"], a["flops_per_s"] / giga),
-                        arrowprops={"arrowstyle": "-|>", "color": colour[module], "linewidth": 1.6,
+                        arrowprops={"arrowstyle": "-|>", "color": colours[module], "linewidth": 1.6,
                                     "shrinkA": 6, "shrinkB": 6}, zorder=3)
     for impl, what in ((None, "block (one kernel)"), ("naive", "naive (maps materialised)"), ("sdpa", "sdpa (fused)")):
         if impl in seen_impl:
@@ -503,15 +520,6 @@ def roofline(points: Sequence[Mapping[str, Any]], roof: Mapping[str, Any], path:
     if caption:
         _note(fig, caption)
     return _save(fig, path)
-
-
-def _block_colours(modules: Sequence[str]) -> dict[str, Any]:
-    """Distinct, dark enough colours: NL and CS keep tab10's first two, the rest follow (tab20's dark half
-    first when there are more than ten)."""
-    tab10 = matplotlib.colormaps["tab10"]
-    tab20 = matplotlib.colormaps["tab20"]
-    palette = [tab10(i) for i in range(10)] + [tab20(2 * i + 1) for i in range(10)]
-    return {m: palette[i % len(palette)] for i, m in enumerate(modules)}
 
 
 # label offsets from a point, in points (va="bottom": a label below its point needs about -13), nearest first

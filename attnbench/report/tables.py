@@ -170,8 +170,16 @@ def _mib(value: Any) -> float | None:
     return None if value is None else value / 2**20
 
 
+def _device(row: dict[str, Any]) -> str:
+    """``cpu`` or ``cuda`` (from the row's fingerprint, else its settings): a CPU time never reads as a GPU's."""
+    fp = row.get("fingerprint") or {}
+    kind = fp.get("device_type") or str((row.get("settings") or {}).get("device") or "-").split(":")[0]
+    return f"{kind} ({fp['gpu_name']})" if kind == "cuda" and fp.get("gpu_name") else kind
+
+
 def speed_frame(rows: list[dict[str, Any]]) -> Any:
-    """One line per speed row (blocks and networks); every number names its unit."""
+    """One line per speed row (blocks and networks); every number names its unit. Each row says where it ran
+    (``device``: cpu or cuda and the GPU), with how many torch threads and the 1-minute load average."""
     import pandas as pd
 
     out_rows = []
@@ -183,6 +191,7 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
             "preset": f"{r['preset']}, custom" if r.get("custom") else r["preset"],
             "impl": r.get("impl") or "-",
             "input [B,C,T,H,W]": "x".join(str(v) for v in r["input_shapes"][0]),
+            "device": _device(r), "threads": r.get("threads"), "load (1 min)": r.get("load_avg_1m"),
             "precision": r.get("precision") or r["settings"]["dtype"], "timing": r.get("timing_mode") or "-",
             "status": r["status"],
             "n": t.get("n"), "median ms": t.get("median_ms"), "IQR ms": t.get("iqr_ms"),
@@ -199,3 +208,30 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
             UNHANDLED: unhandled_text(r.get("unhandled_ops")),
         })
     return pd.DataFrame(without_empty(out_rows, "module", "network", "attn", UNHANDLED))
+
+
+def without_missing(df: Any) -> Any:
+    """``df`` without the columns that hold no value on any row (None or NaN: e.g. VPS for blocks, the spec
+    peak on a CPU)."""
+    return df[[c for c in df.columns if df[c].notna().any()]] if len(df) else df
+
+
+def scan_frame(rows: list[dict[str, Any]]) -> Any:
+    """One line per timed row of a block over T (NL and CS over T in the report): latency, its spread,
+    the work and the peak memory predicted and measured, and where it ran."""
+    import pandas as pd
+
+    out = []
+    for r in sorted(rows, key=lambda r: (r.get("module") or "", r.get("impl") or "", r["input_shapes"][0][2])):
+        t, pred = r.get("timing") or {}, r.get("memory_prediction") or {}
+        a = r.get("achieved") or {}
+        out.append({
+            "module": r.get("module"), "impl": r.get("impl") or "-", "T": r["input_shapes"][0][2],
+            "input [B,C,T,H,W]": "x".join(str(v) for v in r["input_shapes"][0]), "device": _device(r),
+            "threads": r.get("threads"), "load (1 min)": r.get("load_avg_1m"), "status": r["status"],
+            "n": t.get("n"), "median ms": t.get("median_ms"), "p10 ms": t.get("p10_ms"), "p90 ms": t.get("p90_ms"),
+            "FLOPs": r["flops"],
+            "achieved FLOP/s": None if a.get("achieved_tflops_per_s") is None else a["achieved_tflops_per_s"] * 1e12,
+            "pred. peak MiB": _mib(pred.get("bytes")), "meas. peak MiB": _mib(pred.get("measured_bytes")),
+        })
+    return pd.DataFrame(out)
