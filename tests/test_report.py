@@ -254,3 +254,32 @@ def test_cli_budget_help_names_the_default() -> None:
     from attnbench.commands import report
 
     assert report.DEFAULT_BUDGET_HELP == job.DEFAULT_CPU_BUDGET_S
+
+
+def test_cpu_table_vi_reads_stored_rows_and_never_times_the_networks(tmp_path, monkeypatch) -> None:
+    """Without --full a CPU report reads Table VI rows `attnbench table-vi` measured in the folder, whatever their
+    repetition settings, and times nothing; with no network row it says how to measure them."""
+    from attnbench import bench, cases
+    from attnbench.store import jsonl
+
+    def no_timing(*a, **k):
+        raise AssertionError("timed on a CPU report")
+
+    monkeypatch.setattr(bench, "run", no_timing)
+    (tmp_path / "a").mkdir()
+    r = job.run_report(job.ReportOptions(threads=1), tmp_path / "a", sections=("table-vi",))  # no table-vi.jsonl
+    assert r.sections[0].status == "not run"
+    ctx = job.make_context(job.ReportOptions(threads=1), tmp_path / "b")
+    other = bench.Settings(device="cpu", min_reps=7, target_s=2.0, max_warmup_s=1.0, threads=2)  # another run's settings
+    vps = {"none": 2.0, "nl": 1.0, "cs": 1.8}
+    for m, ms in (("nl", 80.0), ("cs", 10.0)):
+        t = bench.block_target(cases.resolve(m, "banet"))
+        jsonl.append_row(tmp_path / "b" / "table-vi.jsonl", {"key": t.key(other, ctx.fingerprint), "kind": "block", "module": m,
+                                                             "status": "ok", "flops": t.flops()[0], "timing": {"median_ms": ms}})
+    for a, v in vps.items():
+        t = bench.network_target(cases.resolve_network("eco", a, "16f"))
+        jsonl.append_row(tmp_path / "b" / "table-vi.jsonl", {"key": t.key(other, ctx.fingerprint), "kind": "network", "network": "eco",
+                                                             "attn": a, "status": "ok", "flops": 10**9, "vps": v})
+    r = job.run_report(job.ReportOptions(threads=1), tmp_path / "b", sections=("table-vi",))
+    assert r.sections[0].status == "ok", r.sections[0].error
+    assert r.sections[0].summary[0].startswith("CS:NL speed ratio: paper 2.46 (GTX 1080 Ti), measured 1.80 on cpu (")

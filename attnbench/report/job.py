@@ -855,12 +855,19 @@ def section_table_vi(ctx: Context, on_step: Callable[[str], None] | None = None)
 
     settings = speed_settings(ctx)
     store_path = ctx.path("table-vi.jsonl")
-    # rows an earlier `attnbench table-vi` run left here are reused rather than timed again
-    reuse = ctx.opts.resume or not (ctx.cuda or (ctx.full and ctx.measure))
-    rows = bench.run([*(bench.block_target(cases.resolve(m, "banet")) for m in ("nl", "cs")),
-                      *(bench.network_target(cases.resolve_network("eco", a, "16f")) for a in ("none", "nl", "cs"))],
-                     settings, str(store_path), reuse, overwrite=not reuse)
-    block_rows, net_rows = rows[:2], rows[2:]
+    targets = [*(bench.block_target(cases.resolve(m, "banet")) for m in ("nl", "cs")),
+               *(bench.network_target(cases.resolve_network("eco", a, "16f")) for a in ("none", "nl", "cs"))]
+    if ctx.cuda or (ctx.full and ctx.measure):
+        rows = bench.run(targets, settings, str(store_path), ctx.opts.resume, overwrite=not ctx.opts.resume)
+    else:  # a CPU report reads what `attnbench table-vi` measured here: it never times five networks itself
+        rows = stored_rows(store_path, targets, settings, ctx.fingerprint)
+        if not any(r.get("kind") == "network" for r in rows):
+            return SectionResult("table-vi", status="not run", summary=[
+                f"{store_path.name} holds no row of Table VI's networks (the full ECO 16F plain, +NL, +CS) measured on "
+                "this device with these options; `attnbench table-vi --device cpu` measures them (minutes on a CPU), "
+                "or --full times them here"])
+    block_rows = [r for r in rows if r.get("kind") == "block"]
+    net_rows = [r for r in rows if r.get("kind") == "network"]
     result = table_vi(net_rows, block_rows)
     df = pd.DataFrame(result["methods"])
     s = result["summary"]
@@ -874,6 +881,22 @@ def section_table_vi(ctx: Context, on_step: Callable[[str], None] | None = None)
     files = write_tables(ctx, "table-vi", df, {"result": result}, summary,
                          "VPS: videos (16-frame clips at 224x224) per second; network FLOPs from the exact counter, multiply-add = 2.")
     return SectionResult("table-vi", files=[*files, "table-vi.jsonl"], summary=summary)
+
+
+def _measured_what(key: str) -> str:
+    """A row key without its repetition settings (threads, reps, target and warm-up seconds): what was
+    measured, on which device, at which precision, batch and timing mode."""
+    return key.split(":threads=")[0]
+
+
+def stored_rows(path: Path, targets: Sequence[Any], settings: Any, fingerprint: dict[str, Any]) -> list[dict[str, Any]]:
+    """For each target, the last row of ``path`` that measured it on this device at this precision, batch
+    and timing mode, whatever its repetition settings (each row records its own); targets with none are
+    left out."""
+    from attnbench.store import jsonl
+
+    last = {_measured_what(r["key"]): r for r in jsonl.read_rows(path, need=("key",)) if isinstance(r.get("key"), str)}
+    return [last[w] for t in targets if (w := _measured_what(t.key(settings, fingerprint))) in last]
 
 
 def section_max_fit(ctx: Context, on_step: Callable[[str], None] | None = None) -> SectionResult:
