@@ -96,7 +96,7 @@ def test_vps_bars(tmp_path) -> None:
     speed = [{"network": "eco-lite", "attn": a, "preset": "16f", "vps": v, "status": "ok"} for a, v in (("none", 23.2), ("nl", 8.1), ("cs", 19.9))]
     speed.append({"network": "tsm-r50", "attn": "none", "preset": "8f", "status": "OOM"})
     svg = assert_png(plots.vps_bars(speed, tmp_path / "vps.png"))
-    assert "eco-lite + NL @ 16f" in svg
+    assert "ECO-Lite + NL @ 16f" in svg
 
 
 def test_nothing_to_draw_writes_nothing(tmp_path) -> None:

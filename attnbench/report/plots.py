@@ -63,7 +63,11 @@ PAPER_NAMES = {
     "eca": "ECA", "cbam": "CBAM", "stpa": "STPA", "sta": "STA", "stc": "STC", "w3": "W3", "w3-ct": "W3-CT",
     "w3-st": "W3-ST",
 }
+NETWORK_NAMES = {"eco-lite": "ECO-Lite", "eco": "ECO", "eco-lite-released": "ECO-Lite (released)",
+                 "eco-released": "ECO (released)", "resnet3d-50": "3D ResNet-50", "resnext3d-101": "3D ResNeXt-101",
+                 "tsm-r50": "TSM-R50"}
 MARKERS = "osD^v<>pPX*h"
+EXTRA_COLOURS = ("#000000", "#1b3b6f", "#5b3a29", "#2f6b2f", "#7a1f5c", "#8c6d1f", "#4d4d4d", "#006d6f")
 IMPL_STYLE = {"naive": "-", "sdpa": "--", None: "-"}
 IMPL_MARKER = {"naive": "o", "sdpa": "s", None: "^"}
 
@@ -71,10 +75,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def colour(module: str, others: Sequence[str] = ()) -> Any:
-    """One colour per block in every plot: the blocks' order in :data:`PAPER_NAMES` over tab10 then tab20's
-    light half (NL blue, CS orange ...); a block not listed takes the next free one by its place in ``others``."""
-    tab10, tab20 = matplotlib.colormaps["tab10"], matplotlib.colormaps["tab20"]
-    palette = [tab10(i) for i in range(10)] + [tab20(2 * i + 1) for i in range(10)]
+    """One colour per block in every plot: the blocks' order in :data:`PAPER_NAMES` over tab10 then darker
+    colours that stay readable on white (NL blue, CS orange ...); a block not listed takes the next free one by
+    its place in ``others``."""
+    tab10 = matplotlib.colormaps["tab10"]
+    palette = [tab10(i) for i in range(10)] + list(EXTRA_COLOURS)
     known = list(PAPER_NAMES)
     if module in known:
         i = known.index(module)
@@ -329,7 +334,7 @@ def ratio_vs_size(crossover: dict[str, Any], path: str | os.PathLike[str], facto
     ax.set_title(f"{ps} (non-local) vs {pf} (BANet) cost over {AXIS_LABELS.get(axis, axis)}"
                  + (f"\nat {_fixed_sizes(shape, axis)}" if shape else "") if (slow, fast) == ("nl", "cs")
                  else f"{ps} vs {pf} over {AXIS_LABELS.get(axis, axis)}" + (f" ({_fixed_sizes(shape, axis)})" if shape else ""))
-    ax.legend(loc="best", frameon=True, framealpha=0.9)
+    ax.legend(loc="upper left", frameon=True, framealpha=0.9)  # the ratios grow with size: that corner is free
     return _save(fig, path)
 
 
@@ -583,7 +588,7 @@ def vps_bars(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str], title
             ax.bar_label(bar, labels=[f"{r['vps']:.3g}"], fontsize=9, padding=2)
             ticks.append(y)
             attn = r["attn"] if r["attn"] == "none" else paper_name(r["attn"])
-            labels.append(f"{net} + {attn} @ {r['preset']}")
+            labels.append(f"{NETWORK_NAMES.get(net, net)} + {attn} @ {r['preset']}")
             y += 1
         y += 0.5
     ax.set_yticks(ticks)
