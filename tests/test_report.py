@@ -215,6 +215,18 @@ def test_speed_and_roofline_sections_write_tables_and_plots(tmp_path, monkeypatc
     clock = [0.0]
     fake_timing(monkeypatch, clock)
     few_blocks(monkeypatch)
+    drawn: dict[str, list] = {}
+
+    def stub(name):  # latency and memory plots are drawn in tests/test_plots.py; here: what they are given
+        def draw(rows, path, title, **kw):
+            drawn[name] = [r for r in rows if r.get("status") == "ok"]
+            for p in (path, plots.svg_path(path)):
+                open(p, "wb").write(plots.PNG_SIGNATURE if str(p).endswith(".png") else b"<svg/>")
+            return str(path)
+        return draw
+
+    monkeypatch.setattr(plots, "latency_vs_size", stub("latency"))
+    monkeypatch.setattr(plots, "memory_vs_size", stub("memory"))
     steps: list[str] = []
     r = job.run_report(job.ReportOptions(budget_s=1000.0), tmp_path, sections=("speed", "roofline"),
                        on_event=lambda kind, name, res: steps.append(name) if kind == "step" else None)
@@ -228,6 +240,8 @@ def test_speed_and_roofline_sections_write_tables_and_plots(tmp_path, monkeypatc
     for png in ("latency-vs-T.png", "memory-vs-T.png", "roofline.png"):
         assert plots.is_png(tmp_path / png) and (tmp_path / png).with_suffix(".svg").exists(), png
     assert {"latency-vs-T.svg", "memory-vs-T.svg"} <= set(speed.files) and "roofline.svg" in roof.files
+    # NL and CS, both kernels, at every T of the scan (4, 8, 16): 12 rows, the preset's T=16 from the headline
+    assert len(drawn["latency"]) == len(drawn["memory"]) == 12 and "CPU" in speed.summary[0]
     # one roofline point per timed block at its first preset (and kernel), not per T of the scan
     doc = json.loads((tmp_path / "speed.json").read_text())
     firsts = [x for x in doc["rows"] if not x.get("custom")]
