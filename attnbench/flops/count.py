@@ -863,6 +863,13 @@ class ExactCounter(TorchDispatchMode):
     ``phase`` ("forward" or "backward") says where costs go; :meth:`bind_root` names the modules for the
     per-module attribution (without a root every op goes to ``""``)."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in torch._disable_dynamo unless this says False, and the
+        # wrapper imports torch._dynamo (over a second, with sympy) on the first op; this mode never runs
+        # under torch.compile, so there is nothing for it to disable
+        return False
+
     def __init__(self) -> None:
         super().__init__()
         self.cost = Cost()

@@ -123,6 +123,13 @@ class LiveTensorPeak(TorchDispatchMode):
     With ``record=True`` it keeps a ``timeline`` of ``(op, dtype, shape, bytes created, bytes alive after)``,
     one entry per new storage: the tool for writing a block's memory formula."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in torch._disable_dynamo unless this says False, and the
+        # wrapper imports torch._dynamo (over a second, with sympy) on the first op; this mode never runs
+        # under torch.compile, so there is nothing for it to disable
+        return False
+
     def __init__(self, record: bool = False) -> None:
         super().__init__()
         self.live: dict[int, int] = {}
