@@ -40,7 +40,6 @@ def reproduce_cmd(
     value, ours under the counting convention the paper's numbers imply (found by trying them all), the
     difference, a verdict (reproduced, reproduced-with another configuration, indicative for speeds measured
     elsewhere, off, not-determinable) and the reason for every row that is not plainly reproduced."""
-    from attnbench.report import tables
     from attnbench.store import files
 
     files.distinct({"--csv": csv, "--md": md})
@@ -65,9 +64,13 @@ def reproduce_cmd(
         rows = reproduce(paper, on_paper=on_paper)
     s = summary(rows)
     if csv or md:
+        from attnbench.report import tables  # pandas: only when a table file is asked for
+
         tables.write_table(_frame(rows), csv, md)
     if json_out:
         if rows:
+            from attnbench.report import tables
+
             print(tables.json_lines(rows))
         return
     if not rows:

@@ -799,6 +799,14 @@ class CountResult:
             self.forward = self.cost
 
 
+def _like(x: torch.Tensor) -> torch.Tensor | None:
+    """A new ``meta`` tensor shaped, typed and laid out as ``x`` when ``x`` is dense (contiguous or channels
+    last), without ``torch.empty_like``, whose meta path imports sympy; None otherwise."""
+    dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)) or (
+        x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d))
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta") if dense else None
+
+
 _INFERENCE_BATCH_NORMS = frozenset({"native_batch_norm", "_native_batch_norm_legit_no_training"})
 
 
@@ -816,7 +824,8 @@ def _meta_batch_norm(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
         return None  # training mode: the running statistics are updated, let the kernel do it
     stats = args[3] if len(args) > 3 and isinstance(args[3], torch.Tensor) else x
     per_channel = torch.empty((x.shape[1],), dtype=stats.dtype, device="meta")
-    return torch.empty_like(x), per_channel, torch.empty_like(per_channel)
+    out = _like(x)
+    return None if out is None else (out, per_channel, torch.empty((x.shape[1],), dtype=stats.dtype, device="meta"))
 
 
 def _meta_pointwise(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
@@ -843,7 +852,56 @@ def _meta_pointwise(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
         return first  # in place: the result is the first argument
     if any(arg.is_out for arg in func._schema.arguments):
         return None
-    return torch.empty_like(first)
+    return _like(first)
+
+
+def _standard_order(x: torch.Tensor) -> bool:
+    """Whether ``x``'s strides fall axis by axis (ignoring size-1 axes), as a contiguous tensor's do: then
+    torch lays a convolution's output out contiguously, whatever gaps ``x`` has."""
+    strides = [st for n, st in zip(x.shape, x.stride()) if n != 1]
+    return all(a > b for a, b in zip(strides, strides[1:]))
+
+
+def _meta_convolution(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
+    """A plain (not transposed) convolution of ``meta`` tensors in the standard axis order, answered here: torch's meta kernel
+    is Python whose shape checks import sympy on first use. Output: [N, C_out, (L + 2p - d(k - 1) - 1) // s + 1
+    per spatial axis], contiguous, in the input's dtype. None: run the op itself."""
+    if func is not torch.ops.aten.convolution.default or kwargs or len(args) != 9:
+        return None
+    x, w, _, stride, padding, dilation, transposed, _, groups = args
+    if transposed or not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
+        return None
+    if x.device.type != "meta" or not w.is_contiguous() or x.dim() != w.dim() or x.dim() < 3 or not _standard_order(x):
+        return None
+    spatial = x.dim() - 2
+    if not all(isinstance(v, (list, tuple)) and len(v) == spatial for v in (stride, padding, dilation)):
+        return None
+    if x.shape[1] != w.shape[1] * groups:
+        return None  # let torch raise its own error
+    sizes = [(n + 2 * p - d * (k - 1) - 1) // st + 1
+             for n, k, st, p, d in zip(x.shape[2:], w.shape[2:], stride, padding, dilation)]
+    if any(n <= 0 for n in sizes):
+        return None
+    return torch.empty((x.shape[0], w.shape[0], *sizes), dtype=x.dtype, device="meta")
+
+
+def _meta_bmm(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
+    """``bmm`` of two ``meta`` tensors [b, n, m] x [b, m, p] of one dtype, answered here (torch's meta kernel
+    imports sympy for its checks): a new contiguous [b, n, p]; likewise ``_softmax`` of a contiguous tensor
+    without up-casting: a tensor like its input. None: run the op itself."""
+    if func is torch.ops.aten._softmax.default and not kwargs and len(args) == 3 and args[2] is False:
+        x = args[0]  # softmax without up-casting: shaped, typed and laid out as its contiguous input
+        if isinstance(x, torch.Tensor) and x.device.type == "meta" and x.is_contiguous() and x.is_floating_point():
+            return _like(x)
+        return None
+    if func is not torch.ops.aten.bmm.default or kwargs or len(args) != 2:
+        return None
+    a, b = args
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.device.type != "meta" or b.device.type != "meta":
+        return None
+    if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1] or a.dtype != b.dtype:
+        return None
+    return torch.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype, device="meta")
 
 
 # pointwise ops whose output has their floating-point inputs' dtype (comparisons, which give bool, are not here)
@@ -1032,6 +1090,10 @@ class ExactCounter(TorchDispatchMode):
         out = _meta_batch_norm(func, args, kwargs)
         if out is None:
             out = _meta_pointwise(func, args, kwargs)
+        if out is None:
+            out = _meta_convolution(func, args, kwargs)
+        if out is None:
+            out = _meta_bmm(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
         packet = func.overloadpacket
