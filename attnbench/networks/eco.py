@@ -196,14 +196,17 @@ def frames_of(video: torch.Tensor) -> torch.Tensor:
 
 
 class EcoLite(nn.Module):
-    """ECO-Lite with optional frame attention in front and one attention block after the 2D part."""
+    """ECO-Lite with optional frame attention in front and one attention block after the 2D part. The 3D part
+    is BANet Table I's unless ``features3d`` is given; ``bias`` puts a bias on every 2D convolution (the
+    released models, :mod:`attnbench.networks.eco_released`)."""
 
-    def __init__(self, num_classes: int, frame_attention: nn.Module | None = None, attention: nn.Module | None = None) -> None:
+    def __init__(self, num_classes: int, frame_attention: nn.Module | None = None, attention: nn.Module | None = None,
+                 features3d: nn.Module | None = None, bias: bool = False) -> None:
         super().__init__()
         self.frame_attention = frame_attention
-        self.features2d = BNInceptionTo3c()
+        self.features2d = BNInceptionTo3c(bias=bias)
         self.attention = attention if attention is not None else nn.Identity()
-        self.features3d = nn.Sequential(*(BasicBlock3d(*b) for b in _blocks_3d()))
+        self.features3d = features3d if features3d is not None else nn.Sequential(*(BasicBlock3d(*b) for b in _blocks_3d()))
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.fc = nn.Linear(FEATURES_3D, num_classes)
 
@@ -219,16 +222,18 @@ class EcoLite(nn.Module):
 class Eco(nn.Module):
     """The full ECO: ECO-Lite's 2D part, attention and 3D part, plus the 2D-Net branch from inception-3c on; the
     branch's per-frame features averaged over time and the 3D features concatenated before the classifier.
-    Optional frame attention in front, as in ECO-Lite (BANet(16F))."""
+    Optional frame attention in front, as in ECO-Lite (BANet(16F)); ``features3d`` and ``bias`` as in
+    :class:`EcoLite`."""
 
-    def __init__(self, num_classes: int, frame_attention: nn.Module | None = None, attention: nn.Module | None = None) -> None:
+    def __init__(self, num_classes: int, frame_attention: nn.Module | None = None, attention: nn.Module | None = None,
+                 features3d: nn.Module | None = None, bias: bool = False) -> None:
         super().__init__()
         self.frame_attention = frame_attention
-        self.features2d = BNInceptionTo3c()
+        self.features2d = BNInceptionTo3c(bias=bias)
         self.attention = attention if attention is not None else nn.Identity()
-        self.features3d = nn.Sequential(*(BasicBlock3d(*b) for b in _blocks_3d()))
+        self.features3d = features3d if features3d is not None else nn.Sequential(*(BasicBlock3d(*b) for b in _blocks_3d()))
         self.pool = nn.AdaptiveAvgPool3d(1)
-        self.branch2d = From3c()
+        self.branch2d = From3c(bias=bias)
         self.fc = nn.Linear(C_2D + FEATURES_3D, num_classes)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:

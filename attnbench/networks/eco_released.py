@@ -57,18 +57,16 @@ from torch import nn
 from attnbench.networks.bn_inception import (
     C_2D,
     FEATURES_3C,
-    BNInceptionTo3c,
-    From3c,
     bn_inception_to_3c_params,
     from3c_params,
 )
 from attnbench.networks.eco import (
     PLACEMENTS,
+    Eco,
+    EcoLite,
     check_full_size,
     check_min_size,
-    frames_of,
     one_attention,
-    stack,
     stacked_site,
 )
 from attnbench.networks.registry import (
@@ -160,43 +158,19 @@ def net3d_released_params() -> int:
     return total
 
 
-class EcoLiteReleased(nn.Module):
+class EcoLiteReleased(EcoLite):
     """The released ECO-Lite with one optional attention block on the stacked 2D features."""
 
     def __init__(self, num_classes: int, attention: nn.Module | None = None) -> None:
-        super().__init__()
-        self.features2d = BNInceptionTo3c(bias=True)
-        self.attention = attention if attention is not None else nn.Identity()
-        self.features3d = Net3dReleased()
-        self.pool = nn.AdaptiveAvgPool3d(1)
-        self.fc = nn.Linear(FEATURES_3D, num_classes)
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        m = self.attention(stack(self.features2d(frames_of(video)), video.shape[0]))  # [B, 96, T, 28, 28]
-        return self.fc(self.pool(self.features3d(m)).flatten(1))
+        super().__init__(num_classes, None, attention, features3d=Net3dReleased(), bias=True)
 
 
-class EcoReleased(nn.Module):
+class EcoReleased(Eco):
     """The released full ECO: ECO-Lite as released plus the 2D-Net branch (with biases), fused before the
     classifier as ``eco`` fuses them."""
 
     def __init__(self, num_classes: int, attention: nn.Module | None = None) -> None:
-        super().__init__()
-        self.features2d = BNInceptionTo3c(bias=True)
-        self.attention = attention if attention is not None else nn.Identity()
-        self.features3d = Net3dReleased()
-        self.pool = nn.AdaptiveAvgPool3d(1)
-        self.branch2d = From3c(bias=True)
-        self.fc = nn.Linear(C_2D + FEATURES_3D, num_classes)
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        b = video.shape[0]
-        x3b = self.features2d.stem(frames_of(video))  # [B T, 320, 28, 28]
-        f = self.features2d.double3c(x3b)  # [B T, 96, 28, 28]
-        y3d = self.pool(self.features3d(self.attention(stack(f, b)))).flatten(1)  # [B, 512]
-        y2d = self.branch2d(x3b, f)  # [B T, 1024]
-        y2d = y2d.reshape(b, -1, y2d.shape[1]).mean(dim=1)  # [B, 1024]
-        return self.fc(torch.cat([y2d, y3d], dim=1))
+        super().__init__(num_classes, None, attention, features3d=Net3dReleased(), bias=True)
 
 
 def _construct(r: Resolved, sites: list[Site]) -> nn.Module:
