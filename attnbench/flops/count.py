@@ -807,15 +807,12 @@ def _like(x: torch.Tensor) -> torch.Tensor | None:
     return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta") if dense else None
 
 
-_INFERENCE_BATCH_NORMS = frozenset({"native_batch_norm", "_native_batch_norm_legit_no_training"})
-
-
 def _meta_batch_norm(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
     """Inference batch norm on ``meta`` tensors, answered here: torch's meta kernel for it is a Python
     decomposition that takes about half of a 3D ResNet's count. The result is what that kernel returns -- the
     output shaped as the input, the mean and the inverse deviation per channel -- and the op is still
     counted by its handle. None: run the op itself (other ops, other devices, training mode)."""
-    if kwargs or func.overloadpacket.__name__ not in _INFERENCE_BATCH_NORMS:
+    if kwargs:
         return None
     x = args[0]
     if not isinstance(x, torch.Tensor) or x.device.type != "meta" or x.dim() < 2:
@@ -823,9 +820,10 @@ def _meta_batch_norm(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
     if func.overloadpacket.__name__ == "native_batch_norm" and (len(args) < 6 or args[5] is not False):
         return None  # training mode: the running statistics are updated, let the kernel do it
     stats = args[3] if len(args) > 3 and isinstance(args[3], torch.Tensor) else x
-    per_channel = torch.empty((x.shape[1],), dtype=stats.dtype, device="meta")
     out = _like(x)
-    return None if out is None else (out, per_channel, torch.empty((x.shape[1],), dtype=stats.dtype, device="meta"))
+    if out is None:
+        return None
+    return out, *(torch.empty((x.shape[1],), dtype=stats.dtype, device="meta") for _ in range(2))
 
 
 def _meta_pointwise(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
@@ -833,7 +831,7 @@ def _meta_pointwise(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
     meta kernels for them are Python references (``torch._refs``) that spend a millisecond each working out
     broadcasting and type promotion there is none of. The output is shaped, typed and laid out as the
     inputs (an in-place op returns its first argument). None: run the op itself."""
-    if func.overloadpacket.__name__ not in _SAME_DTYPE_POINTWISE or set(kwargs) - {"alpha"} or kwargs.get("alpha", 1) != 1:
+    if set(kwargs) - {"alpha"} or kwargs.get("alpha", 1) != 1:
         return None
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if not tensors or not isinstance(args[0], torch.Tensor):
@@ -885,15 +883,20 @@ def _meta_convolution(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
     return torch.empty((x.shape[0], w.shape[0], *sizes), dtype=x.dtype, device="meta")
 
 
+def _meta_softmax(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
+    """``_softmax`` of a contiguous ``meta`` tensor without up-casting: a tensor like its input (torch's meta
+    kernel imports sympy for its dtype checks). None: run the op itself."""
+    if kwargs or len(args) != 3 or args[2] is not False:
+        return None
+    x = args[0]
+    if isinstance(x, torch.Tensor) and x.device.type == "meta" and x.is_contiguous() and x.is_floating_point():
+        return _like(x)
+    return None
+
+
 def _meta_bmm(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
     """``bmm`` of two ``meta`` tensors [b, n, m] x [b, m, p] of one dtype, answered here (torch's meta kernel
-    imports sympy for its checks): a new contiguous [b, n, p]; likewise ``_softmax`` of a contiguous tensor
-    without up-casting: a tensor like its input. None: run the op itself."""
-    if func is torch.ops.aten._softmax.default and not kwargs and len(args) == 3 and args[2] is False:
-        x = args[0]  # softmax without up-casting: shaped, typed and laid out as its contiguous input
-        if isinstance(x, torch.Tensor) and x.device.type == "meta" and x.is_contiguous() and x.is_floating_point():
-            return _like(x)
-        return None
+    imports sympy for its checks): a new contiguous [b, n, p]. None: run the op itself."""
     if func is not torch.ops.aten.bmm.default or kwargs or len(args) != 2:
         return None
     a, b = args
@@ -913,6 +916,24 @@ _SAME_DTYPE_POINTWISE = frozenset({
 # of those, the ones whose output keeps the tensor's dtype when a Python scalar is the other operand
 _SCALAR_SAFE = frozenset({"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "hardtanh", "hardtanh_",
                           "leaky_relu", "leaky_relu_", "clamp", "clamp_", "pow", "elu", "elu_"})
+
+
+_META_SHORTCUTS: dict[str, Any] = {
+    "native_batch_norm": _meta_batch_norm,
+    "_native_batch_norm_legit_no_training": _meta_batch_norm,
+    "convolution": _meta_convolution,
+    "bmm": _meta_bmm,
+    "_softmax": _meta_softmax,
+    **{name: _meta_pointwise for name in _SAME_DTYPE_POINTWISE},
+}
+
+
+def _meta_shortcut(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
+    """The op's result on ``meta`` tensors worked out here where torch's own meta kernel is slow Python or
+    imports sympy or ``torch._dynamo`` (see each shortcut); None: run the op itself. Each shortcut returns what
+    torch's kernel returns -- shapes, dtypes and strides -- and the op is counted by its handle as ever."""
+    shortcut = _META_SHORTCUTS.get(func.overloadpacket.__name__)
+    return shortcut(func, args, kwargs) if shortcut is not None else None
 
 
 class ExactCounter(TorchDispatchMode):
@@ -1087,13 +1108,7 @@ class ExactCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        out = _meta_batch_norm(func, args, kwargs)
-        if out is None:
-            out = _meta_pointwise(func, args, kwargs)
-        if out is None:
-            out = _meta_convolution(func, args, kwargs)
-        if out is None:
-            out = _meta_bmm(func, args, kwargs)
+        out = _meta_shortcut(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
         packet = func.overloadpacket
