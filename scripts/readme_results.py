@@ -31,7 +31,7 @@ def section(folder: Path) -> str:
     rep = json.loads((folder / "reproduce.json").read_text())
     rows = rep["rows"]
     s = summary(rows)
-    ok = sum(p["counted_reproduced"] for p in s["by_paper"].values())
+    ok = s["reproduced"]
     per_paper = "; ".join(f"{name} {p['counted_reproduced']} of {p['counted']}" for name, p in s["by_paper"].items() if p["counted"])
     others = ", ".join(f"{n} {v}" for v, n in s["verdicts"].items() if v != "reproduced" and n)
     lines = [

@@ -111,8 +111,7 @@ def reproduce_cmd(
 
         out.print(f"stpa: {stpa.NOTE}", markup=False)
     v = s["verdicts"]
-    reproduced = sum(p["counted_reproduced"] for p in s["by_paper"].values())
-    out.print(f"reproduced: {reproduced} of {s['counted_rows']} parameter, FLOP and size figures "
+    out.print(f"reproduced: {s['reproduced']} of {s['counted_rows']} parameter, FLOP and size figures "
               f"({s['share_reproduced']:.1%}); of all {s['rows']} rows: " + "; ".join(f"{k} {n}" for k, n in v.items()),
               markup=False)
 

@@ -90,6 +90,7 @@ class Counter:
 
     def __init__(self, persist: bool = False) -> None:
         self._cache: dict[tuple[Any, ...], Counted] = {}
+        self._keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # options as asked -> resolved configuration
         self._file = cache_file() if persist else None
         self._loaded = 0
         if self._file is not None and self._file.is_file():
@@ -120,12 +121,15 @@ class Counter:
     def network(self, name: str, attn: str = "none", preset: str | None = None, **options: Any) -> Counted:
         """The network counted once per configuration: options spelled differently but resolving to the
         same network (the default class count given or not, say) share one count."""
-        from attnbench import cases
+        asked = (name, attn, preset, tuple(sorted(options.items())))
+        key = self._keys.get(asked)
+        if key is None:  # first time asked this way: resolve the configuration once
+            from attnbench import cases
 
-        case = cases.resolve_network(name, attn, preset, options=options)
-        key = _resolved_key(case)
-        if key not in self._cache:
-            self._cache[key] = _measure(case.build("meta"), case.input_shapes())
+            case = cases.resolve_network(name, attn, preset, options=options)
+            key = self._keys[asked] = _resolved_key(case)
+            if key not in self._cache:
+                self._cache[key] = _measure(case.build("meta"), case.input_shapes())
         return self._cache[key]
 
     def params(self, name: str, attn: str = "none", preset: str | None = None, **options: Any) -> int:

@@ -347,6 +347,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "rows": len(rows),
         "verdicts": counts,
         "counted_rows": len(counted),
+        "reproduced": reproduced,  # plain reproduced among the counted rows
         "share_reproduced": reproduced / len(counted) if counted else 0.0,
         "tolerance_pct": 100 * TOLERANCE,
         "by_paper": by_paper,

@@ -265,9 +265,8 @@ def section_reproduce(ctx: Context) -> SectionResult:
     rows = rp.reproduce("all")
     summ = rp.summary(rows)
     df = pd.DataFrame(rows)
-    reproduced = sum(p["counted_reproduced"] for p in summ["by_paper"].values())
     summary = [f"{len(rows)} printed figures checked",
-               f"reproduced: {reproduced} of {summ['counted_rows']} parameter, FLOP and size figures ({summ['share_reproduced']:.1%})",
+               f"reproduced: {summ['reproduced']} of {summ['counted_rows']} parameter, FLOP and size figures ({summ['share_reproduced']:.1%})",
                "verdicts: " + ", ".join(f"{k} {n}" for k, n in summ["verdicts"].items())]
     summary += [f"{name}: reproduced {p['counted_reproduced']} of {p['counted']}; convention {p['convention'] or '-'}"
                 for name, p in summ["by_paper"].items()]
