@@ -11,8 +11,8 @@ from __future__ import annotations
 from attnbench.papers.figures import Figure
 
 PAPER = "eam"
-# Table 4 cuts its figures (truncation, not rounding): our parameter counts, cut to the 2 printed decimals,
-# give all 15 printed counts, rounded they miss 46.99 (46.9998) and the 47.62 rows (47.6257).
+# Table 4 cuts its figures (truncation, not rounding): the evidence -- how many of its parameter counts ours
+# give exactly when cut and when rounded -- is computed by judge.rounding_evidence and printed by reproduce.
 ROUNDING = "truncate"
 
 MODELS = (  # (label as printed, network, preset)
