@@ -77,16 +77,21 @@ def _text_term(coeff: Fraction, powers: Mapping[str, int]) -> str:
     return text
 
 
-def text(value: Polynomial | sp.Expr) -> str:
-    """The readable form: ``2*B*C*(T*H*W)**2 + 5*B*(T*H*W)**2/2``; valid sympy input."""
+def _joined(value: Polynomial | sp.Expr, term: Any) -> str:
+    """The terms of ``value``, each written by ``term(coeff, powers)``, joined with their signs."""
     parts = terms(value)
     if not parts:
         return "0"
     out = ""
     for i, (coeff, powers) in enumerate(parts):
-        body = _text_term(coeff, powers)
+        body = term(coeff, powers)
         out += ("-" if coeff < 0 else "") + body if i == 0 else (" - " if coeff < 0 else " + ") + body
     return out
+
+
+def text(value: Polynomial | sp.Expr) -> str:
+    """The readable form: ``2*B*C*(T*H*W)**2 + 5*B*(T*H*W)**2/2``; valid sympy input."""
+    return _joined(value, _text_term)
 
 
 def _latex_term(coeff: Fraction, powers: Mapping[str, int]) -> str:
@@ -106,14 +111,7 @@ def _latex_term(coeff: Fraction, powers: Mapping[str, int]) -> str:
 
 def latex(value: Polynomial | sp.Expr) -> str:
     """LaTeX in the same order and grouping as :func:`text`."""
-    parts = terms(value)
-    if not parts:
-        return "0"
-    out = ""
-    for i, (coeff, powers) in enumerate(parts):
-        body = _latex_term(coeff, powers)
-        out += ("-" if coeff < 0 else "") + body if i == 0 else (" - " if coeff < 0 else " + ") + body
-    return out
+    return _joined(value, _latex_term)
 
 
 def options_text(options: Mapping[str, Any]) -> str:
