@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -229,27 +229,33 @@ def _memory_prediction(t: Target, s: Settings, precision: Precision, measured: i
     return {**out, **predicted.to_dict(), "predicted_over_measured": ratio}
 
 
-def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofline: Mapping[str, Any] | None = None,
-                   tensor_peak: bool = True, clock: str = "wall") -> dict[str, Any]:
-    """Time one target; never raises for device faults (OOM, capture failures and other errors become the
-    row's status). ``tensor_peak``: on CPU also measure the deterministic tensor peak (one more call),
-    which the memory prediction is compared with. ``clock`` is the clock a caller compares (the gate's
-    CPU-time clock sizes the test-only injected slowdown on that clock)."""
-    flops, by_category = t.flops()
-    row: dict[str, Any] = {
+def base_row(t: Target, s: Settings, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """A speed row's naming, settings and FLOPs, before anything is measured (status ``ok``)."""
+    flops, _ = t.flops()
+    return {
         "schema": ROW_SCHEMA, "key": t.key(s, fingerprint), "kind": t.kind, **t.identity(),
         "options": dict(t.options), "impl": t.options.get("impl"),
         "precision": s.precision_label, "timing_mode": s.timing_label,
         "input_shape": [s.batch, *t.input_shapes[0][1:]],
         "input_shapes": [[s.batch, *shape[1:]] for shape in t.input_shapes],
         "settings": asdict(s), "device_slug": dev.device_slug(fingerprint),
-        "threads": torch.get_num_threads(), "load_avg_1m": dev.load_average(), "logical_cores": os.cpu_count(),
+        "threads": s.threads if s.threads is not None else torch.get_num_threads(), "load_avg_1m": dev.load_average(),
+        "logical_cores": os.cpu_count(),
         "flops": flops * s.batch,
         "flops_unit": "FLOPs (multiply-add = 2), whole batch; "
                       + (t.flops_source or ("closed form" if t.kind == "block" else "exact counter")),
         "unhandled_ops": dict(t.unhandled),
         "status": "ok",
     }
+
+
+def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofline: Mapping[str, Any] | None = None,
+                   tensor_peak: bool = True, clock: str = "wall") -> dict[str, Any]:
+    """Time one target; never raises for device faults (OOM, capture failures and other errors become the
+    row's status). ``tensor_peak``: on CPU also measure the deterministic tensor peak (one more call),
+    which the memory prediction is compared with. ``clock`` is the clock a caller compares (the gate's
+    CPU-time clock sizes the test-only injected slowdown on that clock)."""
+    row = base_row(t, s, fingerprint)
     precision = Precision(s.dtype, s.precision, s.device_type)
     if t.largest:
         what, elements = t.largest
@@ -258,6 +264,7 @@ def measure_target(t: Target, s: Settings, fingerprint: dict[str, Any], *, roofl
             "what": what, "elements": elements * s.batch, "bytes": elements * s.batch * per,
             "bytes_per_element": per,
         }
+    by_category = t.flops()[1]
     failure: BaseException | None = None
     module = work = None
     try:
@@ -353,7 +360,7 @@ def run(
 def run_jobs(
     jobs: Sequence[tuple[Target, Settings]], out_path: str | None, resume: bool,
     on_row: Callable[[dict[str, Any]], None] | None = None, roofline: bool = True, overwrite: bool = False,
-    on_start: Callable[[str], None] | None = None,
+    on_start: Callable[[str], None] | None = None, cluster: Any = None,
 ) -> list[dict[str, Any]]:
     """Measure each (target, settings) in turn (``on_start(label)`` is called before each is measured), appending each finished row to ``out_path`` before the next
     starts; a job whose key repeats an earlier one's is the same row (measured once, returned once). The
@@ -362,12 +369,15 @@ def run_jobs(
     run again (their rows are returned, if measured on this device); with ``overwrite`` their old rows are
     replaced; with neither, a key already in the file stops the run before anything is measured.
     ``roofline``: calibrate (or read from the cache) the device's measured matmul rate first, so every row
-    says its fraction of it."""
+    says its fraction of it. ``cluster`` (an :class:`attnbench.distributed.Cluster`): each job is a Ray task
+    (:func:`_run_jobs_on_ray`)."""
     if not jobs:
         return []
     first = jobs[0][1]
     if any((s.device, s.dtype, s.threads) != (first.device, first.dtype, first.threads) for _, s in jobs):
         raise UsageError("one run measures on one device, dtype and thread count")
+    if cluster is not None:
+        return _run_jobs_on_ray(jobs, out_path, resume, on_row, roofline, overwrite, cluster)
     with dev.torch_threads(first.threads):
         fingerprint = dev.fingerprint(first.device)
         unique: dict[str, tuple[Target, Settings]] = {}
@@ -390,15 +400,85 @@ def run_jobs(
                     if on_start:
                         on_start(f"{t.name}[{t.variant}] batch {s.batch}")
                     row = measure_target(t, s, fingerprint, roofline=calibration)
-                    row["fingerprint"] = fingerprint
-                    if calibration is not None:
-                        row["roofline"] = {k: calibration.get(k) for k in ("matmul", "matmul_tf32", "copy", "cached")}
+                    _stamp(row, fingerprint, calibration)
                     if out_path:
                         jsonl.append_row(out_path, row)
                 rows.append(row)
                 if on_row:
                     on_row(row)
     return rows
+
+
+def _stamp(row: dict[str, Any], fingerprint: dict[str, Any], calibration: Mapping[str, Any] | None) -> None:
+    row["fingerprint"] = fingerprint
+    if calibration is not None:
+        row["roofline"] = {k: calibration.get(k) for k in ("matmul", "matmul_tf32", "copy", "cached")}
+
+
+def _measure_on_worker(t: Target, s: Settings, roofline: bool) -> dict[str, Any]:
+    """Runs in a Ray worker: one job measured as :func:`run_jobs` measures it here, with the worker's
+    fingerprint (and its roofline, calibrated once per node and then read from the node's cache)."""
+    with dev.torch_threads(s.threads):
+        fingerprint = dev.fingerprint(s.device)
+        calibration = None
+        if roofline:
+            from attnbench.measuring.roofline import calibrate
+
+            calibration = calibrate(s.device, s.dtype, fingerprint=fingerprint)
+        row = measure_target(t, s, fingerprint, roofline=calibration)
+    _stamp(row, fingerprint, calibration)
+    return row
+
+
+def _run_jobs_on_ray(jobs: Sequence[tuple[Target, Settings]], out_path: str | None, resume: bool,
+                     on_row: Callable[[dict[str, Any]], None] | None, roofline: bool, overwrite: bool,
+                     cluster: Any) -> list[dict[str, Any]]:
+    """:func:`run_jobs` with each job a Ray task (:mod:`attnbench.distributed`); FLOPs are counted here
+    before the jobs leave, rows are appended here as their tasks finish and returned in job order. Threads:
+    the given ones, else 1 on CPU and the worker's default on CUDA (each task holds that many cores)."""
+    from attnbench import distributed
+
+    device = jobs[0][1].device
+    threads = jobs[0][1].threads or (None if device.startswith("cuda") else 1)
+    for t, _ in jobs:
+        t.flops()  # counted on the driver (a network's on the meta device); the count travels with the target
+    done: dict[str, dict[str, Any]] = {}
+    with distributed.connect(cluster) as ray:
+        where = distributed.groups(ray, cluster, device, threads)
+        unique: dict[str, tuple[Target, Settings, Any]] = {}
+        for g in where:
+            n = threads or g.fingerprint.get("torch_threads")
+            for t, s in jobs:
+                s = replace(s, threads=n)
+                unique.setdefault(t.key(s, g.fingerprint), (t, s, g))
+        with jsonl.session(out_path, list(unique), resume=resume, overwrite=overwrite,
+                           check=lambda row: rows_schema.problem(rows_schema.SpeedRow, row)) as have:
+            todo = []
+            for key, (t, s, g) in unique.items():
+                if key in have:
+                    why = jsonl.mismatch(have[key], g.fingerprint)
+                    if why:
+                        raise UsageError(f"cannot resume from {out_path}: its row {key} cannot be reused: {why}; write to "
+                                         f"another --out, or pass --overwrite to measure it again")
+                    done[key] = have[key]
+                    if on_row:
+                        on_row(have[key])
+                else:
+                    todo.append(distributed.Job(key, _measure_on_worker, (t, s, roofline), g))
+            for job, got in distributed.stream(ray, todo, device, threads, cluster):
+                t, s, g = unique[job.key]
+                if isinstance(got, distributed.Failed):
+                    got = {**base_row(t, s, g.fingerprint), "status": got.status, "fingerprint": g.fingerprint}
+                why = distributed.rekeyed(job.key, got)
+                if why:
+                    warnings.warn(why, AttnBenchWarning, stacklevel=2)
+                else:
+                    done[job.key] = got
+                if out_path:
+                    jsonl.append_row(out_path, got)
+                if on_row:
+                    on_row(got)
+    return [done[k] for k in unique if k in done]
 
 
 def _warn_if_loaded(fingerprint: Mapping[str, Any]) -> None:

@@ -3,6 +3,7 @@ command) and turns parser errors into one line. Nothing else lives here."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -36,6 +37,22 @@ for _name, _fn in (("list", listing.list_cmd), ("flops", flops.flops_cmd), ("for
     app.command(_name)(_fn)
 
 
+# Options whose value may be left out (click cannot say so): given bare, they take this value.
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def optional_values(argv: list[str]) -> list[str]:
+    """``--ray`` bare (last, or before another option) is ``--ray local``."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--":
+            return out + argv[i + 1:]
+        if arg in OPTIONAL_VALUES and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[arg])
+    return out
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return its exit code. Usage errors from the parser (unknown option,
     malformed value) become one line and exit 2, like the commands' own errors."""
@@ -45,7 +62,7 @@ def run(argv: list[str] | None = None) -> int:
         from click import exceptions as cx
 
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="attnbench")
+        rv = app(args=optional_values(sys.argv[1:] if argv is None else argv), standalone_mode=False, prog_name="attnbench")
     except cx.UsageError as e:
         say_error(f"error: {e.format_message()}")
         return 2

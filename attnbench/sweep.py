@@ -19,6 +19,7 @@ keeps every finished row, and ``resume`` runs only the rows missing from the fil
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -26,7 +27,7 @@ from typing import Any
 
 from attnbench import cases
 from attnbench.defaults import SCHEMA, SWEEP_MODULES, SWEEP_VALUES
-from attnbench.errors import AttnBenchError, UsageError
+from attnbench.errors import AttnBenchError, AttnBenchWarning, UsageError
 from attnbench.flops.memory import DTYPE_BYTES
 from attnbench.text import UNHANDLED, unhandled_text
 from attnbench.store import rows as rows_schema
@@ -266,7 +267,8 @@ def run_sweep(
     points: Iterable[Point], *, device: str | None = None, dtype: str = "fp32", precision: str = "pure", min_reps: int = 5,
     target_s: float = 0.5, out_path: str | None = None, resume: bool = False,
     on_row: Callable[[dict[str, Any]], None] | None = None, measure: Measure | None = None,
-    max_flops: int | None = None, overwrite: bool = False, also: Iterable[str] = (),
+    max_flops: int | None = None, overwrite: bool = False, also: Iterable[str] = (), threads: int | None = None,
+    cluster: Any = None,
 ) -> SweepResult:
     """Compute (and with ``device``, measure) every point, appending each finished row to ``out_path``.
 
@@ -275,17 +277,41 @@ def run_sweep(
     (:func:`attnbench.store.jsonl.session`). Ctrl-C (KeyboardInterrupt) stops the sweep: the result keeps
     every finished row and says how many were left. ``max_flops``: points whose closed-form FLOPs exceed it
     are not timed (rows marked skipped, with why). ``also``: keys a later step of the command writes (the
-    max-fit rows), checked before anything runs."""
-    from attnbench import bench
+    max-fit rows), checked before anything runs. ``threads``: torch CPU threads while measuring (None:
+    torch's). ``cluster`` (an :class:`attnbench.distributed.Cluster`): measure each point as a Ray task
+    (see :func:`_run_on_ray`)."""
     from attnbench.measuring import device as dev
 
     points = list(points)
+    if cluster is not None:
+        return _run_on_ray(points, cluster, device=device, dtype=dtype, precision=precision, min_reps=min_reps,
+                           target_s=target_s, out_path=out_path, resume=resume, on_row=on_row, max_flops=max_flops,
+                           overwrite=overwrite, also=also, threads=threads)
+    with dev.torch_threads(threads):
+        return _run_here(points, device, dtype, precision, min_reps, target_s, out_path, resume, on_row, measure,
+                         max_flops, overwrite, also)
+
+
+def measured_where(fingerprint: dict[str, Any], device: str, dtype: str, precision: str, min_reps: int, target_s: float,
+                   max_flops: int | None) -> str:
+    """The part of a measured row's key that says where and how: device identity, dtype, threads and timing
+    settings (a measured row is reused only for the same device and settings)."""
+    from attnbench import bench
+
+    return (f"{bench.identity(fingerprint)}:{where_label(device, dtype, precision)}:threads={fingerprint.get('torch_threads')}"
+            f":reps={min_reps}:target_s={target_s:g}"
+            + (f":max_gflops={max_flops / 1e9:g}" if max_flops is not None else ""))
+
+
+def _run_here(points: list[Point], device: str | None, dtype: str, precision: str, min_reps: int, target_s: float,
+              out_path: str | None, resume: bool, on_row: Callable[[dict[str, Any]], None] | None,
+              measure: Measure | None, max_flops: int | None, overwrite: bool, also: Iterable[str]) -> SweepResult:
+    from attnbench.measuring import device as dev
+
     fingerprint = dev.fingerprint(device) if device is not None else None
     where = where_label(device, dtype, precision)
-    if fingerprint is not None:  # a measured row is reused only for the same device and timing settings
-        where = (f"{bench.identity(fingerprint)}:{where}:threads={fingerprint.get('torch_threads')}"
-                 f":reps={min_reps}:target_s={target_s:g}"
-                 + (f":max_gflops={max_flops / 1e9:g}" if max_flops is not None else ""))
+    if fingerprint is not None:
+        where = measured_where(fingerprint, device, dtype, precision, min_reps, target_s, max_flops)
     keys = [p.key(where) for p in points]
     result = SweepResult(rows=[], out_path=out_path)
     measure = measure or bench_measure
@@ -313,28 +339,137 @@ def run_sweep(
 
 def _compute(p: Point, key: str, device: str | None, dtype: str, precision: str, min_reps: int, target_s: float,
              max_flops: int | None, fingerprint: dict[str, Any] | None, measure: Measure) -> dict[str, Any]:
+    row, case, settings = _prepare(p, key, device, dtype, precision, min_reps, target_s, max_flops)
+    measured = measure(case, settings, fingerprint or {}) if settings is not None else None
+    return _finish(row, settings, measured, fingerprint)
+
+
+def _prepare(p: Point, key: str, device: str | None, dtype: str, precision: str, min_reps: int, target_s: float,
+             max_flops: int | None) -> tuple[dict[str, Any], cases.Case | None, Any]:
+    """A point's row before it is measured (closed forms; skipped with why when it must not run) and, when it
+    is to be measured, its case and timing settings (else None, None)."""
     from attnbench import bench
-    from attnbench.measuring import device as dev
 
     row, case = analytic_row(p, dtype, precision, "cuda" if (device or "").startswith("cuda") else "cpu")
     row["key"] = key
     row["device"] = device
-    if device is not None and case is not None:
-        reason = memory_guard(row, device)
-        if reason is None and max_flops is not None and row["flops"] > max_flops:
-            reason = (f"not timed: {row['flops'] / 1e9:.1f} GFLOPs per call is above this sweep's "
-                      f"timing limit of {max_flops / 1e9:.1f} GFLOPs")
-        if reason:
-            row.update(status="skipped", reason=reason)
-        else:
-            settings = bench.Settings(device=device, dtype=dtype, batch=case.shape.B, min_reps=min_reps,
-                                      target_s=target_s, max_warmup_s=max(0.2, target_s), precision=precision)
-            row.update(measured_fields(measure(case, settings, fingerprint or {})))
-            row["settings"] = asdict(settings)
-        row["device_slug"] = dev.device_slug(fingerprint or {})
-        row["fingerprint"] = fingerprint
-        row["load_avg_1m"] = dev.load_average()
+    if device is None or case is None:
+        return row, None, None
+    reason = memory_guard(row, device)
+    if reason is None and max_flops is not None and row["flops"] > max_flops:
+        reason = (f"not timed: {row['flops'] / 1e9:.1f} GFLOPs per call is above this sweep's "
+                  f"timing limit of {max_flops / 1e9:.1f} GFLOPs")
+    if reason:
+        row.update(status="skipped", reason=reason)
+        return row, None, None
+    settings = bench.Settings(device=device, dtype=dtype, batch=case.shape.B, min_reps=min_reps,
+                              target_s=target_s, max_warmup_s=max(0.2, target_s), precision=precision)
+    return row, case, settings
+
+
+def _finish(row: dict[str, Any], settings: Any, measured: dict[str, Any] | None,
+            fingerprint: dict[str, Any] | None, load_avg: float | None = None) -> dict[str, Any]:
+    """The row with what measuring gave, the device's fingerprint (the worker's, on Ray) and the load average
+    when it ran (default: now, here)."""
+    from attnbench.measuring import device as dev
+
+    if row["device"] is None or (row.get("status") != "ok" and measured is None and row.get("input_shape") is None):
+        return row
+    if measured is not None:
+        row.update(measured_fields(measured))
+        row["settings"] = asdict(settings)
+    row["device_slug"] = dev.device_slug(fingerprint or {})
+    row["fingerprint"] = fingerprint
+    row["load_avg_1m"] = dev.load_average() if load_avg is None else load_avg
     return row
+
+
+def _measure_on_worker(target: Any, settings: Any, threads: int | None) -> dict[str, Any]:
+    """Runs in a Ray worker: one point measured the way a local run measures it, with the worker's fingerprint."""
+    from attnbench import bench
+    from attnbench.measuring import device as dev
+
+    with dev.torch_threads(threads):
+        fp = dev.fingerprint(settings.device)
+        row = bench.measure_target(target, settings, fp)
+    row["fingerprint"] = fp
+    return row
+
+
+def _run_on_ray(points: list[Point], cluster: Any, *, device: str | None, dtype: str, precision: str, min_reps: int,
+                target_s: float, out_path: str | None, resume: bool, on_row: Callable[[dict[str, Any]], None] | None,
+                max_flops: int | None, overwrite: bool, also: Iterable[str], threads: int | None) -> SweepResult:
+    """:func:`run_sweep` with each measured point a Ray task (:mod:`attnbench.distributed`): closed forms,
+    the memory guard and the results file stay here; rows are appended as their tasks finish, and the
+    result lists them in plan order. With ``each_accelerator`` every point runs once per GPU model. On CPU a
+    point uses ``threads`` cores (default 1)."""
+    from attnbench import bench, distributed
+
+    if device is None:
+        raise UsageError("--ray distributes measuring: add --device (closed forms alone take milliseconds here)")
+    if threads is None and not device.startswith("cuda"):
+        threads = 1
+    result = SweepResult(rows=[], out_path=out_path)
+    done: dict[int, dict[str, Any]] = {}
+    with distributed.connect(cluster) as ray:
+        where = distributed.groups(ray, cluster, device, threads)
+        planned = [(p, g, p.key(measured_where(g.fingerprint, device, dtype, precision, min_reps, target_s, max_flops)))
+                   for g in where for p in points]
+        with jsonl.session(out_path, [k for _, _, k in planned], resume=resume, overwrite=overwrite, also=also,
+                           check=lambda row: rows_schema.problem(rows_schema.SweepRow, row)) as have:
+            jobs, waiting = [], {}
+            for i, (p, g, key) in enumerate(planned):
+                if key in have:
+                    _check_reusable(out_path, key, have[key], g.fingerprint)
+                    done[i] = have[key]
+                    result.reused += 1
+                    if on_row:
+                        on_row(have[key])
+                    continue
+                row, case, settings = _prepare(p, key, device, dtype, precision, min_reps, target_s, max_flops)
+                if settings is None:  # skipped: nothing to measure
+                    done[i] = _finish(row, None, None, g.fingerprint)
+                    _keep(out_path, done[i], result, on_row)
+                    continue
+                waiting[key] = (i, p, row, settings)
+                jobs.append(distributed.Job(key, _measure_on_worker, (bench.block_target(case), settings, threads), g))
+            try:
+                for job, got in distributed.stream(ray, jobs, device, threads, cluster):
+                    i, p, row, settings = waiting[job.key]
+                    if isinstance(got, distributed.Failed):
+                        row.update(status=got.status)
+                        row = _finish(row, settings, None, job.group.fingerprint)
+                    else:
+                        fp = got["fingerprint"]
+                        row = _finish(row, settings, got, fp, fp.get("load_avg_1m"))
+                        row["worker"] = got.get("worker")
+                        row["key"] = p.key(measured_where(fp, device, dtype, precision, min_reps, target_s, max_flops))
+                    why = distributed.rekeyed(job.key, row)
+                    if why:
+                        warnings.warn(why, AttnBenchWarning, stacklevel=2)
+                    else:
+                        done[i] = row
+                    _keep(out_path, row, result, on_row)
+            except KeyboardInterrupt:
+                result.interrupted = True
+                result.remaining = len(planned) - len(done)
+    result.rows = [done[i] for i in sorted(done)]
+    return result
+
+
+def _check_reusable(path: str | None, key: str, row: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    why = jsonl.mismatch(row, fingerprint)
+    if why:
+        raise UsageError(f"cannot resume from {path}: its row {key} cannot be reused: {why}; write to another --out, "
+                         f"or pass --overwrite to measure it again")
+
+
+def _keep(path: str | None, row: dict[str, Any], result: SweepResult, on_row: Callable[[dict[str, Any]], None] | None) -> None:
+    if path:
+        jsonl.append_row(path, row)
+    result.new += 1
+    if on_row:
+        on_row(row)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -381,12 +516,15 @@ def fit_exponents(rows: Iterable[dict[str, Any]], metrics: Sequence[str] = ("flo
     """Per block, axis and metric: the fitted exponent over the whole range and the slope of its last
     segment (the two largest sizes, closest to the asymptotic growth). Closed-form metrics use every shape
     the block accepts; measured ones only the rows that ran (status ok)."""
-    groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-    for r in rows:
+    groups: dict[tuple[str, str, str | None], dict[int, dict[str, Any]]] = {}
+    for r in rows:  # the same points measured on several devices (Ray's --each-accelerator): fitted per device
         if r.get("kind", "sweep") == "sweep" and r.get("input_shape"):
-            groups.setdefault((r["module"], r["axis"]), {})[r["value"]] = r
+            groups.setdefault((r["module"], r["axis"], r.get("device_slug")), {})[r["value"]] = r
+    devices = {d for _, _, d in groups}
     out = []
-    for (module, axis), by_value in groups.items():
+    for (module, axis, device), by_value in groups.items():
+        if len(devices) > 1 and device is None:
+            continue
         for metric in metrics:
             pts = sorted((v, metric_value(r, metric)) for v, r in by_value.items() if metric_value(r, metric))
             fit = exponent([v for v, _ in pts], [c for _, c in pts])
@@ -397,6 +535,7 @@ def fit_exponents(rows: Iterable[dict[str, Any]], metrics: Sequence[str] = ("flo
                 "module": module, "axis": axis, "metric": metric, "exponent": fit["exponent"], "r2": fit["r2"],
                 "points": fit["n"], "from": pts[0][0], "to": pts[-1][0],
                 "last_segment_exponent": tail["exponent"] if tail else None,
+                **({"device": device} if len(devices) > 1 else {}),
             })
     return out
 
@@ -721,7 +860,8 @@ def exponents_frame(exps: Sequence[dict[str, Any]]) -> Any:
     import pandas as pd
 
     return pd.DataFrame([{
-        "module": e["module"], "axis": e["axis"], "metric": METRICS.get(e["metric"], e["metric"]),
+        "module": e["module"], "axis": e["axis"], **({"device": e["device"]} if "device" in e else {}),
+        "metric": METRICS.get(e["metric"], e["metric"]),
         "exponent": round(e["exponent"], 4),
         "last-segment exponent": None if e["last_segment_exponent"] is None else round(e["last_segment_exponent"], 4),
         "R^2": round(e["r2"], 5), "points": e["points"], "sizes": f"{e['from']}..{e['to']}",

@@ -130,17 +130,23 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 _python_showwarning = warnings.showwarning
 
 
-def check_run(device: str, dtype: str, precision: str, timing: str) -> str:
+def check_run(device: str, dtype: str, precision: str, timing: str, ray: Any = None) -> str:
     """The device (``auto``: CUDA when present), dtype, precision and timing mode a measuring command was
-    given, checked before anything runs; returns the device."""
+    given, checked before anything runs; returns the device. ``ray`` (connected): the device is the cluster
+    workers', not this machine's."""
     from attnbench.measuring import device as dev
     from attnbench.measuring.timing import TIMING_MODES, resolve_precision
 
-    if device == "auto":
+    if ray is not None:
+        from attnbench import distributed
+
+        device = distributed.cluster_device(ray, device)
+    elif device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev.resolve_device(device)
+    if ray is None:
+        dev.resolve_device(device)
     dev.resolve_dtype(dtype)
     resolve_precision(precision)
     if timing not in TIMING_MODES:
@@ -190,6 +196,29 @@ ModuleOpt = Annotated[list[str], typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON to stdout (one object per line)")]
 CsvOpt = Annotated[Optional[str], typer.Option("--csv", help="write the table as CSV")]
 MdOpt = Annotated[Optional[str], typer.Option("--md", help="write the table as Markdown")]
+
+RayOpt = Annotated[Optional[str], typer.Option(
+    "--ray", metavar="[ADDRESS]", show_default=False,
+    help="measure each point as a task on a Ray cluster (pip install 'attnbench[ray]'): no value starts Ray on this "
+         "machine, 'auto' joins the running cluster, else the cluster's address")]
+AcceleratorOpt = Annotated[Optional[str], typer.Option(
+    "--accelerator", show_default=False, help="with --ray: run on this GPU model only (a Ray accelerator type, e.g. H100)")]
+EachAcceleratorOpt = Annotated[bool, typer.Option(
+    "--each-accelerator", help="with --ray: run the same points on every GPU model of the cluster, one column per model")]
+
+
+@contextmanager
+def ray_session(address: str | None, accelerator: str | None, each_accelerator: bool) -> Iterator[tuple[Any, Any]]:
+    """``--ray``'s cluster and the connected Ray module for the whole command ((None, None) without
+    ``--ray``): a Ray started here lives until the command ends."""
+    from attnbench import distributed
+
+    cluster = distributed.cluster_option(address, accelerator, each_accelerator)
+    if cluster is None:
+        yield None, None
+        return
+    with distributed.connect(cluster) as ray:
+        yield cluster, ray
 
 
 def module_list(values: list[str], absolute: bool = False) -> list[str]:

@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from attnbench import defaults as D
-from attnbench.commands.common import BOpt, COpt, HOpt, TOpt, WOpt, err, guarded, module_list, out
+from attnbench.commands.common import AcceleratorOpt, EachAcceleratorOpt, RayOpt, ray_session, BOpt, COpt, HOpt, TOpt, WOpt, err, guarded, module_list, out
 from attnbench.errors import UsageError
 from attnbench.text import clean, plain
 
@@ -48,31 +48,62 @@ def snapshot_cmd(
     round_s: Annotated[float, typer.Option("--round-s", help="seconds of timed calls per block and round")] = D.GATE_ROUND_S,
     malloc: Annotated[str, typer.Option("--malloc", help="CPU: cached (glibc keeps freed memory; no page-fault noise) or system (glibc defaults)")] = "cached",
     clock: Annotated[str, typer.Option("--clock", help="auto: cpu on a CPU device (one torch thread), wall on CUDA; wall: per-call latency; cpu: the thread's CPU time per call, robust to other processes' load")] = "auto",
+    ray: RayOpt = None,
+    accelerator: AcceleratorOpt = None,
+    each_accelerator: EachAcceleratorOpt = False,
 ) -> None:
     """Write a baseline: parameters and exact FLOPs of every selected block and preset, and with --time
-    or --device its latency samples, peak memory, a reference workload and the device fingerprint."""
+    or --device its latency samples, peak memory, a reference workload and the device fingerprint. With
+    --ray the timing is one task on a cluster worker (a baseline is one device's: its blocks are timed
+    interleaved with the reference workload); --each-accelerator writes one baseline per GPU model,
+    OUT.<model>.json."""
+    if ray is not None and not (time_it or device is not None):  # before Ray starts
+        raise UsageError("--ray times the baseline on the cluster: add --time or --device (counting takes seconds here)")
+    with ray_session(ray, accelerator, each_accelerator) as (cluster, connected):
+        _snapshot(out_file, module, presets, {"B": B, "C": C, "T": T, "H": H, "W": W}, time_it, device, dtype, threads,
+                  rounds, round_s, malloc, clock, cluster, connected)
+
+
+def _snapshot(out_file: str, module: list[str], presets: str | None, sizes: dict[str, int | None], time_it: bool,
+              device: str | None, dtype: str, threads: int | None, rounds: int, round_s: float, malloc: str, clock: str,
+              cluster: Any, connected: Any) -> None:
     from attnbench import gate
     from attnbench.store import files
 
     files.ensure_writable(out_file)  # before any work: a bad --out fails at once, not after the timing
-    sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
     modules = module_list(module, absolute=True) or None  # a file block's path: absolute, so check works anywhere
     items = gate.select(modules, presets, sizes)
     plan = None
     if time_it or device is not None:
-        if device in (None, "auto"):
+        if cluster is not None:
+            from attnbench import distributed
+
+            device = distributed.cluster_device(connected, device or "auto")
+        elif device in (None, "auto"):
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if clock == "auto":
             from attnbench.measuring.device import resolve_device
 
-            clock = "cpu" if resolve_device(device).type == "cpu" and threads in (None, 1) else "wall"
+            kind = device.split(":")[0] if cluster is not None else resolve_device(device).type
+            clock = "cpu" if kind == "cpu" and threads in (None, 1) else "wall"
         if clock == "cpu" and threads is None:
             threads = 1
-        plan = gate.TimingPlan(device=device, dtype=dtype, threads=threads, rounds=rounds, round_s=round_s, clock=clock, malloc=malloc).check()
+        plan = gate.TimingPlan(device=device, dtype=dtype, threads=threads, rounds=rounds, round_s=round_s, clock=clock,
+                               malloc=malloc).check(local=cluster is None)
     selection = {"modules": modules, "presets": presets,
                  "sizes": {k: v for k, v in sizes.items() if v is not None}}
+    if cluster is not None:
+        from attnbench import distributed
+        from attnbench.gate.baseline import snapshot_on_ray
+
+        err.print(f"timing on the Ray cluster: {len(items)} blocks ...", markup=False, highlight=False)
+        docs = snapshot_on_ray(items, plan, selection, cluster, connected)
+        for group, doc in docs:
+            path = distributed.by_accelerator_path(out_file, group.label) if cluster.each_accelerator else out_file
+            _write_baseline(path, doc, plan)
+        return
     status, progress = _progress(err.is_terminal)
     if status:
         status.start()
@@ -81,6 +112,13 @@ def snapshot_cmd(
     finally:
         if status:
             status.stop()
+    _write_baseline(out_file, doc, plan)
+
+
+def _write_baseline(out_file: str, doc: dict[str, Any], plan: Any) -> None:
+    from attnbench import gate
+    from attnbench.store import files
+
     files.atomic_write(out_file, json.dumps(doc, indent=1, sort_keys=False) + "\n")
     what = "parameters and FLOPs only"
     if plan:
@@ -88,6 +126,8 @@ def snapshot_cmd(
         what = (f"timed on {plan.device} ({fp.get('gpu_name') or fp.get('cpu_model')}), {plan.dtype}, {plan.clock} clock, "
                 f"{fp.get('torch_threads')} torch thread(s)" + (f", malloc {plan.malloc}" if plan.device == "cpu" else ""))
     failed = [e["key"] for e in doc["entries"] if e.get("status") not in (None, "ok")]
+    if doc.get("worker"):
+        what += f", on Ray node {doc['worker'].get('node_ip')}"
     out.print(clean(f"wrote {len(doc['entries'])} entries ({what}) to {out_file}"), markup=False, highlight=False)
     if failed:
         out.print(clean(f"not timed (OOM or error): {', '.join(failed)}"), markup=False, highlight=False)

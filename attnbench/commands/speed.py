@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import (BlockOpt, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt,
+from attnbench.commands.common import (AcceleratorOpt, BlockOpt, EachAcceleratorOpt, RayOpt, ray_session, BOpt, COpt, CsvOpt, HOpt, JsonOpt, MdOpt, ModuleOpt, Sizes, TOpt,
                                        WOpt, OverwriteOpt, ResumeOpt, WarmupOpt, check_run, check_timing_flags,
                                        complete_network, err, guarded, interrupted, out, progress)
 from attnbench.errors import UsageError, check_range
@@ -41,14 +41,30 @@ def speed_cmd(
     json_out: JsonOpt = False,
     csv: CsvOpt = None,
     md: MdOpt = None,
+    ray: RayOpt = None,
+    accelerator: AcceleratorOpt = None,
+    each_accelerator: EachAcceleratorOpt = False,
 ) -> None:
-    """Measure latency, memory, achieved FLOP/s and VPS on a real device; OOM rows are kept and the run goes on."""
+    """Measure latency, memory, achieved FLOP/s and VPS on a real device; OOM rows are kept and the run goes on.
+    With --ray each row is a task on a Ray cluster, written here as it finishes."""
+    with ray_session(ray, accelerator, each_accelerator) as (cluster, connected):
+        _speed(device, module, preset, B, C, T, H, W, option, network, attn, dtype, precision, timing, threads, roofline,
+               batch, compile_, graphs, flush_l2, channels_last, reps, target_s, warmup_s, out_file, no_save, resume,
+               overwrite, json_out, csv, md, cluster, connected)
+
+
+def _speed(device: str, module: list[str], preset: str | None, B: int | None, C: int | None, T: int | None,  # noqa: N803, PLR0913
+           H: int | None, W: int | None, option: list[str], network: list[str], attn: list[str], dtype: str,  # noqa: N803
+           precision: str, timing: str, threads: int | None, roofline: bool, batch: list[int], compile_: bool,
+           graphs: bool, flush_l2: bool, channels_last: bool, reps: int, target_s: float, warmup_s: float,
+           out_file: str | None, no_save: bool, resume: bool, overwrite: bool, json_out: bool, csv: str | None,
+           md: str | None, cluster: Any, connected: Any) -> None:
     from attnbench import api, bench
     from attnbench.report import tables
     from attnbench.store import files
     from attnbench.measuring import device as dev
 
-    device = check_run(device, dtype, precision, timing)
+    device = check_run(device, dtype, precision, timing, connected)
     check_timing_flags(reps, target_s, warmup_s)
     for b in batch:
         check_range("--batch", b, 1, 1_000_000)
@@ -57,8 +73,9 @@ def speed_cmd(
         raise UsageError("--no-save writes no results file: it cannot be combined with --out, --resume or --overwrite")
     sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
     targets = speed_targets(module, network, attn, preset, device, sizes, api.parse_options(option))
-    fp = dev.fingerprint(device)
-    path = None if no_save else (out_file if out_file is not None else f"results/{dev.device_slug(fp)}/speed.jsonl")
+    fp = dev.fingerprint(device) if cluster is None else None
+    slug = dev.device_slug(fp) if fp is not None else "ray"  # on Ray every row names the device that measured it
+    path = None if no_save else (out_file if out_file is not None else f"results/{slug}/speed.jsonl")
     files.distinct({"--out": path, "--csv": csv, "--md": md})
     files.ensure_writable(path, csv, md)
     rows: list[dict[str, Any]] = []
@@ -75,7 +92,7 @@ def speed_cmd(
                                        timing=timing, threads=threads))
                     for b in dict.fromkeys(batch) for t in targets]
             bench.run_jobs(jobs, path, resume, on_row=finished, roofline=roofline, overwrite=overwrite,
-                           on_start=lambda label: step(label, advance=0))
+                           on_start=lambda label: step(label, advance=0), cluster=cluster)
     except KeyboardInterrupt:
         where = f" in {path}" if path else " (not saved: --no-save)"
         interrupted(f"interrupted: kept {len(rows)} finished rows{where}; rerun with --resume to finish")
@@ -84,9 +101,9 @@ def speed_cmd(
     if json_out:
         print(tables.json_lines(rows))
         return
-    where = fp.get("gpu_name") or fp.get("cpu_model")
     label = dtype if dtype == "fp32" else f"{dtype} {precision}"
-    out.print(tables.to_rich(df, f"Speed on {device} ({where}), {label}", {
+    where = tables.devices_of(rows) if fp is None else (fp.get("gpu_name") or fp.get("cpu_model"))
+    out.print(tables.to_rich(df, f"Speed on {device}{' (Ray)' if cluster else ''} ({where}), {label}", {
         "FLOPs": "closed form (counted where a block declares none), multiply-add = 2, whole batch", "times": "median over n calls",
         "peak MiB": "working memory of one call: predicted (closed form) vs measured (CPU: tensor peak; CUDA: allocator)"}))
     for impl in sorted({r.get("impl") for r in rows if r.get("impl")}) or [None]:
@@ -94,6 +111,9 @@ def speed_cmd(
         if ratio:
             kernel = f" with impl={impl}" if impl else ""
             out.print(f"NL/CS{kernel}: latency ratio {ratio['latency_ratio']:.2f}x, FLOP ratio {ratio['flop_ratio']:.2f}x (same input shape)")
+    if cluster is not None and cluster.each_accelerator:
+        out.print(tables.to_rich(tables.per_device_frame(rows), "Median latency per GPU model (ms)",
+                                 {"ms": "median of one call, batch as given"}))
     statuses = [r["status"] for r in rows]
     oom = statuses.count("OOM")
     failed = sum(1 for st in statuses if st.startswith("error"))

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from attnbench.commands.common import (CsvOpt, JsonOpt, OverwriteOpt, check_timing_flags, err, guarded, interrupted,
+from attnbench.commands.common import (AcceleratorOpt, EachAcceleratorOpt, RayOpt, ray_session, CsvOpt, JsonOpt, OverwriteOpt, check_timing_flags, err, guarded, interrupted,
                                        module_list, out, progress)
 from attnbench.defaults import SCHEMA, SWEEP_MODULES
 from attnbench.errors import UsageError, check_range
@@ -39,10 +39,30 @@ def sweep_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="print rows, exponents, crossovers (and max-fit) as one JSON object")] = False,  # noqa: E501
     csv: Annotated[Optional[str], typer.Option("--csv", help="write the rows as CSV")] = None,
     md: Annotated[Optional[str], typer.Option("--md", help="write rows, exponents and crossovers as Markdown")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads while measuring (default: torch's; with --ray on CPU: 1)", show_default=False)] = None,
+    ray: RayOpt = None,
+    accelerator: AcceleratorOpt = None,
+    each_accelerator: EachAcceleratorOpt = False,
 ) -> None:
     """Sweep T, H = W and C one at a time (others at each block's preset): closed-form FLOPs, parameters and
     predicted largest intermediate; with --device also latency and peak memory. Fits growth exponents and
-    reports where NL and CS part. Rejected shapes are rows marked skipped; every row is appended as it finishes."""
+    reports where NL and CS part. Rejected shapes are rows marked skipped; every row is appended as it finishes.
+    With --ray each measured point is a task on a Ray cluster."""
+    if ray is not None and device is None:  # before Ray starts
+        raise UsageError("--ray distributes measuring: add --device (closed forms alone take milliseconds here)")
+    if ray is not None and max_fit:
+        raise UsageError("--max-fit searches one GPU step by step: it does not run on Ray (leave out --ray)")
+    with ray_session(ray, accelerator, each_accelerator) as (cluster, connected):
+        _sweep(modules, t_values, hw_values, c_values, preset, option, device, dtype, precision, reps, target_s, max_gflops,
+               factor, max_fit, max_fit_axis, max_fit_limit, out_file, no_save, resume, overwrite, json_out, csv, md,
+               threads, cluster, connected)
+
+
+def _sweep(modules: list[str], t_values: str | None, hw_values: str | None, c_values: str | None,  # noqa: PLR0913
+           preset: str | None, option: list[str], device: str | None, dtype: str, precision: str, reps: int,
+           target_s: float, max_gflops: float | None, factor: float, max_fit: bool, max_fit_axis: str,
+           max_fit_limit: int, out_file: str | None, no_save: bool, resume: bool, overwrite: bool, json_out: bool,
+           csv: str | None, md: str | None, threads: int | None, cluster: Any, connected: Any) -> None:
     from attnbench import api
     from attnbench import sweep as sw
     from attnbench.measuring import device as dev
@@ -66,7 +86,12 @@ def sweep_cmd(
     from attnbench.measuring.timing import resolve_precision
 
     resolve_precision(precision)
-    if device is not None:
+    check_range("--threads", threads, 1, 4096)
+    if cluster is not None:
+        from attnbench import distributed
+
+        device = distributed.cluster_device(connected, device)
+    elif device is not None:
         if device == "auto":
             import torch
 
@@ -78,8 +103,8 @@ def sweep_cmd(
     for m in names:  # every block has the base preset and takes the options: fail before running anything
         api.get_block(m).resolve_options(opts, base=api.get_block(m).preset(preset).options)
     points = sw.plan(names, values, preset, opts)
-    fp = dev.fingerprint(device or "cpu")
-    path = None if no_save else (out_file if out_file is not None else f"results/{dev.device_slug(fp)}/sweep.jsonl")
+    slug = "ray" if cluster is not None else dev.device_slug(dev.fingerprint(device or "cpu"))  # on Ray each row names its device
+    path = None if no_save else (out_file if out_file is not None else f"results/{slug}/sweep.jsonl")
     files.distinct({"--out": path, "--csv": csv, "--md": md})
     files.ensure_writable(path, csv, md)
 
@@ -89,7 +114,7 @@ def sweep_cmd(
         result = sw.run_sweep(points, device=device, dtype=dtype, precision=precision, min_reps=reps, target_s=target_s, out_path=path,
                               also=fit_keys.values(),
                               resume=resume, overwrite=overwrite, on_row=lambda r: step(f"{r.get('module')} {r.get('axis')}={r.get('value')}"),
-                              max_flops=None if max_gflops is None else int(max_gflops * 1e9))
+                              max_flops=None if max_gflops is None else int(max_gflops * 1e9), threads=threads, cluster=cluster)
     if result.interrupted:
         interrupted(result.summary_line())
 
@@ -118,6 +143,8 @@ def sweep_cmd(
         out.print(tables.to_rich(sw.exponents_frame(exps), "Growth exponents: least-squares slope of log cost vs log size"))
     for c in cross:
         out.print(f"{c['pair']} {c['axis']}: {c['text']}", markup=False, highlight=False)
+    if cluster is not None and cluster.each_accelerator:
+        out.print(tables.to_rich(tables.per_device_frame(rows), "Median latency per GPU model (ms)"))
     if fits:
         out.print(tables.to_rich(sw.max_fit_frame(fits), f"Largest size that runs on {device} ({dtype})"))
     if path:

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 
 import attnbench
 from attnbench import bench, cases
+from attnbench.errors import UsageError
 from attnbench.gate import schema
 from attnbench.gate.cases import Item, static_record
 from attnbench.gate.rounds import (
@@ -40,6 +42,55 @@ def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[
              progress: Progress | None = None) -> dict[str, Any]:
     """The baseline document: every item's parameters and exact FLOPs, and with a ``plan`` its latency
     samples, peak memory, the reference workload's samples and the device fingerprint."""
+    doc = _counted(items, plan, selection, progress)
+    if plan is None:
+        return doc
+    plan.check()
+    with torch_threads(plan.threads):
+        fp = dev.fingerprint(plan.device)
+        results = measure(_targets(items), plan, fp, progress)
+    return _timed(doc, fp, results)
+
+
+def snapshot_on_ray(items: Sequence[Item], plan: TimingPlan, selection: Mapping[str, Any], cluster: Any,
+                    ray: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """:func:`snapshot` timed on a Ray cluster: one task per GPU model (``cluster.each_accelerator``) or one
+    in all, each timing every block interleaved with the reference workload on one device, as a baseline
+    must; counting stays here. Returns (group, document) pairs; a task that failed for good raises."""
+    from attnbench import distributed
+
+    plan.check(local=False)
+    threads = plan.threads or (None if plan.device.startswith("cuda") else 1)
+    plan = replace(plan, threads=threads)
+    counted = _counted(items, plan, selection, None)
+    groups = distributed.groups(ray, cluster, plan.device, threads)
+    jobs = [distributed.Job("snapshot", _time_on_worker, (list(items), plan), g) for g in groups]
+    docs = []
+    for job, got in distributed.stream(ray, jobs, plan.device, threads, cluster):
+        if isinstance(got, distributed.Failed):
+            raise UsageError(f"the snapshot's task on {job.group.label} failed: {got.status}")
+        fp, results, worker = got
+        doc = _timed(copy.deepcopy(counted), fp, results)
+        doc["worker"] = worker
+        docs.append((job.group, doc))
+    return docs
+
+
+def _time_on_worker(items: Sequence[Item], plan: TimingPlan) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    from attnbench.distributed import where_it_ran
+
+    with torch_threads(plan.threads):
+        fp = dev.fingerprint(plan.device)
+        results = measure(_targets(items), plan, fp, None)
+    return fp, results, where_it_ran()
+
+
+def _targets(items: Sequence[Item]) -> list[tuple[str, bench.Target, int]]:
+    return [(REFERENCE_KEY, reference_target(), 1)] + [(it.key, bench.block_target(it.case), batch_of(it.case)) for it in items]
+
+
+def _counted(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[str, Any],
+             progress: Progress | None) -> dict[str, Any]:
     entries = []
     for it in items:
         if progress:
@@ -48,7 +99,7 @@ def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[
         entries.append({"key": it.key, "module": c.spec.name, "preset": c.preset.name if c.preset else None,
                         "base_preset": it.base_preset, "input_shape": c.shape.as_list(), "options": dict(c.options),
                         **static_record(c, it.key)})
-    doc: dict[str, Any] = {
+    return {
         "schema": SCHEMA, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "environment": environment(), "selection": dict(selection), "timed": plan is not None,
         "settings": asdict(plan) if plan else None, "fingerprint": None, "reference": None,
@@ -56,17 +107,13 @@ def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[
                   "memory": "bytes"},
         "entries": entries,
     }
-    if plan is None:
-        return doc
-    plan.check()
-    with torch_threads(plan.threads):
-        fp = dev.fingerprint(plan.device)
-        targets = [(REFERENCE_KEY, reference_target(), 1)] + [(it.key, bench.block_target(it.case), batch_of(it.case)) for it in items]
-        results = measure(targets, plan, fp, progress)
+
+
+def _timed(doc: dict[str, Any], fp: dict[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
     doc["fingerprint"] = fp
     ref = results[REFERENCE_KEY]
     doc["reference"] = {"what": REFERENCE_WHAT, "flops": REFERENCE_FLOPS, "status": ref.status, "timing": ref.timing_dict()}
-    for entry in entries:
+    for entry in doc["entries"]:
         res = results[entry["key"]]
         entry["status"] = res.status
         entry["timing"] = res.timing_dict()

@@ -45,8 +45,17 @@ class TimingPlan:
     malloc: str = "system"
     timing: str = "auto"  # CUDA: graph replay where the capture works (see attnbench.measuring.timing)
 
-    def check(self) -> "TimingPlan":
-        device = dev.resolve_device(self.device)
+    def check(self, local: bool = True) -> "TimingPlan":
+        """The plan's bounds, and (``local``) its device on this machine; on Ray only its name is checked
+        here (the workers have the devices)."""
+        if local:
+            device = dev.resolve_device(self.device)
+        else:
+            from attnbench.distributed import check_device
+
+            import torch
+
+            device = torch.device(check_device(self.device))
         dev.resolve_dtype(self.dtype)
         check_range("--rounds", self.rounds, 1, schema.MAX_ROUNDS)
         check_range("--round-s", self.round_s, 0, schema.MAX_ROUND_S, low_open=True)

@@ -177,6 +177,40 @@ def _device(row: dict[str, Any]) -> str:
     return f"{kind} ({fp['gpu_name']})" if kind == "cuda" and fp.get("gpu_name") else kind
 
 
+def ray_node(row: dict[str, Any]) -> str:
+    """Where a row measured on Ray ran: the node's address and the worker's process ("" off Ray)."""
+    w = row.get("worker") or {}
+    return f"{w.get('node_ip')} pid {w.get('pid')}" if w else ""
+
+
+def device_label(row: dict[str, Any]) -> str:
+    """The GPU model, else the CPU model, of the device a row was measured on."""
+    fp = row.get("fingerprint") or {}
+    return str(fp.get("gpu_name") or fp.get("cpu_model") or "-")
+
+
+def devices_of(rows: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(dict.fromkeys(device_label(r) for r in rows)) or "-"
+
+
+def per_device_frame(rows: Sequence[dict[str, Any]]) -> Any:
+    """The same points side by side, one ``<model> median ms`` column per device (speed and sweep rows);
+    a point a device did not run is empty, an error names its status."""
+    import pandas as pd
+
+    lines: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        if r.get("kind") == "sweep":
+            point = {"module": r["module"], "axis": r["axis"], "value": r["value"]}
+        else:
+            point = {"module": r.get("module") or r.get("network"), "attn": r.get("attn") or "-", "preset": r.get("preset"),
+                     "input [B,C,T,H,W]": "x".join(str(v) for v in (r.get("input_shapes") or [r.get("input_shape") or []])[0])}
+        line = lines.setdefault(tuple(point.values()), dict(point))
+        ms = (r.get("timing") or {}).get("median_ms", r.get("latency_ms"))
+        line[f"{device_label(r)} median ms"] = ms if r.get("status") == "ok" else r.get("status")
+    return pd.DataFrame(list(lines.values()))
+
+
 def speed_frame(rows: list[dict[str, Any]]) -> Any:
     """One line per speed row (blocks and networks); every number names its unit. Each row says where it ran
     (``device``: cpu or cuda and the GPU), with how many torch threads and the 1-minute load average."""
@@ -191,7 +225,7 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
             "preset": f"{r['preset']}, custom" if r.get("custom") else r["preset"],
             "impl": r.get("impl") or "-",
             "input [B,C,T,H,W]": "x".join(str(v) for v in r["input_shapes"][0]),
-            "device": _device(r), "threads": r.get("threads"), "load (1 min)": r.get("load_avg_1m"),
+            "device": _device(r), "ray node": ray_node(r), "threads": r.get("threads"), "load (1 min)": r.get("load_avg_1m"),
             "precision": r.get("precision") or r["settings"]["dtype"], "timing": r.get("timing_mode") or "-",
             "status": r["status"],
             "n": t.get("n"), "median ms": t.get("median_ms"), "IQR ms": t.get("iqr_ms"),
@@ -207,7 +241,7 @@ def speed_frame(rows: list[dict[str, Any]]) -> Any:
             "VPS": r.get("vps"),
             UNHANDLED: unhandled_text(r.get("unhandled_ops")),
         })
-    return pd.DataFrame(without_empty(out_rows, "module", "network", "attn", UNHANDLED))
+    return pd.DataFrame(without_empty(out_rows, "module", "network", "attn", "ray node", UNHANDLED))
 
 
 def without_missing(df: Any) -> Any:
