@@ -87,6 +87,8 @@ def connect(cluster: Cluster) -> Iterator[Any]:
         yield ray
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    if cluster.address != LOCAL:
+        reachable(cluster.address)  # Ray itself waits for an absent cluster without end
     try:
         if cluster.address == LOCAL:
             ray.init(num_cpus=cluster.local_cpus, **kwargs)
@@ -100,6 +102,32 @@ def connect(cluster: Cluster) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse (one line) a cluster address nothing answers at: ``host:port``, or the cluster ``auto`` finds."""
+    import socket
+
+    target = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto") or ""
+        except Exception:  # noqa: BLE001 - a private helper; without it Ray's own error stands
+            return
+        if not target:
+            return  # Ray says at once that no cluster runs
+    if "://" in target:
+        return  # a Ray client address: Ray reports it
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray takes no value, 'auto' or a cluster address HOST:PORT, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise UsageError(f"cannot join the Ray cluster at '{target}': nothing answers there ({err.strerror or err}); "
+                         "start one with `ray start --head`") from None
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -67,6 +67,10 @@ def test_ray_options_are_refused_clearly_without_a_device_or_for_max_fit(tmp_pat
     assert r.exit_code == 2 and "add --device" in r.output
     r = runner.invoke(app, ["speed", "--accelerator", "H100", "-m", "cs"])
     assert r.exit_code == 2 and "add --ray" in r.output
+    # an address nothing answers at: one line at once (Ray itself would wait without end)
+    for address, said in (("127.0.0.1:1", "nothing answers there"), ("nonsense", "HOST:PORT")):
+        with pytest.raises(UsageError, match=said):
+            ds.reachable(address, timeout_s=2)
 
 
 def test_failure_status_names_a_dead_worker_in_one_line() -> None:
