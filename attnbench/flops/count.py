@@ -860,16 +860,24 @@ def _standard_order(x: torch.Tensor) -> bool:
     return all(a > b for a, b in zip(strides, strides[1:]))
 
 
+def _contiguous_conv_output(x: torch.Tensor) -> bool:
+    """Whether torch's meta kernel lays a convolution of ``x`` out contiguously: when ``x``'s strides fall axis
+    by axis, and for any input of a 3-D convolution (its kernel keeps a channels-last layout only for 4-D
+    inputs, ``suggest_memory_format(x) == torch.channels_last``, off CUDA)."""
+    return _standard_order(x) or x.dim() == 5
+
+
 def _meta_convolution(func: Any, args: Sequence[Any], kwargs: Any) -> Any:
-    """A plain (not transposed) convolution of ``meta`` tensors in the standard axis order, answered here: torch's meta kernel
-    is Python whose shape checks import sympy on first use. Output: [N, C_out, (L + 2p - d(k - 1) - 1) // s + 1
-    per spatial axis], contiguous, in the input's dtype. None: run the op itself."""
+    """A plain (not transposed) convolution of ``meta`` tensors, answered here where its output is contiguous
+    (:func:`_contiguous_conv_output`): torch's meta kernel is Python whose shape checks import sympy on first
+    use. Output: [N, C_out, (L + 2p - d(k - 1) - 1) // s + 1 per spatial axis], contiguous, in the input's
+    dtype. None: run the op itself."""
     if func is not torch.ops.aten.convolution.default or kwargs or len(args) != 9:
         return None
     x, w, _, stride, padding, dilation, transposed, _, groups = args
     if transposed or not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
         return None
-    if x.device.type != "meta" or not w.is_contiguous() or x.dim() != w.dim() or x.dim() < 3 or not _standard_order(x):
+    if x.device.type != "meta" or not w.is_contiguous() or x.dim() != w.dim() or x.dim() < 3 or not _contiguous_conv_output(x):
         return None
     spatial = x.dim() - 2
     if not all(isinstance(v, (list, tuple)) and len(v) == spatial for v in (stride, padding, dilation)):

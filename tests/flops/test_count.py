@@ -79,3 +79,44 @@ def test_sdpa_counts_as_the_attention_it_fuses() -> None:
         with ctx(), counter:
             F.scaled_dot_product_attention(q, k, v, scale=1.0)
         assert counter.cost == expected and not counter.unhandled, ctx.__name__
+
+
+def test_convolution_shortcut_returns_what_torchs_meta_kernel_returns() -> None:
+    """The counter answers a meta convolution itself (torch's kernel imports sympy): for inputs in every axis
+    order, 1-D to 3-D, the shortcut's shape, strides and dtype equal the kernel's wherever it answers."""
+    import itertools
+
+    from attnbench.flops import count as c
+
+    answered = 0
+    for dim in (3, 4, 5):
+        shape = [2, 6, 5, 7, 9][:dim]
+        for perm in itertools.permutations(range(dim)):
+            x = torch.empty([shape[i] for i in perm], device="meta").permute(*[perm.index(i) for i in range(dim)])
+            for k in (1, 3):
+                w = torch.empty([4, 6] + [k] * (dim - 2), device="meta")
+                args = (x, w, None, [1] * (dim - 2), [k // 2] * (dim - 2), [1] * (dim - 2), False, [0] * (dim - 2), 1)
+                got = c._meta_convolution(torch.ops.aten.convolution.default, args, {})
+                if got is None:
+                    continue
+                ref = torch.ops.aten.convolution.default(*args)
+                assert (got.shape, got.stride(), got.dtype) == (ref.shape, ref.stride(), ref.dtype), (dim, perm, k)
+                answered += 1
+    assert answered == 244  # every 3-D input (5! orders x 2 kernels), 4-D and 1-D ones in the standard order
+
+
+def test_counting_nl_at_a_large_shape_imports_neither_sympy_nor_dynamo() -> None:
+    """NL's output convolution reads its input in a transposed axis order: still answered without torch's
+    Python meta kernels (their imports cost about a second of a one-shot `attnbench flops`)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from attnbench import cases; c = cases.resolve('nl', None, {'T': 64, 'H': 56, 'W': 56}); "
+            "r = cases.count_exact(c.build('meta'), cases.meta_inputs(c.input_shapes())); "
+            "print(r.cost.flops, 'sympy' in sys.modules, 'torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    from attnbench import api
+
+    flops = api.resolve("nl", None, {"T": 64, "H": 56, "W": 56})
+    assert done.stdout.split() == [str(flops.spec.cost(flops.shape, **flops.options).flops), "False", "False"]
