@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-ARGS = ["sweep", "-m", "nl,cs", "--T", "1,2,3,4,5,6", "--device", "cpu", "--reps", "2", "--target-s", "0.1"]
+# 12 rows (2 blocks x 6 frame sizes) that each take a fraction of a second: what is checked is the kill between
+# two rows and the resume, not the rows' sizes, so H = W sweeps tiny frames (T and C at the preset)
+ARGS = ["sweep", "-m", "nl,cs", "--HW", "2,3,4,5,6,7", "--device", "cpu", "--reps", "2", "--target-s", "0.01"]
 
 
 def _rows(path: Path) -> list[dict]:
@@ -44,7 +46,7 @@ def test_sigkill_then_resume_gives_every_row_exactly_once(tmp_path) -> None:
     rows = _rows(out)
     keys = [r["key"] for r in rows]
     assert len(keys) == len(set(keys)), "a row appears twice"
-    assert len(rows) == 12  # 2 blocks x 6 values of T
+    assert len(rows) == 12  # 2 blocks x 6 values of H = W
     assert {json.dumps(r, sort_keys=True) for r in before} <= {json.dumps(r, sort_keys=True) for r in rows}
     if killed_mid_run:
         assert len(before) < 12
