@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from typer.testing import CliRunner
@@ -37,6 +39,13 @@ def attnbench(*args: str, **kw):
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
     return subprocess.run([sys.executable, "-m", "attnbench", *args], timeout=120, **kw)
+
+
+def side_by_side(*runs: Callable[[], subprocess.CompletedProcess]) -> list[subprocess.CompletedProcess]:
+    """Independent programs run two at a time (each spends seconds importing torch, mostly on one core);
+    their results in the order given."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda f: f(), runs))
 
 
 # -- 1. two outputs that are one file -------------------------------------------------------------------
@@ -182,20 +191,23 @@ def test_reproduce_and_report_survive_malformed_files(tmp_path, monkeypatch) -> 
 
 
 def test_broken_pipe_full_disk_and_closed_streams() -> None:
-    proc = subprocess.run(f"{sys.executable} -m attnbench flops --all --json --counters exact | head -1", shell=True,
-                          capture_output=True, timeout=180)
-    assert proc.stdout.count(b"\n") == 1 and proc.stderr == b""
-    with open("/dev/full", "w") as full:
-        proc = attnbench("list", stdout=full, stderr=subprocess.PIPE)
-    assert proc.returncode == 2 and proc.stderr.decode().strip() == "error: cannot write standard output: No space left on device"
-    proc = subprocess.run(f"{sys.executable} -m attnbench list >&-", shell=True, capture_output=False,
-                          stderr=subprocess.PIPE, timeout=120)
-    assert proc.returncode == 2 and b"standard output is closed" in proc.stderr and b"Traceback" not in proc.stderr
-    proc = subprocess.run(f"{sys.executable} -m attnbench flops -m nope 2>&-", shell=True, capture_output=True, timeout=120)
-    assert proc.returncode == 2
-    with open("/dev/full", "w") as full:
-        proc = attnbench("flops", "-m", "nope", stdout=subprocess.PIPE, stderr=full)
-    assert proc.returncode == 2
+    with open("/dev/full", "w") as full_out, open("/dev/full", "w") as full_err:
+        piped, out_full, out_closed, err_closed, err_full = side_by_side(
+            lambda: subprocess.run(f"{sys.executable} -m attnbench flops --all --json --counters exact | head -1",
+                                   shell=True, capture_output=True, timeout=180),
+            lambda: attnbench("list", stdout=full_out, stderr=subprocess.PIPE),
+            lambda: subprocess.run(f"{sys.executable} -m attnbench list >&-", shell=True, capture_output=False,
+                                   stderr=subprocess.PIPE, timeout=120),
+            lambda: subprocess.run(f"{sys.executable} -m attnbench flops -m nope 2>&-", shell=True, capture_output=True,
+                                   timeout=120),
+            lambda: attnbench("flops", "-m", "nope", stdout=subprocess.PIPE, stderr=full_err))
+    assert piped.stdout.count(b"\n") == 1 and piped.stderr == b""
+    assert out_full.returncode == 2
+    assert out_full.stderr.decode().strip() == "error: cannot write standard output: No space left on device"
+    assert out_closed.returncode == 2 and b"standard output is closed" in out_closed.stderr
+    assert b"Traceback" not in out_closed.stderr
+    assert err_closed.returncode == 2
+    assert err_full.returncode == 2
 
 
 def test_ctrl_c_while_torch_is_imported_is_one_line() -> None:
@@ -307,14 +319,15 @@ def test_rows_from_a_results_file_print_inert(tmp_path) -> None:
 def test_standard_output_as_a_file_name_is_written_through(tmp_path) -> None:
     log = tmp_path / "log.txt"
     log.write_text("important log\nline 2\n")
-    proc = subprocess.run(f"{sys.executable} -m attnbench flops -m cs --counters exact --md /dev/stdout >> {log}",
-                          shell=True, capture_output=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    appended, piped = side_by_side(
+        lambda: subprocess.run(f"{sys.executable} -m attnbench flops -m cs --counters exact --md /dev/stdout >> {log}",
+                               shell=True, capture_output=True, timeout=120),
+        lambda: subprocess.run(f"{sys.executable} -m attnbench sweep -m nl --T 4 --out /dev/stdout | cat", shell=True,
+                               capture_output=True, timeout=120, cwd=tmp_path))
+    assert appended.returncode == 0, appended.stderr
     text = log.read_text()
     assert text.startswith("important log\nline 2\n") and "| module" in text and "FLOPs and parameters" in text
-    proc = subprocess.run(f"{sys.executable} -m attnbench sweep -m nl --T 4 --out /dev/stdout | cat", shell=True,
-                          capture_output=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 0 and proc.stdout.count(b'"kind": "sweep"') == 1, proc.stderr
+    assert piped.returncode == 0 and piped.stdout.count(b'"kind": "sweep"') == 1, piped.stderr
     fifo = tmp_path / "ff"
     os.mkfifo(fifo)
     reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
@@ -345,9 +358,13 @@ def test_one_command_is_one_session(tmp_path) -> None:
 
 
 def test_rich_output_into_a_closed_pipe_exits_0() -> None:
-    for cmd in ("flops -m cs --counters exact", "--help", "sweep -m nl --T 4 --no-save"):
-        proc = subprocess.run(f"{sys.executable} -m attnbench {cmd} | head -1; exit ${{PIPESTATUS[0]}}", shell=True,
-                              executable="/bin/bash", capture_output=True, timeout=120)
+    cmds = ("flops -m cs --counters exact", "--help", "sweep -m nl --T 4 --no-save")
+
+    def into_head(cmd: str) -> Callable[[], subprocess.CompletedProcess]:
+        return lambda: subprocess.run(f"{sys.executable} -m attnbench {cmd} | head -1; exit ${{PIPESTATUS[0]}}",
+                                      shell=True, executable="/bin/bash", capture_output=True, timeout=120)
+
+    for cmd, proc in zip(cmds, side_by_side(*map(into_head, cmds))):
         assert proc.returncode == 0 and proc.stderr == b"", (cmd, proc.returncode, proc.stderr)
 
 
