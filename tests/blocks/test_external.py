@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -107,11 +108,13 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 def test_a_plugin_distribution_shows_up_in_list(tmp_path) -> None:
     env = _install_plugin(tmp_path / "site", "doubler = toy_plugin:SPEC", PLUGIN)
-    listed = _cli(env, "list", "--json")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two fresh programs side by side (each imports torch)
+        listing = pool.submit(_cli, env, "list", "--json")
+        counting = pool.submit(_cli, env, "flops", "-m", "doubler", "--json", "--counters", "exact")
+        listed, counted = listing.result(), counting.result()
     assert listed.returncode == 0, listed.stderr
     rec = next(json.loads(line) for line in listed.stdout.splitlines() if '"doubler"' in line)
     assert rec["origin"] == "toy-plugin" and rec["closed_forms"] == []
-    counted = _cli(env, "flops", "-m", "doubler", "--json", "--counters", "exact")
     assert counted.returncode == 0, counted.stderr
     assert json.loads(counted.stdout)["counted"]["exact"]["flops"] == 64 * 8 * 14 * 14  # one multiply per element
 
