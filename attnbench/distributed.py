@@ -23,13 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnbench.errors import UsageError
+from attnbench.errors import AttnBenchWarning, UsageError
 
 LOCAL = "local"  # --ray with no address: start a Ray instance on this machine for the run
 INSTALL_HINT = "pip install 'attnbench[ray]'"
@@ -151,7 +152,9 @@ class Group:
 def task_options(device: str, threads: int | None, accelerator: str | None, max_retries: int) -> dict[str, Any]:
     """Ray resources of one measured point: a whole GPU on CUDA (and one core to drive it), ``threads``
     cores on CPU; ``accelerator_type`` pins a GPU model."""
-    opts: dict[str, Any] = {"max_retries": max_retries, "retry_exceptions": False}
+    # SPREAD: points go to every node that has room, not first to the driver's (whose queue would then hold
+    # most of a sweep while other nodes start their workers)
+    opts: dict[str, Any] = {"max_retries": max_retries, "retry_exceptions": False, "scheduling_strategy": "SPREAD"}
     if device.startswith("cuda"):
         opts.update(num_gpus=1, num_cpus=threads or 1)
     else:
@@ -209,15 +212,39 @@ def groups(ray: Any, cluster: Cluster, device: str, threads: int | None) -> list
         chosen = [cluster.accelerator]
     else:
         chosen = [None]
+    return [Group(a, _probe_nodes(ray, cluster, device, threads, a)) for a in chosen]
+
+
+def _probe_nodes(ray: Any, cluster: Cluster, device: str, threads: int | None, accelerator: str | None) -> dict[str, Any]:
+    """Probe every live node that can run a point of this group, all at once (which also starts a worker on
+    each, importing torch there before the first point arrives); the first node's fingerprint names the
+    group's device. Nodes unlike it are named in a warning: their rows will carry keys of their own."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from attnbench.store.identity import identity_differences
+
+    need = {"CPU": threads or 1, **({"GPU": 1} if device.startswith("cuda") else {}),
+            **({f"accelerator_type:{accelerator}": 1e-9} if accelerator else {})}
+    nodes = [n for n in ray.nodes() if n.get("Alive") and all(n.get("Resources", {}).get(k, 0) >= v for k, v in need.items())]
+    opts = task_options(device, threads, accelerator, cluster.max_retries)
     probe = ray.remote(_probe)
-    refs = [probe.options(**task_options(device, threads, a, cluster.max_retries)).remote(device, threads) for a in chosen]
+    refs = [probe.options(**{**opts, "scheduling_strategy": NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)})
+            .remote(device, threads) for n in nodes if n.get("NodeID")]
+    if not refs:  # nodes without ids (an older Ray): one probe wherever Ray places it
+        refs = [probe.options(**opts).remote(device, threads)]
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
     if len(ready) < len(refs):
         for ref in refs:
             ray.cancel(ref, force=True)
         raise UsageError(f"no Ray worker took a probe task in {PROBE_TIMEOUT_S:g} s: the cluster cannot place a point "
-                         f"({task_options(device, threads, None, 0)})")
-    return [Group(a, fp) for a, fp in zip(chosen, ray.get(refs))]
+                         f"({need})")
+    fps = ray.get(refs)
+    unlike = [d for fp in fps[1:] if (d := identity_differences(fps[0], fp))]
+    if unlike:
+        warnings.warn(f"the Ray nodes that run these points are not one device ({'; '.join(unlike[0])}): a row measured "
+                      "on another node is kept under its own key (pick one GPU model with --accelerator, or make the "
+                      "nodes alike)", AttnBenchWarning, stacklevel=3)
+    return fps[0]
 
 
 def _probe(device: str, threads: int | None) -> dict[str, Any]:

@@ -115,8 +115,10 @@ class FakeRay:
         res.update({f"accelerator_type:{a}": 1.0 for a in self.accelerators})
         return res
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return [{"Alive": True, "Resources": {"CPU": float(self.cpus)}}]
+    def nodes(self) -> list[dict[str, Any]]:  # one node per GPU model, and one without GPUs
+        gpus = [{"NodeID": f"{i:056x}", "Alive": True, "Resources": {"CPU": float(self.cpus), "GPU": 1.0, f"accelerator_type:{a}": 1.0}}
+                for i, a in enumerate(self.accelerators, 1)]
+        return [{"NodeID": "0" * 56, "Alive": True, "Resources": {"CPU": float(self.cpus)}}, *gpus]
 
     def remote(self, fn: Any) -> Any:
         ray = self
@@ -168,6 +170,20 @@ def test_groups_refuse_what_the_cluster_cannot_run() -> None:
         ray = FakeRay({})
         ray.cluster_resources = lambda: {"CPU": 2.0, "GPU": 1.0}  # type: ignore[method-assign]
         ds.groups(ray, ds.Cluster("auto", each_accelerator=True), "cuda", None)
+
+
+def test_every_node_is_probed_and_unlike_nodes_are_named(monkeypatch) -> None:
+    from attnbench.errors import AttnBenchWarning
+
+    ray = FakeRay()
+    ray.nodes = lambda: [{"NodeID": f"{i:056x}", "Alive": True, "Resources": {"CPU": 2.0}} for i in (1, 2)]  # type: ignore[method-assign]
+    models = iter(["EPYC 7B13", "Xeon 8480"])
+    monkeypatch.setattr(ds, "_probe", lambda device, threads: {"device_type": "cpu", "cpu_model": next(models),
+                                                               "machine": "x86_64", "logical_cores": 2, "torch_threads": 1})
+    with pytest.warns(AttnBenchWarning, match="not one device .*cpu_model: EPYC 7B13 -> Xeon 8480"):
+        (group,) = ds.groups(ray, ds.Cluster("auto"), "cpu", 1)
+    assert group.fingerprint["cpu_model"] == "EPYC 7B13"
+    assert [s["scheduling_strategy"].node_id for s in ray.submitted] == [f"{i:056x}" for i in (1, 2)]
 
 
 def test_each_accelerator_runs_every_point_once_per_gpu_model(monkeypatch, tmp_path) -> None:
