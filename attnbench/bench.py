@@ -385,7 +385,7 @@ def run_jobs(
             unique.setdefault(t.key(s, fingerprint), (t, s))
         keyed = list(unique.items())
         with jsonl.session(out_path, [k for k, _ in keyed], resume=resume, overwrite=overwrite,
-                           fingerprint=fingerprint, check=lambda row: rows_schema.problem(rows_schema.SpeedRow, row)) as have:
+                           fingerprint=fingerprint, check=lambda row: rows_schema.reusable_problem(rows_schema.SpeedRow, row)) as have:
             _warn_if_loaded(fingerprint)
             calibration = None
             if roofline:
@@ -452,7 +452,7 @@ def _run_jobs_on_ray(jobs: Sequence[tuple[Target, Settings]], out_path: str | No
                 s = replace(s, threads=n)
                 unique.setdefault(t.key(s, g.fingerprint), (t, s, g))
         with jsonl.session(out_path, list(unique), resume=resume, overwrite=overwrite,
-                           check=lambda row: rows_schema.problem(rows_schema.SpeedRow, row)) as have:
+                           check=lambda row: rows_schema.reusable_problem(rows_schema.SpeedRow, row)) as have:
             todo = []
             for key, (t, s, g) in unique.items():
                 if key in have:
@@ -469,7 +469,8 @@ def _run_jobs_on_ray(jobs: Sequence[tuple[Target, Settings]], out_path: str | No
                 t, s, g = unique[job.key]
                 if isinstance(got, distributed.Failed):
                     got = {**base_row(t, s, g.fingerprint), "status": got.status, "fingerprint": g.fingerprint}
-                why = distributed.rekeyed(job.key, got)
+                got["key"] = job.key  # the worker's own key: the same where its device is the probed one
+                why = distributed.unlike_probe(g, job.key, got)
                 if why:
                     warnings.warn(why, AttnBenchWarning, stacklevel=2)
                 else:

@@ -23,14 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnbench.errors import AttnBenchWarning, UsageError
+from attnbench.errors import UsageError
+from attnbench.store.rows import WORKER_DIED
 
 LOCAL = "local"  # --ray with no address: start a Ray instance on this machine for the run
 INSTALL_HINT = "pip install 'attnbench[ray]'"
@@ -79,15 +79,36 @@ def ray_module() -> Any:
     return ray
 
 
+_COMMAND: dict[str, bool] = {"open": False, "started": False}  # a command's Ray session (see :func:`command_session`)
+
+
+@contextmanager
+def command_session() -> Iterator[None]:
+    """For one command: a Ray that :func:`connect` starts or joins inside stays connected until the command
+    ends (its device, its run and its tables share it), and is closed then. Nothing connects until a step
+    needs the cluster, so bad options are refused before Ray starts."""
+    _COMMAND.update(open=True, started=False)
+    try:
+        yield
+    finally:
+        started = _COMMAND["started"]
+        _COMMAND.update(open=False, started=False)
+        if started:
+            ray_module().shutdown()
+
+
 @contextmanager
 def connect(cluster: Cluster) -> Iterator[Any]:
     """Ray, connected: joins ``cluster.address`` (or starts a local Ray) unless this process is connected
-    already; a connection made here is closed on the way out."""
+    already; a connection made here is closed on the way out (at the end of the command, inside
+    :func:`command_session`)."""
     ray = ray_module()
     if ray.is_initialized():
         yield ray
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    # ERROR: Ray's start-up notes (token authentication, "Started a local Ray instance") would be lines
+    # around the command's own output
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     if cluster.address != LOCAL:
         reachable(cluster.address)  # Ray itself waits for an absent cluster without end
     try:
@@ -97,12 +118,30 @@ def connect(cluster: Cluster) -> Iterator[Any]:
             ray.init(address=cluster.address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = "start Ray on this machine" if cluster.address == LOCAL else f"join the Ray cluster at '{cluster.address}'"
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        first = " ".join(str(err).split())[:300] or type(err).__name__
         raise UsageError(f"cannot {where}: {first}") from None
+    if _COMMAND["open"]:
+        _COMMAND["started"] = True
+        yield ray
+        return
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def resolve_device(cluster: Cluster, device: str) -> str:
+    """The device of a run on the cluster, checked before anything starts: ``cpu`` or ``cuda`` as given
+    (no ``cuda:N``: Ray hands out the GPU); ``auto`` asks the cluster (CUDA when it has GPUs). Placement on a
+    GPU model needs CUDA."""
+    device = device.strip().lower()
+    if device == "auto":
+        with connect(cluster) as ray:
+            device = cluster_device(ray, device)
+    check_device(device)
+    if (cluster.accelerator or cluster.each_accelerator) and device != "cuda":
+        raise UsageError("--accelerator and --each-accelerator choose a GPU model: they need --device cuda")
+    return device
 
 
 def reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -122,6 +161,7 @@ def reachable(address: str, timeout_s: float = 5.0) -> None:
     if "://" in target:
         return  # a Ray client address: Ray reports it
     host, _, port = target.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
     if not host or not port.isdigit():
         raise UsageError(f"--ray takes no value, 'auto' or a cluster address HOST:PORT, got '{address}'")
     try:
@@ -240,10 +280,9 @@ def _probe_nodes(ray: Any, cluster: Cluster, device: str, threads: int | None, a
                          f"({need})")
     fps = ray.get(refs)
     unlike = [d for fp in fps[1:] if (d := identity_differences(fps[0], fp))]
-    if unlike:
-        warnings.warn(f"the Ray nodes that run these points are not one device ({'; '.join(unlike[0])}): a row measured "
-                      "on another node is kept under its own key (pick one GPU model with --accelerator, or make the "
-                      "nodes alike)", AttnBenchWarning, stacklevel=3)
+    if unlike:  # their rows could not share keys, nor be resumed on one another
+        raise UsageError(f"the Ray nodes that would run these points are not one device ({'; '.join(unlike[0])}): "
+                         "pick one GPU model with --accelerator, or run on nodes that are alike")
     return fps[0]
 
 
@@ -353,20 +392,27 @@ def failure_status(err: BaseException, retries: int) -> str:
     first = clean(lines[-1].strip() if lines else "")[:200]  # a task's error: its last line says what was raised
     name = type(err).__name__
     if name in DIED:
-        return f"error: the worker died ({retries} retries spent): {name}"
+        return f"{WORKER_DIED} ({retries} retries spent): {name}"
     return f"error: Ray: {name}: {first}"
 
 
-def rekeyed(planned: str, row: dict[str, Any]) -> str | None:
-    """Why a row returned by a worker is not the planned row (its key names another device: the worker
-    differs from the probed one), or None."""
-    if row.get("key") == planned:
-        return None
+def unlike_probe(group: Group, planned: str, row: dict[str, Any]) -> str | None:
+    """When the worker that measured ``row`` is not the device probed for its group (a node that joined
+    later): the row is moved to a key of its own (``planned`` + ``:unlike-probe=<digest of its device>``),
+    so it neither stands for the planned point nor blocks its resume, and the warning is returned; else None."""
+    import hashlib
+    import json
+
+    from attnbench.store.identity import CPU_IDENTITY, CUDA_IDENTITY, identity_differences
+
     fp = row.get("fingerprint") or {}
-    what = fp.get("gpu_name") or fp.get("cpu_model")
-    return (f"{planned} ran on a worker unlike the probed one ({what}, {fp.get('torch_threads')} threads): its row is "
-            f"kept under its own key {row.get('key')}; the planned row is still missing (make the cluster's nodes "
-            "alike, or pick a GPU model with --accelerator)")
+    diff = identity_differences(group.fingerprint, fp)
+    if not diff:
+        return None
+    device = {k: fp.get(k) for k in sorted({*CPU_IDENTITY, *CUDA_IDENTITY})}
+    row["key"] = f"{planned}:unlike-probe={hashlib.sha1(json.dumps(device, default=str).encode()).hexdigest()[:8]}"
+    return (f"{planned} ran on a worker unlike the probed one ({'; '.join(diff)}): its row is kept under the key "
+            f"{row['key']}, and the point is still missing (--resume runs it again)")
 
 
 def by_accelerator_path(path: str, label: str) -> str:

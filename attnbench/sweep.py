@@ -316,7 +316,7 @@ def _run_here(points: list[Point], device: str | None, dtype: str, precision: st
     result = SweepResult(rows=[], out_path=out_path)
     measure = measure or bench_measure
     with jsonl.session(out_path, keys, resume=resume, overwrite=overwrite, fingerprint=fingerprint, also=also,
-                       check=lambda row: rows_schema.problem(rows_schema.SweepRow, row)) as have:
+                       check=lambda row: rows_schema.reusable_problem(rows_schema.SweepRow, row)) as have:
         for i, (p, key) in enumerate(zip(points, keys)):
             try:
                 if key in have:
@@ -416,7 +416,7 @@ def _run_on_ray(points: list[Point], cluster: Any, *, device: str | None, dtype:
         planned = [(p, g, p.key(measured_where(g.fingerprint, device, dtype, precision, min_reps, target_s, max_flops)))
                    for g in where for p in points]
         with jsonl.session(out_path, [k for _, _, k in planned], resume=resume, overwrite=overwrite, also=also,
-                           check=lambda row: rows_schema.problem(rows_schema.SweepRow, row)) as have:
+                           check=lambda row: rows_schema.reusable_problem(rows_schema.SweepRow, row)) as have:
             jobs, waiting = [], {}
             for i, (p, g, key) in enumerate(planned):
                 if key in have:
@@ -443,8 +443,7 @@ def _run_on_ray(points: list[Point], cluster: Any, *, device: str | None, dtype:
                         fp = got["fingerprint"]
                         row = _finish(row, settings, got, fp, fp.get("load_avg_1m"))
                         row["worker"] = got.get("worker")
-                        row["key"] = p.key(measured_where(fp, device, dtype, precision, min_reps, target_s, max_flops))
-                    why = distributed.rekeyed(job.key, row)
+                    why = distributed.unlike_probe(job.group, job.key, row)
                     if why:
                         warnings.warn(why, AttnBenchWarning, stacklevel=2)
                     else:

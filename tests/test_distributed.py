@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from attnbench import distributed as ds
 from attnbench import sweep as sw
 from attnbench.cli import app, optional_values
-from attnbench.errors import UsageError
+from attnbench.errors import AttnBenchWarning, UsageError
 from attnbench.report import tables
 
 # 12 cheap points: 3 blocks x T in {2, 4} and H = W in {4, 8}; 2 timed calls of at least 10 ms each
@@ -67,10 +67,26 @@ def test_ray_options_are_refused_clearly_without_a_device_or_for_max_fit(tmp_pat
     assert r.exit_code == 2 and "add --device" in r.output
     r = runner.invoke(app, ["speed", "--accelerator", "H100", "-m", "cs"])
     assert r.exit_code == 2 and "add --ray" in r.output
+    # bad options are refused before Ray starts (at once, and with one line)
+    for args in (["sweep", "-m", "cs", "--T", "0", "--device", "cpu", "--ray", "local"],
+                 ["speed", "-m", "cs", "--device", "cpu", "--threads", "0", "--ray", "local"],
+                 ["snapshot", "--out", str(tmp_path / "b.json"), "-m", "cs", "--device", "cpu", "--ray", "local",
+                  "--each-accelerator"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert not ray_module_initialized()
     # an address nothing answers at: one line at once (Ray itself would wait without end)
     for address, said in (("127.0.0.1:1", "nothing answers there"), ("nonsense", "HOST:PORT")):
         with pytest.raises(UsageError, match=said):
             ds.reachable(address, timeout_s=2)
+
+
+def ray_module_initialized() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
 
 
 def test_failure_status_names_a_dead_worker_in_one_line() -> None:
@@ -172,18 +188,29 @@ def test_groups_refuse_what_the_cluster_cannot_run() -> None:
         ds.groups(ray, ds.Cluster("auto", each_accelerator=True), "cuda", None)
 
 
-def test_every_node_is_probed_and_unlike_nodes_are_named(monkeypatch) -> None:
-    from attnbench.errors import AttnBenchWarning
-
+def test_every_node_is_probed_and_unlike_nodes_are_refused(monkeypatch) -> None:
     ray = FakeRay()
     ray.nodes = lambda: [{"NodeID": f"{i:056x}", "Alive": True, "Resources": {"CPU": 2.0}} for i in (1, 2)]  # type: ignore[method-assign]
     models = iter(["EPYC 7B13", "Xeon 8480"])
     monkeypatch.setattr(ds, "_probe", lambda device, threads: {"device_type": "cpu", "cpu_model": next(models),
                                                                "machine": "x86_64", "logical_cores": 2, "torch_threads": 1})
-    with pytest.warns(AttnBenchWarning, match="not one device .*cpu_model: EPYC 7B13 -> Xeon 8480"):
-        (group,) = ds.groups(ray, ds.Cluster("auto"), "cpu", 1)
-    assert group.fingerprint["cpu_model"] == "EPYC 7B13"
+    with pytest.raises(UsageError, match="not one device .*cpu_model: EPYC 7B13 -> Xeon 8480"):
+        ds.groups(ray, ds.Cluster("auto"), "cpu", 1)  # their rows could not share keys nor resume on each other
     assert [s["scheduling_strategy"].node_id for s in ray.submitted] == [f"{i:056x}" for i in (1, 2)]
+    alike = iter(["EPYC 7B13", "EPYC 7B13"])
+    monkeypatch.setattr(ds, "_probe", lambda device, threads: {"device_type": "cpu", "cpu_model": next(alike),
+                                                               "machine": "x86_64", "logical_cores": 2, "torch_threads": 1})
+    (group,) = ds.groups(ray, ds.Cluster("auto"), "cpu", 1)
+    assert group.fingerprint["cpu_model"] == "EPYC 7B13"
+
+
+def test_a_row_from_a_worker_unlike_the_probe_gets_a_key_of_its_own() -> None:
+    group = ds.Group(None, {"device_type": "cpu", "cpu_model": "A", "machine": "x", "logical_cores": 2, "torch_threads": 1})
+    same = {"key": "k", "fingerprint": dict(group.fingerprint)}
+    assert ds.unlike_probe(group, "k", same) is None and same["key"] == "k"
+    other = {"key": "k", "fingerprint": {**group.fingerprint, "logical_cores": 4}}
+    why = ds.unlike_probe(group, "k", other)
+    assert other["key"].startswith("k:unlike-probe=") and "logical_cores: 2 -> 4" in why
 
 
 def test_each_accelerator_runs_every_point_once_per_gpu_model(monkeypatch, tmp_path) -> None:
@@ -300,6 +327,10 @@ def test_a_point_whose_worker_always_dies_becomes_an_error_row(local_ray, tmp_pa
     assert status[4] == "ok"
     assert status[8] == "error: the worker died (1 retries spent): WorkerCrashedError"
     assert [r["flops"] for r in result.rows] == [sw.analytic_row(p)[0]["flops"] for p in points]  # still counted
+    monkeypatch.delenv(ds.DIE_IN_TASK_ENV)
+    with pytest.warns(AttnBenchWarning, match="measured again .*its worker died"):  # an accident, not a result
+        again = sw.run_sweep(points, **TIMING, out_path=str(tmp_path / "r.jsonl"), resume=True, cluster=ds.Cluster("auto"))
+    assert (again.new, again.reused) == (1, 1) and all(r["status"] == "ok" for r in again.rows)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

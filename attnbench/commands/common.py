@@ -130,27 +130,26 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 _python_showwarning = warnings.showwarning
 
 
-def check_run(device: str, dtype: str, precision: str, timing: str, ray: Any = None) -> str:
+def check_run(device: str, dtype: str, precision: str, timing: str, cluster: Any = None) -> str:
     """The device (``auto``: CUDA when present), dtype, precision and timing mode a measuring command was
-    given, checked before anything runs; returns the device. ``ray`` (connected): the device is the cluster
-    workers', not this machine's."""
+    given, checked before anything runs; returns the device. ``cluster`` (``--ray``): the device is the
+    cluster workers', not this machine's (``auto`` asks the cluster, the rest is checked first)."""
     from attnbench.measuring import device as dev
     from attnbench.measuring.timing import TIMING_MODES, resolve_precision
 
-    if ray is not None:
-        from attnbench import distributed
-
-        device = distributed.cluster_device(ray, device)
-    elif device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if ray is None:
-        dev.resolve_device(device)
     dev.resolve_dtype(dtype)
     resolve_precision(precision)
     if timing not in TIMING_MODES:
         raise UsageError(f"unknown timing mode '{timing}'; valid choices: {', '.join(TIMING_MODES)}")
+    if cluster is not None:
+        from attnbench import distributed
+
+        return distributed.resolve_device(cluster, device)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev.resolve_device(device)
     return device
 
 
@@ -208,18 +207,17 @@ EachAcceleratorOpt = Annotated[bool, typer.Option(
 
 
 @contextmanager
-def ray_session(address: str | None, accelerator: str | None, each_accelerator: bool) -> Iterator[tuple[Any, Any]]:
-    """``--ray``'s cluster and the connected Ray module for the whole command ((None, None) without
-    ``--ray``): a Ray started here lives until the command ends."""
+def ray_session(address: str | None, accelerator: str | None, each_accelerator: bool) -> Iterator[Any]:
+    """``--ray``'s cluster for the whole command (None without ``--ray``). Ray starts (or is joined) only when
+    a step needs it, after the options are checked; a Ray started for the command ends with it."""
     from attnbench import distributed
 
     cluster = distributed.cluster_option(address, accelerator, each_accelerator)
     if cluster is None:
-        yield None, None
+        yield None
         return
-    with distributed.connect(cluster) as ray:
-        yield cluster, ray
-
+    with distributed.command_session():
+        yield cluster
 
 def module_list(values: list[str], absolute: bool = False) -> list[str]:
     """``--module`` values: each a block name, a comma list of them, or ``FILE.py:CLASS`` (never split: a path

@@ -59,14 +59,14 @@ def snapshot_cmd(
     OUT.<model>.json."""
     if ray is not None and not (time_it or device is not None):  # before Ray starts
         raise UsageError("--ray times the baseline on the cluster: add --time or --device (counting takes seconds here)")
-    with ray_session(ray, accelerator, each_accelerator) as (cluster, connected):
+    with ray_session(ray, accelerator, each_accelerator) as cluster:
         _snapshot(out_file, module, presets, {"B": B, "C": C, "T": T, "H": H, "W": W}, time_it, device, dtype, threads,
-                  rounds, round_s, malloc, clock, cluster, connected)
+                  rounds, round_s, malloc, clock, cluster)
 
 
 def _snapshot(out_file: str, module: list[str], presets: str | None, sizes: dict[str, int | None], time_it: bool,
               device: str | None, dtype: str, threads: int | None, rounds: int, round_s: float, malloc: str, clock: str,
-              cluster: Any, connected: Any) -> None:
+              cluster: Any) -> None:
     from attnbench import gate
     from attnbench.store import files
 
@@ -78,7 +78,7 @@ def _snapshot(out_file: str, module: list[str], presets: str | None, sizes: dict
         if cluster is not None:
             from attnbench import distributed
 
-            device = distributed.cluster_device(connected, device or "auto")
+            device = distributed.resolve_device(cluster, device or "auto")
         elif device in (None, "auto"):
             import torch
 
@@ -99,7 +99,7 @@ def _snapshot(out_file: str, module: list[str], presets: str | None, sizes: dict
         from attnbench.gate.baseline import snapshot_on_ray
 
         err.print(f"timing on the Ray cluster: {len(items)} blocks ...", markup=False, highlight=False)
-        docs = snapshot_on_ray(items, plan, selection, cluster, connected)
+        docs = snapshot_on_ray(items, plan, selection, cluster)
         for group, doc in docs:
             path = distributed.by_accelerator_path(out_file, group.label) if cluster.each_accelerator else out_file
             _write_baseline(path, doc, plan)

@@ -47,10 +47,10 @@ def speed_cmd(
 ) -> None:
     """Measure latency, memory, achieved FLOP/s and VPS on a real device; OOM rows are kept and the run goes on.
     With --ray each row is a task on a Ray cluster, written here as it finishes."""
-    with ray_session(ray, accelerator, each_accelerator) as (cluster, connected):
+    with ray_session(ray, accelerator, each_accelerator) as cluster:
         _speed(device, module, preset, B, C, T, H, W, option, network, attn, dtype, precision, timing, threads, roofline,
                batch, compile_, graphs, flush_l2, channels_last, reps, target_s, warmup_s, out_file, no_save, resume,
-               overwrite, json_out, csv, md, cluster, connected)
+               overwrite, json_out, csv, md, cluster)
 
 
 def _speed(device: str, module: list[str], preset: str | None, B: int | None, C: int | None, T: int | None,  # noqa: N803, PLR0913
@@ -58,19 +58,19 @@ def _speed(device: str, module: list[str], preset: str | None, B: int | None, C:
            precision: str, timing: str, threads: int | None, roofline: bool, batch: list[int], compile_: bool,
            graphs: bool, flush_l2: bool, channels_last: bool, reps: int, target_s: float, warmup_s: float,
            out_file: str | None, no_save: bool, resume: bool, overwrite: bool, json_out: bool, csv: str | None,
-           md: str | None, cluster: Any, connected: Any) -> None:
+           md: str | None, cluster: Any) -> None:
     from attnbench import api, bench
     from attnbench.report import tables
     from attnbench.store import files
     from attnbench.measuring import device as dev
 
-    device = check_run(device, dtype, precision, timing, connected)
     check_timing_flags(reps, target_s, warmup_s)
     for b in batch:
         check_range("--batch", b, 1, 1_000_000)
     check_range("--threads", threads, 1, 4096)
     if no_save and (out_file is not None or resume or overwrite):
         raise UsageError("--no-save writes no results file: it cannot be combined with --out, --resume or --overwrite")
+    device = check_run(device, dtype, precision, timing, cluster)
     sizes = {"B": B, "C": C, "T": T, "H": H, "W": W}
     targets = speed_targets(module, network, attn, preset, device, sizes, api.parse_options(option))
     fp = dev.fingerprint(device) if cluster is None else None

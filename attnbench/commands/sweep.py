@@ -52,17 +52,17 @@ def sweep_cmd(
         raise UsageError("--ray distributes measuring: add --device (closed forms alone take milliseconds here)")
     if ray is not None and max_fit:
         raise UsageError("--max-fit searches one GPU step by step: it does not run on Ray (leave out --ray)")
-    with ray_session(ray, accelerator, each_accelerator) as (cluster, connected):
+    with ray_session(ray, accelerator, each_accelerator) as cluster:
         _sweep(modules, t_values, hw_values, c_values, preset, option, device, dtype, precision, reps, target_s, max_gflops,
                factor, max_fit, max_fit_axis, max_fit_limit, out_file, no_save, resume, overwrite, json_out, csv, md,
-               threads, cluster, connected)
+               threads, cluster)
 
 
 def _sweep(modules: list[str], t_values: str | None, hw_values: str | None, c_values: str | None,  # noqa: PLR0913
            preset: str | None, option: list[str], device: str | None, dtype: str, precision: str, reps: int,
            target_s: float, max_gflops: float | None, factor: float, max_fit: bool, max_fit_axis: str,
            max_fit_limit: int, out_file: str | None, no_save: bool, resume: bool, overwrite: bool, json_out: bool,
-           csv: str | None, md: str | None, threads: int | None, cluster: Any, connected: Any) -> None:
+           csv: str | None, md: str | None, threads: int | None, cluster: Any) -> None:
     from attnbench import api
     from attnbench import sweep as sw
     from attnbench.measuring import device as dev
@@ -90,7 +90,7 @@ def _sweep(modules: list[str], t_values: str | None, hw_values: str | None, c_va
     if cluster is not None:
         from attnbench import distributed
 
-        device = distributed.cluster_device(connected, device)
+        device = distributed.resolve_device(cluster, device)
     elif device is not None:
         if device == "auto":
             import torch

@@ -52,8 +52,8 @@ def snapshot(items: Sequence[Item], plan: TimingPlan | None, selection: Mapping[
     return _timed(doc, fp, results)
 
 
-def snapshot_on_ray(items: Sequence[Item], plan: TimingPlan, selection: Mapping[str, Any], cluster: Any,
-                    ray: Any) -> list[tuple[Any, dict[str, Any]]]:
+def snapshot_on_ray(items: Sequence[Item], plan: TimingPlan, selection: Mapping[str, Any],
+                    cluster: Any) -> list[tuple[Any, dict[str, Any]]]:
     """:func:`snapshot` timed on a Ray cluster: one task per GPU model (``cluster.each_accelerator``) or one
     in all, each timing every block interleaved with the reference workload on one device, as a baseline
     must; counting stays here. Returns (group, document) pairs; a task that failed for good raises."""
@@ -63,16 +63,17 @@ def snapshot_on_ray(items: Sequence[Item], plan: TimingPlan, selection: Mapping[
     threads = plan.threads or (None if plan.device.startswith("cuda") else 1)
     plan = replace(plan, threads=threads)
     counted = _counted(items, plan, selection, None)
-    groups = distributed.groups(ray, cluster, plan.device, threads)
-    jobs = [distributed.Job("snapshot", _time_on_worker, (list(items), plan), g) for g in groups]
     docs = []
-    for job, got in distributed.stream(ray, jobs, plan.device, threads, cluster):
-        if isinstance(got, distributed.Failed):
-            raise UsageError(f"the snapshot's task on {job.group.label} failed: {got.status}")
-        fp, results, worker = got
-        doc = _timed(copy.deepcopy(counted), fp, results)
-        doc["worker"] = worker
-        docs.append((job.group, doc))
+    with distributed.connect(cluster) as ray:
+        groups = distributed.groups(ray, cluster, plan.device, threads)
+        jobs = [distributed.Job("snapshot", _time_on_worker, (list(items), plan), g) for g in groups]
+        for job, got in distributed.stream(ray, jobs, plan.device, threads, cluster):
+            if isinstance(got, distributed.Failed):
+                raise UsageError(f"the snapshot's task on {job.group.label} failed: {got.status}")
+            fp, results, worker = got
+            doc = _timed(copy.deepcopy(counted), fp, results)
+            doc["worker"] = worker
+            docs.append((job.group, doc))
     return docs
 
 

@@ -107,3 +107,15 @@ def problem(model: type[BaseModel], row: Mapping[str, Any]) -> str | None:
         where = ".".join(str(p) for p in first["loc"]) or "row"
         return f"{where}: {first['msg']}"
     return None
+
+
+WORKER_DIED = "error: the worker died"  # a Ray task's status when its worker died more often than Ray retries
+
+
+def reusable_problem(model: type[BaseModel], row: Mapping[str, Any]) -> str | None:
+    """Why ``--resume`` measures ``row`` again instead of reusing it: it does not fit ``model``, or its
+    worker died (an accident of the cluster, not a result of the point), or None."""
+    status = row.get("status")
+    if isinstance(status, str) and status.startswith(WORKER_DIED):
+        return "its worker died"
+    return problem(model, row)
