@@ -55,6 +55,19 @@ class _Allocator(LiveTensorPeak):
 
     @staticmethod
     def _needed(func: Any, args: Any, kwargs: Any) -> int:
+        """Bytes of new storage ``func`` allocates for these arguments, found by running it on the meta
+        device (once per op and argument shapes: a network calls the same ops at the same shapes many times,
+        and the meta kernels are slow Python)."""
+        key = _signature(func, args, kwargs)
+        if key is not None and key in _NEEDED:
+            return _NEEDED[key]
+        need = _Allocator._run_on_meta(func, args, kwargs)
+        if key is not None:
+            _NEEDED[key] = need
+        return need
+
+    @staticmethod
+    def _run_on_meta(func: Any, args: Any, kwargs: Any) -> int:
         def to_meta(x: Any) -> Any:
             return x.to("meta") if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x
 
@@ -88,6 +101,30 @@ class _Allocator(LiveTensorPeak):
             del out  # freed (and uncounted) as the error propagates
             raise self._oom(added)
         return out
+
+
+_NEEDED: dict[Any, int] = {}
+
+
+def _signature(func: Any, args: Any, kwargs: Any) -> Any:
+    """What the bytes an op allocates depend on: the op, each tensor's shape, strides, offset and dtype, and
+    the other arguments' values; None when an argument cannot be part of a key."""
+    def part(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return ("T", tuple(x.shape), tuple(x.stride()), x.storage_offset(), x.dtype, x.device.type)
+        if isinstance(x, (list, tuple)):
+            return tuple(part(v) for v in x)
+        if isinstance(x, dict):
+            return tuple(sorted((k, part(v)) for k, v in x.items()))
+        if x is None or isinstance(x, (bool, int, float, str, torch.dtype, torch.device, torch.layout, torch.memory_format)):
+            return x
+        raise TypeError
+    try:
+        key = (func, part(args), part(kwargs))
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 _aten = torch.ops.aten
