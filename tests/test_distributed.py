@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +18,7 @@ from attnbench import sweep as sw
 from attnbench.cli import app, optional_values
 from attnbench.errors import AttnBenchWarning, UsageError
 from attnbench.report import tables
+from tests.killing import rows_of, sigkill_after
 
 # 12 cheap points: 3 blocks x T in {2, 4} and H = W in {4, 8}; 2 timed calls of at least 10 ms each
 MODULES = ["se", "eca", "cs"]
@@ -141,8 +138,6 @@ class FakeRay:
 
         class Remote:
             def options(self, **opts: Any) -> Any:
-                outer = self
-
                 class Bound:
                     def remote(self, *args: Any) -> _Ref:
                         ray.submitted.append({"fn": fn.__name__, **opts})
@@ -333,38 +328,18 @@ def test_a_point_whose_worker_always_dies_becomes_an_error_row(local_ray, tmp_pa
     assert (again.new, again.reused) == (1, 1) and all(r["status"] == "ok" for r in again.rows)
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line torn by the kill
-    return rows
-
-
 def test_a_driver_killed_mid_sweep_loses_nothing_and_resume_finishes(local_ray, tmp_path) -> None:
     address = local_ray.get_runtime_context().gcs_address
     out = tmp_path / "sweep.jsonl"
     cmd = [sys.executable, "-m", "attnbench", "sweep", "-m", ",".join(MODULES), "--T", "2,4", "--HW", "4,8",
            "--device", "cpu", "--reps", "2", "--target-s", "0.2", "--ray", address, "--out", str(out), "--json"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and len(_rows(out)) >= 2:
-            break
-        time.sleep(0.05)
-    killed_mid_run = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before = _rows(out)
+    before, killed_mid_run = sigkill_after(cmd, out, rows=2, timeout_s=120)
     assert before, "no row was finished before the kill"
     # resumed here (this process is a driver of the same cluster; its workers are started already)
     resumed = sw.run_sweep(_points(), device="cpu", min_reps=2, target_s=0.2, out_path=str(out), resume=True,
                            cluster=ds.Cluster("auto"))
     assert resumed.new + resumed.reused == 12 and resumed.reused >= len(before)
-    rows = _rows(out)
+    rows = rows_of(out)
     keys = [r["key"] for r in rows]
     assert len(keys) == 12 and len(set(keys)) == 12, "a row is missing or appears twice"
     assert {json.dumps(r, sort_keys=True) for r in before} <= {json.dumps(r, sort_keys=True) for r in rows}
