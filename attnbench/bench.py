@@ -452,14 +452,11 @@ def _run_jobs_on_ray(jobs: Sequence[tuple[Target, Settings]], out_path: str | No
                 s = replace(s, threads=n)
                 unique.setdefault(t.key(s, g.fingerprint), (t, s, g))
         with jsonl.session(out_path, list(unique), resume=resume, overwrite=overwrite,
+                           fingerprint=lambda key: unique[key][2].fingerprint,
                            check=lambda row: rows_schema.reusable_problem(rows_schema.SpeedRow, row)) as have:
             todo = []
             for key, (t, s, g) in unique.items():
                 if key in have:
-                    why = jsonl.mismatch(have[key], g.fingerprint)
-                    if why:
-                        raise UsageError(f"cannot resume from {out_path}: its row {key} cannot be reused: {why}; write to "
-                                         f"another --out, or pass --overwrite to measure it again")
                     done[key] = have[key]
                     if on_row:
                         on_row(have[key])

@@ -373,7 +373,7 @@ def _finish(row: dict[str, Any], settings: Any, measured: dict[str, Any] | None,
     when it ran (default: now, here)."""
     from attnbench.measuring import device as dev
 
-    if row["device"] is None or (row.get("status") != "ok" and measured is None and row.get("input_shape") is None):
+    if row["device"] is None or row.get("input_shape") is None:  # closed forms only, or a shape the block rejects
         return row
     if measured is not None:
         row.update(measured_fields(measured))
@@ -415,12 +415,13 @@ def _run_on_ray(points: list[Point], cluster: Any, *, device: str | None, dtype:
         where = distributed.groups(ray, cluster, device, threads)
         planned = [(p, g, p.key(measured_where(g.fingerprint, device, dtype, precision, min_reps, target_s, max_flops)))
                    for g in where for p in points]
-        with jsonl.session(out_path, [k for _, _, k in planned], resume=resume, overwrite=overwrite, also=also,
+        device_of = {k: g.fingerprint for _, g, k in planned}
+        with jsonl.session(out_path, list(device_of), resume=resume, overwrite=overwrite, also=also,
+                           fingerprint=device_of.get,
                            check=lambda row: rows_schema.reusable_problem(rows_schema.SweepRow, row)) as have:
             jobs, waiting = [], {}
             for i, (p, g, key) in enumerate(planned):
                 if key in have:
-                    _check_reusable(out_path, key, have[key], g.fingerprint)
                     done[i] = have[key]
                     result.reused += 1
                     if on_row:
@@ -454,13 +455,6 @@ def _run_on_ray(points: list[Point], cluster: Any, *, device: str | None, dtype:
                 result.remaining = len(planned) - len(done)
     result.rows = [done[i] for i in sorted(done)]
     return result
-
-
-def _check_reusable(path: str | None, key: str, row: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-    why = jsonl.mismatch(row, fingerprint)
-    if why:
-        raise UsageError(f"cannot resume from {path}: its row {key} cannot be reused: {why}; write to another --out, "
-                         f"or pass --overwrite to measure it again")
 
 
 def _keep(path: str | None, row: dict[str, Any], result: SweepResult, on_row: Callable[[dict[str, Any]], None] | None) -> None:

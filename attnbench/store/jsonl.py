@@ -139,11 +139,12 @@ def mismatch(row: Mapping[str, Any], fingerprint: Mapping[str, Any] | None) -> s
 @contextmanager
 def session(
     path: str | os.PathLike[str] | None, keys: Iterable[str], *, resume: bool = False, overwrite: bool = False,
-    fingerprint: Mapping[str, Any] | None = None, also: Iterable[str] = (),
+    fingerprint: Mapping[str, Any] | Callable[[str], Mapping[str, Any] | None] | None = None, also: Iterable[str] = (),
     check: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> Iterator[dict[str, dict[str, Any]]]:
     """Open the results file ``path`` for a run that will write the rows ``keys``; yields the rows to reuse
-    (``resume``), by key. ``also``: keys a later session of the same command will write, checked now so that
+    (``resume``), by key. ``fingerprint``: the device the run measures on, or a function of the key giving it
+    (a run over several devices). ``also``: keys a later session of the same command will write, checked now so that
     the command stops before measuring anything. See the module docstring. ``path`` None: nothing is read,
     locked or written.
 
@@ -163,7 +164,7 @@ def session(
         clash = [k for k in keys if k in have]
         if resume:
             for k in clash:
-                why = mismatch(have[k], fingerprint)
+                why = mismatch(have[k], fingerprint(k) if callable(fingerprint) else fingerprint)
                 if why:
                     raise UsageError(f"cannot resume from {path}: its row {k} cannot be reused: {why}; write to "
                                      f"another --out, or pass --overwrite to measure it again")

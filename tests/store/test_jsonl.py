@@ -64,6 +64,12 @@ def test_resume_refuses_rows_of_another_device(tmp_path) -> None:
     with pytest.raises(UsageError, match="row b cannot be reused: it has no device fingerprint"):
         with jsonl.session(path, ["b"], resume=True, fingerprint=FP):
             pass
+    # a run over several devices (Ray's --each-accelerator) gives each key its own device
+    with jsonl.session(path, ["a"], resume=True, fingerprint={"a": other}.get) as have:
+        assert list(have) == ["a"]
+    with pytest.raises(UsageError, match="row a cannot be reused: it was measured on another device"):
+        with jsonl.session(path, ["a"], resume=True, fingerprint={"a": FP}.get):
+            pass
     cuda = {"device_type": "cuda", "gpu_name": "NVIDIA H100", "torch_version": "2.11"}
     assert "another device" in jsonl.mismatch({"fingerprint": cuda}, FP)
     assert jsonl.mismatch({"fingerprint": FP}, FP) is None and jsonl.mismatch({}, None) is None
