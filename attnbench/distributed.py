@@ -137,7 +137,7 @@ def resolve_device(cluster: Cluster, device: str) -> str:
     device = device.strip().lower()
     if device == "auto":
         with connect(cluster) as ray:
-            device = cluster_device(ray, device)
+            device = "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
     check_device(device)
     if (cluster.accelerator or cluster.each_accelerator) and device != "cuda":
         raise UsageError("--accelerator and --each-accelerator choose a GPU model: they need --device cuda")
@@ -216,14 +216,6 @@ def check_device(device: str) -> str:
     if device not in ("cpu", "cuda"):
         raise UsageError(f"unknown device '{device}'; with --ray: cpu, cuda or auto")
     return device
-
-
-def cluster_device(ray: Any, device: str) -> str:
-    """The device of a run on the cluster: ``auto`` is CUDA when the cluster has GPUs (this machine may have
-    none), else CPU."""
-    if device == "auto":
-        return "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
-    return check_device(device.strip().lower())
 
 
 def groups(ray: Any, cluster: Cluster, device: str, threads: int | None) -> list[Group]:
