@@ -7,11 +7,15 @@ import re
 import sys
 import types
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from attnbench.report import job, plots
+
+
+SEEN: dict = {}  # what the report passed to the fake reproduce
 
 
 def fake_reproduce() -> types.ModuleType:
@@ -22,7 +26,11 @@ def fake_reproduce() -> types.ModuleType:
            "quantity": "flops"}
     off = {**row, "item": "F_CS", "paper_value": 2.0, "value": 2.5, "delta_pct": 25.0, "verdict": "off", "reason": "convention",
            "key": "banet.f"}
-    fake.reproduce = lambda paper="all": [row, off]
+    def reproduce(paper: str = "all", prefer=None) -> list[dict]:
+        SEEN["prefer"] = prefer  # the report passes its own folder: its measured rows come first
+        return [row, off]
+
+    fake.reproduce = reproduce
     from attnbench.papers.judge import summary
 
     fake.summary = summary
@@ -64,6 +72,7 @@ def test_quick_report_writes_index_tables_and_plots(quick_report) -> None:
         assert not target.startswith("/") and (out / target).exists(), target
     assert "| speed | not run |" in index and "| roofline | not run |" in index  # --quick on a CPU times nothing
     assert "| reproduce | ok |" in index and "reproduced: 1 of 2 parameter, FLOP and size figures (50.0%)" in index
+    assert Path(SEEN["prefer"]) == out  # the speed figures are judged by this report's own rows first
     sweep = json.loads((out / "sweep.json").read_text())
     assert {e["module"] for e in sweep["exponents"]} == {"nl", "cs"} and sweep["crossovers"]
     assert any("exponent" in line for line in sweep["summary"])

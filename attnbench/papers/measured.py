@@ -2,7 +2,8 @@
 
 A run is every ``ok`` network row of one device, dtype and batch, with its videos per second (VPS) per
 (network, preset, attention). A paper's speed figure is compared as a ratio of two networks measured in the
-same run; the run preferred is a CUDA one, then fp32, then batch 1.
+same run; the run preferred is one from the folder a report is writing (``prefer``: the rows it just
+measured), then a CUDA one, then fp32, then batch 1.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Run:
     batch: int
     device: str = ""  # the GPU or CPU model, from the rows' fingerprint
     vps: dict[Net, float] = field(default_factory=dict)
+    preferred: bool = False  # read from the ``prefer`` folder (a report's own rows)
 
     @property
     def label(self) -> str:
@@ -39,11 +41,17 @@ def _row_net(row: dict[str, Any]) -> Net | None:
     return (str(row.get("network", "")), str(row.get("preset", "")), str(row.get("attn", "none")))
 
 
-def runs(results_dir: Path) -> list[Run]:
-    """Every run on disk; rows with fields of the wrong type are skipped with one warning per file."""
-    found: dict[tuple[str, str, int], Run] = {}
-    paths = sorted(results_dir.glob("*/*.jsonl")) if results_dir.is_dir() else []
-    for path in paths:
+def runs(results_dir: Path, prefer: Path | None = None) -> list[Run]:
+    """Every run on disk: ``results_dir/*/*.jsonl``, and ``prefer/*.jsonl`` (a report's own folder, which
+    may lie elsewhere) as runs of their own marked ``preferred``. Rows with fields of the wrong type are
+    skipped with one warning per file."""
+    found: dict[tuple[str, str, int, bool], Run] = {}
+    own = sorted(prefer.glob("*.jsonl")) if prefer is not None and prefer.is_dir() else []
+    own_resolved = {p.resolve() for p in own}
+    others = [p for p in (sorted(results_dir.glob("*/*.jsonl")) if results_dir.is_dir() else [])
+              if p.resolve() not in own_resolved]
+    for path in own + others:
+        preferred = path in own
         try:
             rows = jsonl.load(path, need=()).rows
         except UsageError as err:  # a folder or an unreadable file named like the results: skipped
@@ -57,7 +65,7 @@ def runs(results_dir: Path) -> list[Run]:
             try:
                 settings = row.get("settings") or {}
                 key = (str(row.get("device_slug") or path.parent.name), str(settings.get("dtype", "fp32")),
-                       int(settings.get("batch", 1)))
+                       int(settings.get("batch", 1)), preferred)
                 vps = float(row["vps"])
                 fp = row.get("fingerprint") or {}
                 if not (math.isfinite(vps) and vps > 0 and isinstance(fp, dict)):
@@ -65,7 +73,7 @@ def runs(results_dir: Path) -> list[Run]:
             except (TypeError, ValueError, AttributeError, OverflowError):
                 odd += 1
                 continue
-            run = found.setdefault(key, Run(*key))
+            run = found.setdefault(key, Run(*key[:3], preferred=preferred))
             run.device = run.device or str(fp.get("gpu_name") or fp.get("cpu_model") or "")
             run.vps[net] = vps  # the latest row of a configuration wins
         if odd:
@@ -75,10 +83,11 @@ def runs(results_dir: Path) -> list[Run]:
 
 
 def best_run(all_runs: Iterable[Run], needs: Iterable[Net]) -> Run | None:
-    """The preferred run that measured every network in ``needs`` (CUDA, then fp32, then batch 1)."""
+    """The preferred run that measured every network in ``needs`` (a report's own rows, then CUDA, then fp32,
+    then batch 1)."""
     wanted = set(needs)
     complete = [r for r in all_runs if wanted <= set(r.vps)]
     if not complete:
         return None
-    return min(complete, key=lambda r: (0 if r.slug.startswith("cuda") else 1, 0 if r.dtype == "fp32" else 1,
+    return min(complete, key=lambda r: (0 if r.preferred else 1, 0 if r.slug.startswith("cuda") else 1, 0 if r.dtype == "fp32" else 1,
                                         0 if r.batch == 1 else 1, r.slug))

@@ -82,7 +82,7 @@ def _speed_why(run: measured.Run | None, paper_device: str) -> str:
 # --- BANet ------------------------------------------------------------------------------------------------
 
 
-def _banet_specs(ctr: Counter, results_dir: Path) -> list[Spec]:
+def _banet_specs(ctr: Counter, results_dir: Path, prefer: Path | None = None) -> list[Spec]:
     fig = banet.R_FIGURE
     shp = fig.subject["shape"]
     shape = VideoShape(1, shp["C"], shp["T"], shp["H"], shp["W"])
@@ -94,7 +94,7 @@ def _banet_specs(ctr: Counter, results_dir: Path) -> list[Spec]:
 
     specs = [Spec(**_common(fig), compute=ratio, unit=lambda c, ch: "%", basis="ratio",
                   not_determinable="not-determinable: this convention does not count matrix products (bmm), so the ratio is 0/0")]
-    runs = measured.runs(results_dir)
+    runs = measured.runs(results_dir, prefer)
     dev = banet.TABLE_VI_DEVICE
 
     def speed_ratio(key: str, table: str, item: str, paper_ratio: float, num: measured.Net, den: measured.Net,
@@ -449,19 +449,21 @@ def _w3_specs(ctr: Counter) -> list[Spec]:
 # Public API
 
 
-def reproduce(paper: str = "all", on_paper: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def reproduce(paper: str = "all", on_paper: Callable[[str], None] | None = None,
+              prefer: Path | None = None) -> list[dict[str, Any]]:
     """Rows (dicts, JSON-able) for every figure of ``paper`` (banet, sta, eam, w3, stpa or all);
-    ``on_paper(name)`` is called as each paper starts."""
-    return _reproduce(paper, Path("results"), on_paper=on_paper)
+    ``on_paper(name)`` is called as each paper starts. Speed figures use measured rows under ``results/``;
+    ``prefer`` names a folder whose rows come first (a report's own, wherever it writes)."""
+    return _reproduce(paper, Path("results"), on_paper=on_paper, prefer=prefer)
 
 
 def _reproduce(paper: str, results_dir: Path, counter: Counter | None = None,
-               on_paper: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+               on_paper: Callable[[str], None] | None = None, prefer: Path | None = None) -> list[dict[str, Any]]:
     if paper not in CHOICES:
         raise unknown("paper", paper, CHOICES)
     ctr = counter or Counter(persist=True)
     builders: dict[str, Callable[[], list[Spec]]] = {
-        "banet": lambda: _banet_specs(ctr, results_dir),
+        "banet": lambda: _banet_specs(ctr, results_dir, prefer),
         "sta": lambda: _sta_specs(ctr),
         "eam": lambda: _eam_specs(ctr),
         "w3": lambda: _w3_specs(ctr),

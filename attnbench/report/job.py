@@ -262,7 +262,7 @@ def section_reproduce(ctx: Context) -> SectionResult:
         line = f"attnbench.papers.reproduce is not importable yet ({type(e).__name__}: {e})"
         write_json(ctx, "reproduce", {"available": False, "error": line}, [line])
         return SectionResult("reproduce", status="unavailable", files=["reproduce.json"], summary=[line])
-    rows = rp.reproduce("all")
+    rows = rp.reproduce("all", prefer=ctx.out_dir)  # this report's own measured rows first, wherever --out puts them
     summ = rp.summary(rows)
     df = pd.DataFrame(rows)
     summary = [f"{len(rows)} printed figures checked",

@@ -178,6 +178,23 @@ def test_speed_rows_are_indicative_or_not_determinable(tmp_path) -> None:
     assert judge.summary(list(rows.values()))["counted_rows"] == 1  # only R counts toward the share
 
 
+def test_a_reports_own_rows_come_first_wherever_it_writes(tmp_path) -> None:
+    """A report writing outside results/ (``--out``) judges the speed figures by the rows it just measured,
+    not by an older run under results/ (a GPU report once cited the committed CPU rows)."""
+    results, own = tmp_path / "results", tmp_path / "elsewhere" / "cuda"
+    for attn, vps in (("none", 40.0), ("nl", 10.0), ("cs", 30.0)):  # an older CUDA run under results/
+        jsonl.append_row(results / "cuda-test-gpu" / "table-vi.jsonl", _vps_row("eco", "16f", attn, vps))
+    for attn, vps in (("none", 40.0), ("nl", 20.0), ("cs", 30.0)):  # the report's own, on another CPU
+        row = {**_vps_row("eco", "16f", attn, vps), "device_slug": "cpu-own", "fingerprint": {"cpu_model": "Own CPU"}}
+        jsonl.append_row(own / "table-vi.jsonl", row)
+    older = {r["key"]: r for r in rp._reproduce("banet", results)}["banet.t6.vps.nl-over-none"]
+    assert older["value"] == 0.25 and "Test GPU" in older["reason"]  # CUDA preferred among runs under results/
+    mine = {r["key"]: r for r in rp._reproduce("banet", results, prefer=own)}["banet.t6.vps.nl-over-none"]
+    assert mine["value"] == 0.5 and "Own CPU, bf16, batch 1" in mine["reason"] and "Test GPU" not in mine["reason"]
+    inside = {r["key"]: r for r in rp._reproduce("banet", results, prefer=results / "cuda-test-gpu")}
+    assert inside["banet.t6.vps.nl-over-none"]["value"] == 0.25  # a folder under results/ is read once
+
+
 # --- the command ----------------------------------------------------------------------------------------------
 
 
