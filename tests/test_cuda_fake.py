@@ -182,6 +182,9 @@ def test_gate_cuda_snapshot_and_check_detect_an_injected_slowdown(fake_cuda: Fak
     report = gate.check(baseline, gate.CheckOptions(retries=1))
     failing = {f["key"] for f in report["findings"] if f["check"] == "latency" and f["failed"]}
     assert any(k.startswith("cs@") for k in failing), report["findings"]
+    # on CUDA the raw times decide by default: the reference workload does not track a GPU's speed
+    assert report["options"]["load_control"] is False
+    assert {f["mode"] for f in report["findings"] if f["check"] == "latency" and "mode" in f} == {"raw"}
 
 
 def test_gpu_check_script_cuda_dry_run(tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any]
         raise UsageError("--normalize needs the reference workload's samples of both runs")
     if opts.normalize:
         f, mode, decisive = dict(norm), "normalized", ["normalized"]
-    elif opts.load_control and norm is not None:
+    elif opts.load_control is not False and norm is not None:  # None: the CPU default (check resolves it)
         f, mode, decisive = dict(raw), "raw+reference", ["raw", "normalized"]
     else:
         f, mode, decisive = dict(raw), "raw", ["raw"]

@@ -93,6 +93,25 @@ def test_load_control_needs_the_slowdown_relative_to_the_reference() -> None:
     assert gate.latency_finding("x", old, ref, busy, busy, gate.CheckOptions(normalize=True))["status"] == "ok"
 
 
+def test_load_control_is_on_for_a_cpu_and_off_for_cuda_by_default() -> None:
+    from attnbench.gate.checker import default_load_control
+
+    assert default_load_control("cpu") and default_load_control(None)
+    assert not default_load_control("cuda") and not default_load_control("cuda:1")
+    old = timing([[v] * 3 for v in OLD])
+    ref = timing([[v] * 3 for v in OLD])
+    faster_ref = timing([[v * 0.85] * 3 for v in OLD])  # the reference alone got 15% faster (seen on an H200)
+    slower = timing([[v * 1.1] * 3 for v in OLD])
+    slower_ref = timing([[v * 1.1] * 3 for v in OLD])
+    # the block 10% slower, the reference 10% slower too: relative to it, nothing changed
+    assert gate.latency_finding("x", old, ref, slower, slower_ref, gate.CheckOptions(max_slowdown=1.05))["status"] == "ok"
+    raw = gate.latency_finding("x", old, ref, slower, slower_ref, gate.CheckOptions(max_slowdown=1.05, load_control=False))
+    assert raw["status"] == "regression" and raw["mode"] == "raw"
+    # an unchanged block with a faster reference is flagged relative to it alone: not a regression either way
+    f = gate.latency_finding("x", old, ref, old, faster_ref, gate.CheckOptions())
+    assert f["flags"] == ["normalized"] and f["status"] == "ok"
+
+
 def test_confirm_needs_a_consistent_slowdown() -> None:
     both, raw, none = ["raw", "normalized"], ["raw"], []
     d = ["raw", "normalized"]
