@@ -255,8 +255,8 @@ def attend_memory(n: int, c: int, L: int, M: int, p: Precision, held: list[tuple
     """Phases of :func:`attend` on q [n, c, L] and k, v [n, c, M] (written in the run's dtype), with the
     tensors in ``held`` (q, k, v among them) alive throughout. Naive: the map and its softmax output are
     alive together, and still alive while the second product writes its output (they are locals until
-    :func:`attend` returns); under CUDA autocast the softmax output is fp32 and the second product casts it
-    back. A scale multiplies the map in place (no new tensor). sdpa: contiguous copies of q, k, v and the
+    :func:`attend` returns); under CUDA autocast the softmax output is fp32 (from an fp32 copy of a bf16
+    map, alive while softmax runs) and the second product casts it back. A scale multiplies the map in place (no new tensor). sdpa: contiguous copies of q, k, v and the
     output (and, on CUDA, the fp32 log-sum-exp)."""
     out = ("attention output", n * L * c * p.low)
     if impl == "sdpa":
@@ -270,7 +270,8 @@ def attend_memory(n: int, c: int, L: int, M: int, p: Precision, held: list[tuple
     second = held + [amap, smax]
     if p.softmax != p.low:
         second.append((f"softmax output cast to {p.dtype}", elements * p.low))
-    return [("softmax", held + [amap, smax]), ("second product", second + [out])]
+    copy = [("map converted to fp32 for softmax", elements * p.softmax_copy)] if p.softmax_copy else []
+    return [("softmax", held + [amap] + copy + [smax]), ("second product", second + [out])]
 
 
 def nl_memory(shape: VideoShape, p: Precision, ratio: int = 2, subsample: bool | str = "none", bn: bool = True,

@@ -389,7 +389,8 @@ def stpa_memory(shape: VideoShape, p: Precision, **opts: Any) -> Peak:
     stay contiguous). The loop variable keeps the previous level's pooled map alive while the next level
     is pooled, so at the multi-scale presets the peak is a level's pooling: the scores so far, the previous
     level's pooled map, and this level's pooled map with its int64 max-pooling indices. The score, softmax
-    and L2 tensors are B x K*h*w x d each, in the run's dtype (softmax: :attr:`Precision.softmax`); under
+    and L2 tensors are B x K*h*w x d each, in the run's dtype (softmax: :attr:`Precision.softmax`, with
+    :attr:`Precision.softmax_copy` of its input while it runs); under
     autocast each level's Linear casts its weight, bias and X, and Eq. 4's product casts X_N (with one
     scale, nothing is pooled and the peak is Eq. 4)."""
     levels, top = _geometry(shape, **opts)
@@ -420,8 +421,9 @@ def stpa_memory(shape: VideoShape, p: Precision, **opts: Any) -> Peak:
         fused.append(step)
     held = scores + fused[-1:]
     a, norm = ("softmax", entries * sm), ("sum of squares", b * d * sm)
+    copy = [("scores converted to fp32 for softmax", entries * p.softmax_copy)] if p.softmax_copy else []
     phases += [
-        ("softmax (Eq. 3)", held + [a]),
+        ("softmax (Eq. 3)", held + copy + [a]),
         ("L2 sum of squares", held + [a, ("a * a", entries * sm), norm]),
         ("L2 normalisation", held + [a, ("rsqrt", b * d * sm), ("A (normalised)", entries * sm)]),
     ]

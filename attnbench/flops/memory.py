@@ -14,7 +14,11 @@ The dtypes are the real ones, from :class:`Precision`:
 * ``autocast``: weights and inputs stay fp32; ``torch.autocast`` casts them per op. Convolutions and matrix
   products write the low-precision dtype. Softmax follows the device's autocast list: on CUDA it is a
   ``fp32_set_opt_dtype`` op (ATen's ``autocast_mode.h``), so a bf16 input gives an **fp32** output; on
-  CPU softmax is in no autocast list and keeps its input's dtype. Element-wise ops between an fp32 and a
+  CPU softmax is in no autocast list and keeps its input's dtype. ATen's ``softmax(input, dim, dtype)``
+  has a fused path that reads fp16 and writes fp32 on CUDA (``half_to_float``) for fp16 only: a bf16
+  input is first converted to an fp32 copy, alive while the kernel runs (:attr:`Precision.softmax_copy`;
+  on an H200, nl at the BANet preset under bf16 autocast peaked at 1504 MiB, the map's 10 bytes per
+  element: bf16 map, fp32 copy, fp32 output). Element-wise ops between an fp32 and a
   bf16 tensor promote to fp32. A block whose autocast dtype flow is not modelled raises
   :class:`NotModelled`, and the prediction is reported as absent, with that reason.
 """
@@ -72,6 +76,14 @@ class Precision:
         if self.autocast and self.device_type == "cuda":
             return FP32
         return self.low
+
+    @property
+    def softmax_copy(self) -> int:
+        """Bytes per element of the copy of a softmax's input that ATen makes before the kernel: fp32 under
+        CUDA autocast with bf16 (the fp16-to-fp32 fused path does not cover bf16); else none."""
+        if self.autocast and self.device_type == "cuda" and self.dtype != "fp16":
+            return FP32
+        return 0
 
     @property
     def label(self) -> str:
