@@ -102,6 +102,7 @@ def _latency_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             # the first measurement alone was a regression: with --retries 0 this run would have failed
             "first_pass_alarm": bool(f.get("attempts")) and len(f["attempts"][0]["flags"]) == len(f["decisive"]),
             "attempts": f.get("attempts"),
+            "pooled": f.get("pooled"),  # all measurements' rounds together, which decide a suspect
         })
     return rows
 

@@ -42,10 +42,12 @@ How latency is measured, so that unchanged code does not alarm
   same device a block is slower only if it is slower both in its own times and relative to the
   reference: when the whole machine is slower (the reference too), that is load, not a regression.
   With ``--normalize`` (different devices) only the normalised comparison counts.
-* **Re-measuring suspects.** A block that looks slower by any of the deciding comparisons is measured
-  again (up to ``retries`` times, default 2). It fails only if one measurement was slower by every
-  deciding comparison and every measurement by at least one (:func:`~attnbench.gate.compare.confirm`);
-  otherwise it is reported as ``unconfirmed`` and does not fail the build.
+* **Re-measuring suspects.** A block that looks slower (flagged by a deciding comparison, or a median
+  ratio above ``max_slowdown``) is measured again (up to ``retries`` times, default 2), and the round
+  medians of all its measurements are tested together (:func:`~attnbench.gate.compare.pool`). It fails
+  only if those pooled rounds are slower by every deciding comparison, after at least one re-measurement
+  (:func:`~attnbench.gate.compare.confirm`); otherwise it is reported as ``unconfirmed`` and does not
+  fail the build.
 * **Allocator.** On CPU, ``--malloc cached`` (the default of ``snapshot`` on a CPU device) keeps
   glibc from mapping and unmapping large blocks on every call (:func:`attnbench.measuring.malloc.cpu_malloc`):
   for blocks with big intermediates, kernel page faults otherwise make up half the time and vary by
@@ -126,8 +128,10 @@ from attnbench.gate.compare import (
     current_rounds,
     device_differences,
     latency_finding,
+    looks_slower,
     memory_comparable,
     normalized,
+    pool,
     round_spread,
     round_values,
     spread_of,
@@ -195,6 +199,8 @@ __all__ = [
     "compare_params",
     "compared_text",
     "confirm",
+    "looks_slower",
+    "pool",
     "cpu_peak_bytes",
     "current_rounds",
     "device_differences",

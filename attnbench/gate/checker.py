@@ -26,7 +26,9 @@ from attnbench.gate.compare import (
     device_differences,
     finding,
     latency_finding,
+    looks_slower,
     memory_comparable,
+    pool,
     round_spread,
     round_values,
     spread_of,
@@ -235,14 +237,24 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
                 mem["metric"] = res.memory_metric
                 findings.append(finding(k, **mem))
 
-        # A block that looks slower (by any decisive comparison) is measured again, up to opts.retries
-        # times; see confirm() for the verdict. A slowdown caused by the block itself persists, a burst
-        # of load from other processes rarely does.
-        history = {k: [f["flags"]] for k, f in latency.items() if f["flags"]}
+        # A block that looks slower (flagged by a decisive comparison, or a median ratio above
+        # max_slowdown) is measured again, up to opts.retries times, and the round medians of all its
+        # measurements are compared together (pool); see confirm() for the verdict. A slowdown caused by
+        # the block itself persists, a burst of load from other processes rarely does.
+        history = {k: [f["flags"]] for k, f in latency.items() if looks_slower(f, opts.max_slowdown)}
+        base_of = {k: _samples(entries[k]["timing"]) for k in history}
+        measured_k = {k: [(_samples(results[k]), ref_new)] for k in history}  # (block, reference) per measurement
+        pooled: dict[str, dict[str, Any]] = {}
+
+        def judge(k: str) -> str:
+            blocks, refs = [b for b, _ in measured_k[k]], [r for _, r in measured_k[k]]
+            pooled[k] = latency_finding(k, base_of[k], ref_old, pool(blocks), pool(refs) if all(refs) else None, opts)
+            return confirm(history[k], latency[k]["decisive"], opts.retries, pooled[k]["flags"])
+
         for k in history:
             latency[k]["attempts"] = [_attempt(latency[k])]
         for attempt in range(opts.retries):
-            pending = [k for k in history if confirm(history[k], latency[k]["decisive"], opts.retries) == "pending"]
+            pending = [k for k in history if judge(k) == "pending"]
             if not pending:
                 break
             again = measure([(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(by_key[k]), batch_of(by_key[k])) for k in pending],
@@ -255,17 +267,26 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
                 f = latency_finding(k, _samples(entries[k]["timing"]), ref_old, _samples(again[k]), ref_again, opts)
                 latency[k]["attempts"].append(_attempt(f))
                 history[k].append(f["flags"])
+                measured_k[k].append((_samples(again[k]), ref_again))
         for k, flags in history.items():
             f = latency[k]
-            verdict = confirm(flags, f["decisive"], opts.retries)
+            verdict = judge(k)
             n = len(flags)
+            pf = pooled[k]
+            f["pooled"] = {"measurements": n, "rounds": pf["n_current"], "flags": pf["flags"], "raw_ratio": pf["raw_ratio"],
+                           "raw_p_slower": pf["raw_p_slower"], "normalized_ratio": pf["normalized_ratio"],
+                           "normalized_p_slower": pf["normalized_p_slower"]}
+            if verdict == "ok":
+                continue
             if verdict == "regression":
                 f.update(status="regression", failed=True,
-                         detail=f"slower in {n} measurement{'s' if n > 1 else ''}" + (" (no re-measurement)" if n == 1 else ""))
+                         detail=(f"slower over {n} measurements ({pf['n_current']} rounds together)" if n > 1
+                                 else "slower (no re-measurement)"))
             else:
+                why = ", ".join(sorted({c for fl in flags for c in fl})) or f"median ratio above {opts.max_slowdown:g}"
                 f.update(status="unconfirmed", failed=False,
-                         detail=f"looked slower ({', '.join(sorted({c for fl in flags for c in fl}))}) but not consistently "
-                                f"over {n} measurement{'s' if n > 1 else ''}: noise or machine load, not counted")
+                         detail=f"looked slower ({why}) but not over {n} measurement{'s' if n > 1 else ''} together: "
+                                f"noise or machine load, not counted")
         # A block that passes although its rounds (in the baseline or now) spread more than a slowdown worth
         # catching has not been shown to be unchanged: the verdict says so instead of passing silently.
         base_spread = info["baseline_round_spread"]

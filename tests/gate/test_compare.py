@@ -112,18 +112,35 @@ def test_load_control_is_on_for_a_cpu_and_off_for_cuda_by_default() -> None:
     assert f["flags"] == ["normalized"] and f["status"] == "ok"
 
 
-def test_confirm_needs_a_consistent_slowdown() -> None:
+def test_confirm_judges_the_pooled_measurements() -> None:
     both, raw, none = ["raw", "normalized"], ["raw"], []
     d = ["raw", "normalized"]
     assert gate.confirm([both], d, retries=2) == "pending"  # measure again
-    assert gate.confirm([both, raw], d, retries=2) == "regression"
-    assert gate.confirm([raw, both], d, retries=2) == "regression"
-    assert gate.confirm([both, none], d, retries=2) == "unconfirmed"  # not slower at all the second time
-    assert gate.confirm([raw, raw, raw], d, retries=2) == "unconfirmed"  # never slower relative to the reference
+    assert gate.confirm([both, raw], d, retries=2, pooled=both) == "regression"
+    assert gate.confirm([both, raw], d, retries=2, pooled=raw) == "pending"
+    assert gate.confirm([both, none], d, retries=2, pooled=[]) == "unconfirmed"  # no slowdown left at all
+    # slower relative to the reference in every measurement but significantly only all together (seen under
+    # a CPU hog with cs 25% slower): a regression
+    assert gate.confirm([raw, raw, raw], d, retries=2, pooled=both) == "regression"
+    assert gate.confirm([raw, raw, raw], d, retries=2, pooled=raw) == "unconfirmed"  # re-measurements used up
     assert gate.confirm([both], d, retries=0) == "regression"
-    assert gate.confirm([none], d, retries=2) == "ok"
+    assert gate.confirm([none], d, retries=0) == "ok"
+    assert gate.confirm([none], d, retries=2) == "pending"  # a suspect by its median ratio alone
     assert gate.confirm([raw], ["raw"], retries=1) == "pending"
-    assert gate.confirm([raw, raw], ["raw"], retries=1) == "regression"
+    assert gate.confirm([raw, raw], ["raw"], retries=1, pooled=raw) == "regression"
+
+
+def test_a_suspect_is_flagged_or_above_the_ratio_and_pooling_joins_rounds() -> None:
+    f = {"flags": [], "decisive": ["raw", "normalized"], "raw_ratio": 1.09, "normalized_ratio": 1.21}
+    assert gate.looks_slower(f, 1.10) and not gate.looks_slower({**f, "normalized_ratio": 1.0}, 1.10)
+    assert gate.looks_slower({**f, "normalized_ratio": 1.0, "flags": ["raw"]}, 1.10)
+    a, b = timing([[1.0, 3.0], [2.0]]), timing([[5.0]])
+    assert gate.round_values(gate.pool([a, b])) == [2.0, 2.0, 5.0] and gate.pool([a, None]) is None
+    # five baseline rounds against three measurements of five, each 15% slower: together the rank test says more
+    old = timing([[v] for v in OLD])
+    slow = [timing([[v * 1.15] for v in OLD[i:] + OLD[:i]]) for i in (0, 3, 6)]
+    assert gate.latency_finding("x", old, None, gate.pool(slow), None, gate.CheckOptions())["raw_p_slower"] < \
+        gate.latency_finding("x", old, None, slow[0], None, gate.CheckOptions())["raw_p_slower"]
 
 
 def test_memory_tolerance() -> None:
