@@ -89,7 +89,8 @@ class CheckOptions:
     same rounds (a machine that is slower as a whole is not a regression). None (the default): on for a
     CPU, off for CUDA, where the reference workload does not track the device's speed (on an H200 its
     round medians moved by up to 16% between unchanged checks while cs@banet's moved by under 0.5%, and
-    with it on 4 of 10 runs with cs 10% slower passed; ``results/cuda-nvidia-h200/gpu-check*/``). ``normalize``: compare
+    with it on 4 of 10 runs with cs 10% slower passed, their raw ratios as large as the caught runs';
+    ``results/cuda-nvidia-h200/gpu-check*/``). ``normalize``: compare
     reference-normalised times only (for different devices). ``allow_device_mismatch``: a timed
     baseline from another device is checked without its latency (otherwise that is a usage error).
     ``device``/``rounds``/``round_s`` override the baseline's (None: as in the baseline; with the
