@@ -44,10 +44,10 @@ How latency is measured, so that unchanged code does not alarm
   With ``--normalize`` (different devices) only the normalised comparison counts.
 * **Re-measuring suspects.** A block that looks slower (flagged by a deciding comparison, or a median
   ratio above ``max_slowdown``) is measured again (up to ``retries`` times, default 2), and the round
-  medians of all its measurements are tested together (:func:`~attnbench.gate.compare.pool`). It fails
-  only if those pooled rounds are slower by every deciding comparison, after at least one re-measurement
-  (:func:`~attnbench.gate.compare.confirm`); otherwise it is reported as ``unconfirmed`` and does not
-  fail the build.
+  medians of all its measurements are tested together (:func:`~attnbench.gate.compare.pool`). It fails,
+  after at least one re-measurement, if those pooled rounds are slower by every deciding comparison, or if
+  one measurement was and every measurement by at least one (:func:`~attnbench.gate.compare.confirm`);
+  otherwise it is reported as ``unconfirmed`` and does not fail the build.
 * **Allocator.** On CPU, ``--malloc cached`` (the default of ``snapshot`` on a CPU device) keeps
   glibc from mapping and unmapping large blocks on every call (:func:`attnbench.measuring.malloc.cpu_malloc`):
   for blocks with big intermediates, kernel page faults otherwise make up half the time and vary by

@@ -280,9 +280,11 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
             if verdict == "ok":
                 continue
             if verdict == "regression":
+                together = len(pf["flags"]) == len(f["decisive"])
                 f.update(status="regression", failed=True,
-                         detail=(f"slower over {n} measurements ({pf['n_current']} rounds together)" if n > 1
-                                 else "slower (no re-measurement)"))
+                         detail=("slower (no re-measurement)" if n == 1
+                                 else f"slower over {n} measurements ({pf['n_current']} rounds together)" if together
+                                 else f"slower in each of {n} measurements, in one by every comparison"))
             else:
                 why = ", ".join(sorted({c for fl in flags for c in fl})) or f"median ratio above {opts.max_slowdown:g}"
                 f.update(status="unconfirmed", failed=False,

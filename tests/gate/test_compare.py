@@ -117,7 +117,9 @@ def test_confirm_judges_the_pooled_measurements() -> None:
     d = ["raw", "normalized"]
     assert gate.confirm([both], d, retries=2) == "pending"  # measure again
     assert gate.confirm([both, raw], d, retries=2, pooled=both) == "regression"
-    assert gate.confirm([both, raw], d, retries=2, pooled=raw) == "pending"
+    assert gate.confirm([both, raw], d, retries=2, pooled=raw) == "regression"  # one full, every one flagged
+    assert gate.confirm([both, none], d, retries=2, pooled=raw) == "pending"
+    assert gate.confirm([raw, raw], d, retries=2, pooled=raw) == "pending"
     assert gate.confirm([both, none], d, retries=2, pooled=[]) == "unconfirmed"  # no slowdown left at all
     # slower relative to the reference in every measurement but significantly only all together (seen under
     # a CPU hog with cs 25% slower): a regression
