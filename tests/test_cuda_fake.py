@@ -202,6 +202,48 @@ def test_gpu_check_script_cuda_dry_run(tmp_path: Path) -> None:
     assert doc["fake_cuda"] and not doc["errors"]
     assert any(r.get("status") == "ok" and r.get("impl") == "sdpa" for r in doc["blocks"])
     assert "Fake CUDA" in (tmp_path / "README.md").read_text()
+    for r in doc["networks"]:  # a best-batch search the budget cut short names no best batch
+        cut = [x for x in doc["networks"] if x.get("search") == "best batch" and x["status"] == "not run: budget"
+               and (x["network"], x["attn"]) == (r["network"], r["attn"])]
+        assert not (cut and r.get("best_batch")), r
+
+
+def test_gpu_check_script_cuda_only_the_sections_named(tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu-check"), "--fake-cuda", "--only", "sdpa", "--budget-s", "20",
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert doc["sections"] == ["sdpa"] and doc["roofline"] == {} and doc["sdpa_backends"]
+    assert all(doc[k] == [{"status": "not selected (--only)"}] for k in ("blocks", "networks", "table_vi", "gate"))
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu-check"), "--fake-cuda", "--only", "nope"],
+                         capture_output=True, text=True, timeout=60, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert bad.returncode == 2 and "unknown section nope" in bad.stderr
+
+
+def test_gpu_check_gate_record_cuda_keeps_the_whole_finding() -> None:
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+
+    loader = SourceFileLoader("gpu_check", str(ROOT / "scripts" / "gpu-check"))
+    script = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
+    loader.exec_module(script)
+    finding = {"key": "cs@banet", "check": "latency", "status": "unconfirmed", "failed": False, "raw_ratio": 1.104,
+               "normalized_ratio": 1.02, "flags": ["raw"], "attempts": [{"flags": ["raw"]}, {"flags": []}],
+               "detail": "looked slower (raw) but not over 2 measurements together: noise or machine load, not counted"}
+    report = {"passed": True, "findings": [finding, {"key": "cs@banet", "check": "memory", "failed": False}],
+              "timing": {"rank_test": {"alpha": 0.01}}}
+    rec = script.gate_record(3, "injected", 0.1, report, "cs")
+    assert rec["slowdown"] == 0.1 and rec["passed"] and rec["failing"] == []
+    assert rec["finding"]["detail"] == finding["detail"] and rec["finding"]["attempts"] == finding["attempts"]
+    assert rec["finding"]["raw_ratio"] == 1.104 and rec["finding"]["pooled"] is None
+    md = script.summary_md({"fingerprint": {}, "command": "x", "wall_s": 1.0, "fake_cuda": True, "blocks": [],
+                            "table_vi": [], "crosscheck": [], "networks": [], "max_fit": [], "errors": [],
+                            "gate_injection": "10% slowdown of cs", "gate": [rec]})
+    assert "detections: 0 of 1" in md and "missed run 3: raw ratio 1.104, normalized 1.020: looked slower" in md
 
 
 def test_report_speed_and_roofline_cuda(fake_cuda: FakeCuda, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

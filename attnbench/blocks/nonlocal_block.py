@@ -256,8 +256,9 @@ def attend_memory(n: int, c: int, L: int, M: int, p: Precision, held: list[tuple
     tensors in ``held`` (q, k, v among them) alive throughout. Naive: the map and its softmax output are
     alive together, and still alive while the second product writes its output (they are locals until
     :func:`attend` returns); under CUDA autocast the softmax output is fp32 (from an fp32 copy of a bf16
-    map, alive while softmax runs) and the second product casts it back. A scale multiplies the map in place (no new tensor). sdpa: contiguous copies of q, k, v and the
-    output (and, on CUDA, the fp32 log-sum-exp)."""
+    map, alive while softmax runs) and the second product casts it back. A scale multiplies the map in
+    place (no new tensor). sdpa: contiguous copies of q, k, v and the output (and, on CUDA, the fp32
+    log-sum-exp)."""
     out = ("attention output", n * L * c * p.low)
     if impl == "sdpa":
         copies = [("q laid out for sdpa", n * L * c * p.low), ("k laid out for sdpa", n * M * c * p.low),

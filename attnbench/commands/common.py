@@ -219,6 +219,7 @@ def ray_session(address: str | None, accelerator: str | None, each_accelerator: 
     with distributed.command_session():
         yield cluster
 
+
 def module_list(values: list[str], absolute: bool = False) -> list[str]:
     """``--module`` values: each a block name, a comma list of them, or ``FILE.py:CLASS`` (never split: a path
     may hold commas). ``absolute``: file paths made absolute (a baseline must not depend on the folder)."""

@@ -74,9 +74,9 @@ def check(baseline: Mapping[str, Any], opts: CheckOptions, progress: Progress | 
     why = snapshot_problem(baseline)
     if why:
         raise UsageError(f"baseline is malformed: {why}")
-    if opts.load_control is None:  # the report's options say which it was
-        opts = replace(opts, load_control=default_load_control(opts.device or baseline["settings"].get("device")
-                                                               if baseline.get("settings") else opts.device))
+    if opts.load_control is None:  # resolved here, so the report's options say which it was
+        device = opts.device or (baseline.get("settings") or {}).get("device")
+        opts = replace(opts, load_control=default_load_control(device))
     findings: list[dict[str, Any]] = []
     by_key: dict[str, cases.Case] = {}
     for entry in baseline["entries"]:
@@ -242,41 +242,43 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
         # max_slowdown) is measured again, up to opts.retries times, and the round medians of all its
         # measurements are compared together (pool); see confirm() for the verdict. A slowdown caused by
         # the block itself persists, a burst of load from other processes rarely does.
-        history = {k: [f["flags"]] for k, f in latency.items() if looks_slower(f, opts.max_slowdown)}
-        base_of = {k: _samples(entries[k]["timing"]) for k in history}
-        measured_k = {k: [(_samples(results[k]), ref_new)] for k in history}  # (block, reference) per measurement
+        suspects = [k for k, f in latency.items() if looks_slower(f, opts.max_slowdown)]
+        base_of = {k: _samples(entries[k]["timing"]) for k in suspects}
+        measured_k = {k: [(_samples(results[k]), ref_new)] for k in suspects}  # (block, reference) per measurement
         pooled: dict[str, dict[str, Any]] = {}
+
+        def flags_of(k: str) -> list[list[str]]:
+            return [a["flags"] for a in latency[k]["attempts"]]
 
         def judge(k: str) -> str:
             blocks, refs = [b for b, _ in measured_k[k]], [r for _, r in measured_k[k]]
             pooled[k] = latency_finding(k, base_of[k], ref_old, pool(blocks), pool(refs) if all(refs) else None, opts)
-            return confirm(history[k], latency[k]["decisive"], opts.retries, pooled[k]["flags"])
+            return confirm(flags_of(k), latency[k]["decisive"], opts.retries, pooled[k]["flags"])
 
-        for k in history:
+        for k in suspects:
             latency[k]["attempts"] = [_attempt(latency[k])]
         for attempt in range(opts.retries):
-            pending = [k for k in history if judge(k) == "pending"]
+            pending = [k for k in suspects if judge(k) == "pending"]
             if not pending:
                 break
             again = measure([(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(by_key[k]), batch_of(by_key[k])) for k in pending],
                             plan, new_fp, (lambda m: progress(f"re-measuring ({attempt + 1}) {m}")) if progress else None, memory=False)
             ref_again = _samples(again[REFERENCE_KEY]) or ref_new
             for k in pending:
-                if again[k].status != "ok":
-                    history[k].append([])
+                if again[k].status != "ok":  # counted as a measurement that shows no slowdown
+                    latency[k]["attempts"].append({"status": clean(again[k].status), "flags": []})
                     continue
-                f = latency_finding(k, _samples(entries[k]["timing"]), ref_old, _samples(again[k]), ref_again, opts)
+                f = latency_finding(k, base_of[k], ref_old, _samples(again[k]), ref_again, opts)
                 latency[k]["attempts"].append(_attempt(f))
-                history[k].append(f["flags"])
                 measured_k[k].append((_samples(again[k]), ref_again))
-        for k, flags in history.items():
-            f = latency[k]
+        for k in suspects:
+            f, flags = latency[k], flags_of(k)
             verdict = judge(k)
             n = len(flags)
             pf = pooled[k]
-            f["pooled"] = {"measurements": n, "rounds": pf["n_current"], "flags": pf["flags"], "raw_ratio": pf["raw_ratio"],
-                           "raw_p_slower": pf["raw_p_slower"], "normalized_ratio": pf["normalized_ratio"],
-                           "normalized_p_slower": pf["normalized_p_slower"]}
+            f["pooled"] = {"measurements": len(measured_k[k]), "rounds": pf["n_current"], "flags": pf["flags"],
+                           "raw_ratio": pf["raw_ratio"], "raw_p_slower": pf["raw_p_slower"],
+                           "normalized_ratio": pf["normalized_ratio"], "normalized_p_slower": pf["normalized_p_slower"]}
             if verdict == "ok":
                 continue
             if verdict == "regression":
@@ -306,7 +308,7 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
                 info["inconclusive"].append(f"{k} (round medians spread x{worst:.2f})")
         findings += latency.values()
         info["first_pass_alarms"] = sum(1 for f in latency.values() if len(f.get("attempts", [{}])[0].get("flags") or []) == len(f["decisive"]))
-        info["suspects"] = len(history)
+        info["suspects"] = len(suspects)
     return info
 
 

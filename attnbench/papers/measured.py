@@ -89,5 +89,5 @@ def best_run(all_runs: Iterable[Run], needs: Iterable[Net]) -> Run | None:
     complete = [r for r in all_runs if wanted <= set(r.vps)]
     if not complete:
         return None
-    return min(complete, key=lambda r: (0 if r.preferred else 1, 0 if r.slug.startswith("cuda") else 1, 0 if r.dtype == "fp32" else 1,
-                                        0 if r.batch == 1 else 1, r.slug))
+    return min(complete, key=lambda r: (0 if r.preferred else 1, 0 if r.slug.startswith("cuda") else 1,
+                                        0 if r.dtype == "fp32" else 1, 0 if r.batch == 1 else 1, r.slug))

@@ -143,9 +143,9 @@ def session(
     check: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> Iterator[dict[str, dict[str, Any]]]:
     """Open the results file ``path`` for a run that will write the rows ``keys``; yields the rows to reuse
-    (``resume``), by key. ``fingerprint``: the device the run measures on, or a function of the key giving it
-    (a run over several devices). ``also``: keys a later session of the same command will write, checked now so that
-    the command stops before measuring anything. See the module docstring. ``path`` None: nothing is read,
+    (``resume``), by key. ``fingerprint``: the device the run measures on, or a function of the key giving
+    it (a run over several devices). ``also``: keys a later session of the same command will write, checked
+    now so that the command stops before measuring anything. See the module docstring. ``path`` None: nothing is read,
     locked or written.
 
     With ``overwrite`` an old row is removed only once its replacement has been written (when the session
