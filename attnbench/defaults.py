@@ -12,6 +12,7 @@ SCHEMA = 2  # the version of every JSON object and results row the commands writ
 GATE_ROUNDS = 10
 GATE_ROUND_S = 0.15
 GATE_ALPHA = 0.01
+GATE_LOAD_ALPHA = 0.05  # the comparison relative to the reference, when it only rules out a machine slower as a whole
 GATE_MAX_SLOWDOWN = 1.10
 GATE_MEMORY_TOLERANCE = 0.05
 GATE_RETRIES = 2

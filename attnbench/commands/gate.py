@@ -138,6 +138,7 @@ def _write_baseline(out_file: str, doc: dict[str, Any], plan: Any) -> None:
 def check_cmd(
     baseline: Annotated[str, typer.Option("--baseline", help="baseline JSON written by `attnbench snapshot`")],
     alpha: Annotated[float, typer.Option("--alpha", help="significance level of the one-sided Mann-Whitney U test on per-round medians (must be reachable with the rounds: 5 vs 5 rounds give p >= 1/252)")] = D.GATE_ALPHA,
+    load_alpha: Annotated[float, typer.Option("--load-alpha", help="significance level of the same test relative to the reference workload under --load-control (at least --alpha): it only rules out a machine slower as a whole")] = D.GATE_LOAD_ALPHA,
     max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="a slowdown fails only if median(new)/median(old) exceeds this")] = D.GATE_MAX_SLOWDOWN,
     memory_tolerance: Annotated[float, typer.Option("--memory-tolerance", help="allowed growth of peak memory (fraction)")] = D.GATE_MEMORY_TOLERANCE,
     normalize: Annotated[bool, typer.Option("--normalize", help="divide latencies by the reference workload's (compares across devices)")] = False,
@@ -155,7 +156,7 @@ def check_cmd(
     tolerance. Exit 1 on a regression, 2 on a malformed baseline or one timed on another device."""
     from attnbench import gate
 
-    opts = gate.CheckOptions(alpha=alpha, max_slowdown=max_slowdown, memory_tolerance=memory_tolerance,
+    opts = gate.CheckOptions(alpha=alpha, load_alpha=load_alpha, max_slowdown=max_slowdown, memory_tolerance=memory_tolerance,
                              normalize=normalize, load_control=load_control, flops_only=flops_only,
                              allow_device_mismatch=allow_device_mismatch, retries=retries, device=device,
                              rounds=rounds, round_s=round_s).check()
@@ -206,7 +207,7 @@ def _render(report: dict[str, Any], baseline: str) -> None:
         caption.append(f"latency ({t['plan']['clock']} clock): fail if the U test on per-round medians{rounds} gives "
                        f"p <= {o['alpha']:g}{rate}, and the median ratio > {o['max_slowdown']:g}"
                        + (" (normalized by the reference workload)" if o["normalize"] else
-                          " in raw times and relative to the reference workload" if o["load_control"] else "")
+                          f" in raw times, and relative to the reference workload at p <= {o['load_alpha']:g}" if o["load_control"] else "")
                        + (f", confirmed by re-measuring (up to {o['retries']}x)" if o["retries"] else ""))
     if t.get("memory_compared"):
         caption.append(f"memory: fail above +{o['memory_tolerance']:.0%}")

@@ -41,6 +41,11 @@ How latency is measured, so that unchanged code does not alarm
   round medians are also compared after dividing each by the reference's median of the same round. On the
   same device a block is slower only if it is slower both in its own times and relative to the
   reference: when the whole machine is slower (the reference too), that is load, not a regression.
+  The relative comparison is a control, tested at its own level ``load_alpha`` (default 0.05; at least
+  ``alpha``): its units carry the noise of the block and of the reference, and on a VM whose rounds
+  spread x1.2-1.7 it missed a 25% slowdown that the raw times showed at p < 0.001 when it was held to
+  0.01 too. The false alarms on unchanged code are still bounded by the raw test at ``alpha``; a machine
+  slower as a whole passes unless the block is slower than the reference at ``load_alpha`` too.
   With ``--normalize`` (different devices) only the normalised comparison counts.
 * **Re-measuring suspects.** A block that looks slower (flagged by a deciding comparison, or a median
   ratio above ``max_slowdown``) is measured again (up to ``retries`` times, default 2), and the round

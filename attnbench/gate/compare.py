@@ -197,8 +197,8 @@ def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any]
 
     * ``opts.normalize``: the normalised one (different devices);
     * else, with ``opts.load_control`` and both references: both -- a regression only if the block is
-      slower in its own times *and* relative to the reference (a machine slower as a whole is not a
-      regression);
+      slower in its own times (rank test at ``opts.alpha``) *and* relative to the reference (at
+      ``opts.load_alpha``, which only has to rule out a machine slower as a whole);
     * else the raw one.
 
     ``flags`` lists the decisive comparisons that call it a regression; ``status`` is ``regression``
@@ -209,8 +209,9 @@ def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any]
     raw = compare_latency(old_v, new_v, opts.alpha, opts.max_slowdown)
     norm = None
     old_rv, new_rv = round_values(old_ref), round_values(new_ref)
-    if old_rv and new_rv:
-        norm = compare_latency(normalized(old_v, old_rv), normalized(new_v, new_rv), opts.alpha, opts.max_slowdown)
+    if old_rv and new_rv:  # a load control only, at its own level; the only comparison with normalize
+        level = opts.alpha if opts.normalize else opts.load_alpha
+        norm = compare_latency(normalized(old_v, old_rv), normalized(new_v, new_rv), level, opts.max_slowdown)
     if opts.normalize and norm is None:
         raise UsageError("--normalize needs the reference workload's samples of both runs")
     if opts.normalize:

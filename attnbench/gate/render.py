@@ -83,7 +83,7 @@ def compared_text(report: Mapping[str, Any]) -> str:
         if t.get("latency_compared"):
             clock = (t.get("plan") or {}).get("clock", "wall")
             control = ("normalized by the reference workload" if opts["normalize"] else
-                       "also relative to the reference workload" if opts["load_control"] else "")
+                       f"also relative to the reference workload (p <= {opts['load_alpha']:g})" if opts["load_control"] else "")
             rt = t.get("rank_test") or {}
             test = (f"one-sided Mann-Whitney U on per-round medians ({rt['baseline_rounds']} baseline vs {rt['current_rounds']} "
                     f"current rounds, exact p), p <= {opts['alpha']:g}: false-alarm rate of the rank test "

@@ -86,7 +86,10 @@ class CheckOptions:
     """Thresholds of ``check``. ``retries``: how often a block that looks slower may be measured again
     (see :func:`confirm`). ``load_control``: on the same device, a block is
     slower only if it is slower both in its own times and relative to the reference workload of the
-    same rounds (a machine that is slower as a whole is not a regression). None (the default): on for a
+    same rounds (a machine that is slower as a whole is not a regression); the raw comparison is tested at
+    ``alpha``, the relative one at ``load_alpha``: it only has to rule out that the machine as a whole got
+    slower, and its units (a block's round median over the reference's) carry the noise of both, so at
+    ``alpha`` it missed real slowdowns (``results/gate-validation/``). None (the default): on for a
     CPU, off for CUDA, where the reference workload does not track the device's speed (on an H200 its
     round medians moved by up to 16% between unchanged checks while cs@banet's moved by under 0.5%, and
     with it on 4 of 10 runs with cs 10% slower passed, their raw ratios as large as the caught runs';
@@ -97,6 +100,7 @@ class CheckOptions:
     baseline's rounds, more rounds are measured if ``alpha`` needs them, see :func:`current_rounds`)."""
 
     alpha: float = D.GATE_ALPHA
+    load_alpha: float = D.GATE_LOAD_ALPHA
     max_slowdown: float = D.GATE_MAX_SLOWDOWN
     memory_tolerance: float = D.GATE_MEMORY_TOLERANCE
     normalize: bool = False
@@ -111,6 +115,8 @@ class CheckOptions:
     def check(self) -> "CheckOptions":
         if not 0 < self.alpha < 1:
             raise UsageError(f"--alpha must be between 0 and 1, got {self.alpha}")
+        if not self.alpha <= self.load_alpha < 1:
+            raise UsageError(f"--load-alpha must be at least --alpha ({self.alpha:g}) and below 1, got {self.load_alpha}")
         check_range("--max-slowdown", self.max_slowdown, 1, 100)  # a ratio of medians
         check_range("--memory-tolerance", self.memory_tolerance, 0, 100)  # a fraction of the baseline's peak
         check_range("--retries", self.retries, 0, 10)

@@ -93,6 +93,29 @@ def test_load_control_needs_the_slowdown_relative_to_the_reference() -> None:
     assert gate.latency_finding("x", old, ref, busy, busy, gate.CheckOptions(normalize=True))["status"] == "ok"
 
 
+def test_the_load_control_has_its_own_level() -> None:
+    """Relative to the reference the block must be slower at ``load_alpha`` (0.05), not ``alpha`` (0.01):
+    10 baseline against 10 current rounds where the block is 25% slower in every round, its raw rank test
+    at p < 1e-5, while the reference's rounds jitter so that the relative rank test gives 0.01 < p <= 0.05."""
+    rng = random.Random(4)
+    base = [10 + rng.random() for _ in range(10)]
+    ref_old = [5 * (1 + 0.8 * rng.random()) for _ in range(10)]
+    ref_new = [5 * (1 + 0.8 * rng.random()) for _ in range(10)]
+    old, ref, new, nref = (timing([[v] for v in vs]) for vs in (base, ref_old, [v * 1.25 for v in base], ref_new))
+    f = gate.latency_finding("x", old, ref, new, nref, gate.CheckOptions())
+    assert f["raw_p_slower"] < 1e-5 and 0.01 < f["normalized_p_slower"] <= 0.05 and f["normalized_ratio"] > 1.1
+    assert f["flags"] == ["raw", "normalized"] and f["status"] == "regression"
+    strict = gate.latency_finding("x", old, ref, new, nref, gate.CheckOptions(load_alpha=0.01))
+    assert strict["flags"] == ["raw"] and strict["status"] == "ok"
+    # with --normalize the relative comparison is the only one, so it is held to alpha
+    assert gate.latency_finding("x", old, ref, new, nref, gate.CheckOptions(normalize=True))["status"] == "ok"
+    # unchanged code on a machine slower as a whole still passes: the raw test alone is not enough
+    busy = timing([[v * 1.3] for v in base])
+    assert gate.latency_finding("x", old, ref, busy, timing([[v * 1.3] for v in ref_old]), gate.CheckOptions())["status"] == "ok"
+    with pytest.raises(UsageError, match="--load-alpha must be at least --alpha"):
+        gate.CheckOptions(alpha=0.05, load_alpha=0.01).check()
+
+
 def test_load_control_is_on_for_a_cpu_and_off_for_cuda_by_default() -> None:
     from attnbench.gate.checker import default_load_control
 
