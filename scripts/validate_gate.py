@@ -20,11 +20,15 @@ machine, re-measurements included; run them one after the other, on an otherwise
 replace the summaries in ``results/gate-validation/``)::
 
     python scripts/validate_gate.py --runs 20 --inject-runs 10 --small-inject-runs 10 --modules cs,nl \
-        --sizes C=96,T=8,H=20,W=20 --rounds 10 --round-s 0.15 --name cpu-amd-epyc-rounds10
+        --sizes C=96,T=8,H=20,W=20 --rounds 10 --round-s 0.15 --name cpu-amd-epyc-load-alpha
     python scripts/validate_gate.py --runs 20 --inject-runs 10 --small-inject-runs 10 --modules cs,nl \
-        --sizes C=96,T=8,H=20,W=20 --rounds 10 --round-s 0.15 --hog 1 --hog-mode always --name cpu-amd-epyc-rounds10-hog
+        --sizes C=96,T=8,H=20,W=20 --rounds 10 --round-s 0.15 --hog 1 --hog-mode always --name cpu-amd-epyc-load-alpha-hog
 
-(``--rounds 5 --round-s 0.3 --name cpu-amd-epyc-default[-hog]`` gave the earlier 5-round summaries.)
+(The other summaries there are earlier rules: ``--rounds 5 --round-s 0.3`` in ``*-default*``, then
+``rounds10*``, ``pooled*``, ``pooled-or-consistent*``; each holds the command that made it.)
+
+``--rejudge SUMMARY... [--load-alphas 0.01,0.05]`` measures nothing: it re-judges the recorded measurements
+of summaries at other levels through the gate's own verdict (:func:`rejudge`; approximate, see there).
 
 A smoke test of the script itself (about a minute): ``--runs 1 --inject-runs 1 --small-inject-runs 0
 --rounds 5 --round-s 0.05 --out-dir /tmp/gate-smoke``.
@@ -154,6 +158,48 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _flags(m: dict[str, Any], decisive: list[str], alpha: float, load_alpha: float, max_slowdown: float) -> list[str]:
+    """The decisive comparisons that call one recorded measurement (or the pooled rounds) a regression at
+    these levels: p <= level and median ratio > max_slowdown; the relative one at ``load_alpha`` when the
+    raw one decides too (load control), else at ``alpha``."""
+    levels = {"raw": alpha, "normalized": load_alpha if "raw" in decisive else alpha}
+    return [c for c in decisive if m.get(f"{c}_p_slower") is not None and m[f"{c}_p_slower"] <= levels[c]
+            and (m.get(f"{c}_ratio") or 0) > max_slowdown]
+
+
+def rejudge(summary: dict[str, Any], alpha: float, load_alpha: float, max_slowdown: float = 1.10) -> dict[str, Any]:
+    """The verdicts a summary's recorded measurements get at other levels, through the gate's own
+    :func:`~attnbench.gate.compare.confirm`: each suspect's measurements and pooled rounds re-flagged from
+    their recorded p-values and ratios. Approximate: the runs stopped re-measuring where the levels they
+    ran with said so, so a verdict that would now want another measurement (``pending``) counts as a pass,
+    and a block that was no suspect stays one that passed (it had no median ratio above max_slowdown, so
+    no level flags it)."""
+    from attnbench.gate.compare import confirm
+
+    runs = []
+    for r in summary["runs"]:
+        target = r["inject"].partition(":")[0] if r.get("inject") else None
+        failed = []
+        for row in r["latency"]:
+            if not row.get("attempts") or not row.get("pooled"):
+                continue
+            dec = list(row["decisive"])
+            flags = [_flags(a, dec, alpha, load_alpha, max_slowdown) if a.get("raw_ratio") is not None else []
+                     for a in row["attempts"]]
+            pooled = _flags(row["pooled"], dec, alpha, load_alpha, max_slowdown)
+            if confirm(flags, dec, len(flags) - 1, pooled) == "regression":
+                failed.append(row["key"].split("@")[0])
+        runs.append({"kind": r["kind"], "detected": target in failed,
+                     "false_alarm": any(k != target for k in failed)})
+    out = {"alpha": alpha, "load_alpha": load_alpha, "max_slowdown": max_slowdown}
+    for kind in KINDS:
+        rs = [r for r in runs if r["kind"] == kind]
+        key = "false_alarms" if kind == "clean" else f"{kind}_detections"
+        out[key] = f"{sum(r['false_alarm' if kind == 'clean' else 'detected'] for r in rs)}/{len(rs)}"
+    out["other_blocks_flagged"] = sum(r["false_alarm"] for r in runs if r["kind"] != "clean")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20, help="check runs of unchanged code")
@@ -176,7 +222,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="background processes that load the machine (one core and memory bandwidth each)")
     ap.add_argument("--hog-mode", default="alternate", choices=("always", "alternate"),
                     help="always: the hog runs during every check run; alternate: during every other block of 3 runs")
+    ap.add_argument("--rejudge", nargs="+", metavar="SUMMARY", default=None,
+                    help="measure nothing: re-judge these summaries' recorded measurements at --alpha and each --load-alphas")
+    ap.add_argument("--alpha", type=float, default=0.01, help="with --rejudge")
+    ap.add_argument("--load-alphas", default="0.01,0.05", help="with --rejudge: comma list")
     args = ap.parse_args(argv)
+    if args.rejudge:
+        for path in args.rejudge:
+            summary = json.loads(Path(path).read_text())
+            for level in (float(x) for x in args.load_alphas.split(",")):
+                print(json.dumps({"summary": os.path.basename(path), **rejudge(summary, args.alpha, level)}))
+        return 0
     for name in ("runs", "inject_runs", "small_inject_runs", "hog"):
         if getattr(args, name) < 0:
             ap.error(f"--{name.replace('_', '-')} must be >= 0")

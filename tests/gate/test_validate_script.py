@@ -33,3 +33,33 @@ def test_validation_script_schedule_and_summary() -> None:
     assert (s["small_injected_runs"], s["small_detections"], s["small_injected_runs_with_other_blocks_flagged"]) == (2, 1, 1)
     with pytest.raises(SystemExit):
         v.main(["--inject", "cs"])  # NAME:FRACTION
+
+
+def test_rejudge_applies_the_gates_verdict_at_other_levels(tmp_path, capsys) -> None:
+    """--rejudge re-flags recorded measurements from their p-values and ratios and asks the gate's confirm():
+    a 25% slowdown whose pooled rounds are slower relative to the reference at p 0.03 is caught at
+    load_alpha 0.05, not at 0.01; an unchanged block slower in raw times only (the machine) is caught at neither."""
+    import json
+
+    v = _validate_script()
+
+    def m(raw_p, raw_r, norm_p, norm_r):
+        return {"raw_p_slower": raw_p, "raw_ratio": raw_r, "normalized_p_slower": norm_p, "normalized_ratio": norm_r}
+
+    def row(key, *ms, pooled):
+        return {"key": key, "decisive": ["raw", "normalized"], "attempts": list(ms), "pooled": pooled}
+
+    summary = {"runs": [
+        {"kind": "injected", "inject": "cs:0.25", "latency": [
+            row("cs@x", m(1e-4, 1.3, 0.04, 1.25), m(1e-4, 1.3, 0.06, 1.2), pooled=m(1e-6, 1.3, 0.03, 1.22)),
+            {"key": "nl@x", "decisive": ["raw", "normalized"], "attempts": None, "pooled": None}]},
+        {"kind": "clean", "inject": None, "latency": [
+            row("nl@x", m(1e-4, 1.2, 0.6, 0.95), m(1e-3, 1.15, 0.7, 0.93), pooled=m(1e-6, 1.18, 0.65, 0.94))]},
+    ]}
+    strict, loose = (v.rejudge(summary, 0.01, level) for level in (0.01, 0.05))
+    assert (strict["injected_detections"], strict["false_alarms"]) == ("0/1", "0/1")
+    assert (loose["injected_detections"], loose["false_alarms"], loose["other_blocks_flagged"]) == ("1/1", "0/1", 0)
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(summary))
+    assert v.main(["--rejudge", str(path), "--load-alphas", "0.05"]) == 0
+    assert json.loads(capsys.readouterr().out)["injected_detections"] == "1/1"
