@@ -10,6 +10,7 @@ import typer
 
 from attnbench.commands import common, flops, formula, gate, listing, report, reproduce, speed, sweep, table_vi
 from attnbench.commands.common import os_error, say_error
+from attnbench.errors import UsageError
 
 app = typer.Typer(
     add_completion=True,
@@ -41,13 +42,33 @@ for _name, _fn in (("list", listing.list_cmd), ("flops", flops.flops_cmd), ("for
 OPTIONAL_VALUES = {"--ray": "local"}
 
 
-def optional_values(argv: list[str]) -> list[str]:
-    """``--ray`` bare (last, or before another option) is ``--ray local``."""
+def _options() -> tuple[set[str], set[str]]:
+    """The option names of every command: those that take a value, and all (flags too)."""
+    group = typer.main.get_command(app)
+    takes_value: set[str] = set()
+    every: set[str] = set()
+    for cmd in [group, *getattr(group, "commands", {}).values()]:
+        for param in cmd.params:
+            if getattr(param, "param_type_name", "") == "option":
+                every.update(param.opts, param.secondary_opts)
+                if not getattr(param, "is_flag", False):
+                    takes_value.update(param.opts)
+    return takes_value, every
+
+
+def optional_values(argv: list[str], takes_value: set[str] | frozenset[str] = frozenset(),
+                    every: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """``--ray`` bare (last, or before another option) is ``--ray local``. An option that takes a value
+    followed by another option's name (``--out --ray``: the parser would write to a file named ``--ray``)
+    is a usage error; a file of such a name can be given as ``./--ray``."""
     out: list[str] = []
     for i, arg in enumerate(argv):
-        out.append(arg)
         if arg == "--":
-            return out + argv[i + 1:]
+            return out + argv[i:]
+        if i > 0 and argv[i - 1] in takes_value and arg in every:
+            raise UsageError(f"{argv[i - 1]} needs a value, but the next word is the option {arg} "
+                             f"(a file of that name: ./{arg})")
+        out.append(arg)
         if arg in OPTIONAL_VALUES and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
             out.append(OPTIONAL_VALUES[arg])
     return out
@@ -62,9 +83,13 @@ def run(argv: list[str] | None = None) -> int:
         from click import exceptions as cx
 
     try:
-        rv = app(args=optional_values(sys.argv[1:] if argv is None else argv), standalone_mode=False, prog_name="attnbench")
+        args = sys.argv[1:] if argv is None else argv
+        rv = app(args=optional_values(args, *_options()), standalone_mode=False, prog_name="attnbench")
     except cx.UsageError as e:
         say_error(f"error: {e.format_message()}")
+        return 2
+    except UsageError as e:  # from optional_values, before any command runs
+        say_error(f"error: {e}")
         return 2
     except typer.Exit as e:
         rv = e.exit_code

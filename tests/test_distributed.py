@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from attnbench import distributed as ds
 from attnbench import sweep as sw
 from attnbench.cli import app, optional_values
+from attnbench.errors import UsageError
 from attnbench.errors import AttnBenchWarning, UsageError
 from attnbench.report import tables
 from tests.killing import rows_of, sigkill_after
@@ -38,6 +39,15 @@ def test_bare_ray_starts_a_local_one_and_a_value_is_kept() -> None:
     assert optional_values(["sweep", "--ray", "--device", "cpu"]) == ["sweep", "--ray", "local", "--device", "cpu"]
     assert optional_values(["sweep", "--ray", "auto", "--T", "4"]) == ["sweep", "--ray", "auto", "--T", "4"]
     assert optional_values(["sweep", "--", "--ray"]) == ["sweep", "--", "--ray"]
+    # an option that takes a value followed by an option's name: one line, exit 2 (was a file named --ray)
+    with pytest.raises(UsageError, match="--out needs a value, but the next word is the option --ray"):
+        optional_values(["sweep", "--out", "--ray"], {"--out"}, {"--out", "--ray"})
+    assert optional_values(["sweep", "--json", "--ray"], {"--out"}, {"--out", "--ray", "--json"}) == ["sweep", "--json", "--ray", "local"]
+    assert optional_values(["sweep", "--out", "./--ray"], {"--out"}, {"--out", "--ray"}) == ["sweep", "--out", "./--ray"]
+    from attnbench.cli import _options
+
+    takes_value, every = _options()
+    assert {"--out", "--ray", "--T", "--baseline"} <= takes_value and "--json" not in takes_value and "--json" in every
 
 
 def test_placement_options_need_ray_and_exclude_each_other() -> None:
