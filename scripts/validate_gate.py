@@ -92,6 +92,8 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def _latency_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    from attnbench.gate.compare import required
+
     rows = []
     for f in report.get("findings", []):
         if f["check"] != "latency" or "ratio" not in f:
@@ -100,11 +102,12 @@ def _latency_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             "key": f["key"], "status": f["status"], "failed": f["failed"], "mode": f.get("mode"),
             "raw_ratio": f.get("raw_ratio"), "raw_p_slower": f.get("raw_p_slower"),
             "normalized_ratio": f.get("normalized_ratio"), "normalized_p_slower": f.get("normalized_p_slower"),
+            "peers_ratio": f.get("peers_ratio"), "peers_p_slower": f.get("peers_p_slower"), "peers": f.get("peers"),
             "baseline_ms": f.get("baseline_ms"), "current_ms": f.get("current_ms"), "n_current": f.get("n_current"),
             "decisive": f.get("decisive"), "flags": f.get("flags"), "detail": f.get("detail"),
             "measurements": len(f.get("attempts") or [None]),
             # the first measurement alone was a regression: with --retries 0 this run would have failed
-            "first_pass_alarm": bool(f.get("attempts")) and len(f["attempts"][0]["flags"]) == len(f["decisive"]),
+            "first_pass_alarm": bool(f.get("attempts")) and len(f["attempts"][0]["flags"]) >= required(f["decisive"]),
             "attempts": f.get("attempts"),
             "pooled": f.get("pooled"),  # all measurements' rounds together, which decide a suspect
         })
@@ -160,9 +163,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _flags(m: dict[str, Any], decisive: list[str], alpha: float, load_alpha: float, max_slowdown: float) -> list[str]:
     """The decisive comparisons that call one recorded measurement (or the pooled rounds) a regression at
-    these levels: p <= level and median ratio > max_slowdown; the relative one at ``load_alpha`` when the
-    raw one decides too (load control), else at ``alpha``."""
-    levels = {"raw": alpha, "normalized": load_alpha if "raw" in decisive else alpha}
+    these levels: p <= level and median ratio > max_slowdown; the one relative to the reference at
+    ``load_alpha`` when the raw one decides too (load control), else at ``alpha``; raw and peers at ``alpha``."""
+    levels = {"raw": alpha, "normalized": load_alpha if "raw" in decisive else alpha, "peers": alpha}
     return [c for c in decisive if m.get(f"{c}_p_slower") is not None and m[f"{c}_p_slower"] <= levels[c]
             and (m.get(f"{c}_ratio") or 0) > max_slowdown]
 
@@ -303,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
             ratios = " ".join(f"{r['key'].split('@')[0]}:{r['status']}:raw x{r['raw_ratio']:.3f}"
                               + (f"/ref x{r['normalized_ratio']:.3f}" if r["normalized_ratio"] is not None else "")
+                              + (f"/peers x{r['peers_ratio']:.3f}" if r["peers_ratio"] is not None else "")
                               + (f"[{r['measurements']}m]" if r["measurements"] > 1 else "") for r in run["latency"])
             print(f"[{i + 1:2d}] {kind:8s}{' +hog' if loaded else '     '} rc={rc} {secs:5.1f}s load={load_before:.1f} {ratios}"
                   + (f" {run['stderr']}" if run["stderr"] else ""), flush=True)

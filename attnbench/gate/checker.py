@@ -28,7 +28,10 @@ from attnbench.gate.compare import (
     latency_finding,
     looks_slower,
     memory_comparable,
+    peer_factors,
+    peers_for,
     pool,
+    required,
     round_spread,
     round_values,
     spread_of,
@@ -221,6 +224,17 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
                                 "current_median": median(round_values(ref_new)) if ref_new else None}
         if opts.normalize and not ref_new:
             raise UsageError(f"the reference workload failed in this run ({clean(results[REFERENCE_KEY].status)}); cannot --normalize")
+        # Peers: each block is also compared relative to how fast up to MAX_PEERS other blocks (the nearest in
+        # baseline time) ran in the same rounds, the baseline's rounds and these alike.
+        base_rounds = {k: round_values(_samples(entries[k]["timing"])) for k in timed}
+        base_med = {k: median(v) for k, v in base_rounds.items() if v}
+        ok_now = {k: base_med[k] for k in timed if results[k].status == "ok" and k in base_med}
+        peers_of = {k: peers_for(k, ok_now) for k in ok_now}
+
+        def factors(rounds: dict[str, list[float] | None], k: str) -> list[float] | None:
+            return peer_factors(rounds, base_med, peers_of.get(k) or [])
+
+        now_rounds = {k: round_values(_samples(results[k])) for k in ok_now}
         latency: dict[str, dict[str, Any]] = {}
         for k in timed:
             res = results[k]
@@ -229,7 +243,9 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
                                          detail=f"timed in the baseline, fails now: {res.status}"))
                 continue
             if latency_ok:
-                latency[k] = latency_finding(k, _samples(entries[k]["timing"]), ref_old, _samples(res), ref_new, opts)
+                latency[k] = latency_finding(k, _samples(entries[k]["timing"]), ref_old, _samples(res), ref_new, opts,
+                                             peers=(factors(base_rounds, k), factors(now_rounds, k)))
+                latency[k]["peers"] = peers_of.get(k) or []
             else:
                 findings.append(finding(k, check="latency", status="skipped", failed=False,
                                          detail=f"{_mismatch(differences)}; not compared (--allow-device-mismatch)"))
@@ -244,15 +260,18 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
         # the block itself persists, a burst of load from other processes rarely does.
         suspects = [k for k, f in latency.items() if looks_slower(f, opts.max_slowdown)]
         base_of = {k: _samples(entries[k]["timing"]) for k in suspects}
-        measured_k = {k: [(_samples(results[k]), ref_new)] for k in suspects}  # (block, reference) per measurement
+        # (block, reference, peer factors) per measurement
+        measured_k = {k: [(_samples(results[k]), ref_new, factors(now_rounds, k))] for k in suspects}
         pooled: dict[str, dict[str, Any]] = {}
 
         def flags_of(k: str) -> list[list[str]]:
             return [a["flags"] for a in latency[k]["attempts"]]
 
         def judge(k: str) -> str:
-            blocks, refs = [b for b, _ in measured_k[k]], [r for _, r in measured_k[k]]
-            pooled[k] = latency_finding(k, base_of[k], ref_old, pool(blocks), pool(refs) if all(refs) else None, opts)
+            blocks, refs, fs = ([m[i] for m in measured_k[k]] for i in range(3))
+            pooled_f = [x for f in fs for x in f] if all(fs) else None  # type: ignore[union-attr]
+            pooled[k] = latency_finding(k, base_of[k], ref_old, pool(blocks), pool(refs) if all(refs) else None, opts,
+                                        peers=(factors(base_rounds, k), pooled_f))
             return confirm(flags_of(k), latency[k]["decisive"], opts.retries, pooled[k]["flags"])
 
         for k in suspects:
@@ -261,32 +280,35 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
             pending = [k for k in suspects if judge(k) == "pending"]
             if not pending:
                 break
-            again = measure([(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(by_key[k]), batch_of(by_key[k])) for k in pending],
+            with_peers = list(dict.fromkeys(pending + [b for k in pending for b in peers_of.get(k) or []]))
+            again = measure([(REFERENCE_KEY, reference_target(), 1)] + [(k, bench.block_target(by_key[k]), batch_of(by_key[k])) for k in with_peers],
                             plan, new_fp, (lambda m: progress(f"re-measuring ({attempt + 1}) {m}")) if progress else None, memory=False)
             ref_again = _samples(again[REFERENCE_KEY]) or ref_new
+            again_rounds = {b: round_values(_samples(again[b])) if again[b].status == "ok" else None for b in with_peers}
             for k in pending:
                 if again[k].status != "ok":  # counted as a measurement that shows no slowdown
                     latency[k]["attempts"].append({"status": clean(again[k].status), "flags": []})
                     continue
-                f = latency_finding(k, base_of[k], ref_old, _samples(again[k]), ref_again, opts)
+                f_again = factors(again_rounds, k)
+                f = latency_finding(k, base_of[k], ref_old, _samples(again[k]), ref_again, opts,
+                                    peers=(factors(base_rounds, k), f_again))
                 latency[k]["attempts"].append(_attempt(f))
-                measured_k[k].append((_samples(again[k]), ref_again))
+                measured_k[k].append((_samples(again[k]), ref_again, f_again))
         for k in suspects:
             f, flags = latency[k], flags_of(k)
             verdict = judge(k)
             n = len(flags)
             pf = pooled[k]
             f["pooled"] = {"measurements": len(measured_k[k]), "rounds": pf["n_current"], "flags": pf["flags"],
-                           "raw_ratio": pf["raw_ratio"], "raw_p_slower": pf["raw_p_slower"],
-                           "normalized_ratio": pf["normalized_ratio"], "normalized_p_slower": pf["normalized_p_slower"]}
+                           **{name: pf[name] for name in COMPARED}}
             if verdict == "ok":
                 continue
             if verdict == "regression":
-                together = len(pf["flags"]) == len(f["decisive"])
+                together = len(pf["flags"]) >= required(f["decisive"])
                 f.update(status="regression", failed=True,
                          detail=("slower (no re-measurement)" if n == 1
                                  else f"slower over {n} measurements ({pf['n_current']} rounds together)" if together
-                                 else f"slower in each of {n} measurements, in one by every comparison"))
+                                 else f"slower in each of {n} measurements, in one by {required(f['decisive'])} comparisons"))
             else:
                 why = ", ".join(sorted({c for fl in flags for c in fl})) or f"median ratio above {opts.max_slowdown:g}"
                 f.update(status="unconfirmed", failed=False,
@@ -307,11 +329,14 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
                 f["inconclusive"] = True
                 info["inconclusive"].append(f"{k} (round medians spread x{worst:.2f})")
         findings += latency.values()
-        info["first_pass_alarms"] = sum(1 for f in latency.values() if len(f.get("attempts", [{}])[0].get("flags") or []) == len(f["decisive"]))
+        info["first_pass_alarms"] = sum(1 for f in latency.values()
+                                        if len(f.get("attempts", [{}])[0].get("flags") or []) >= required(f["decisive"]))
         info["suspects"] = len(suspects)
     return info
 
 
+COMPARED = ("raw_ratio", "raw_p_slower", "normalized_ratio", "normalized_p_slower", "peers_ratio", "peers_p_slower")
+
+
 def _attempt(f: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: f.get(k) for k in ("status", "flags", "raw_ratio", "raw_p_slower", "normalized_ratio", "normalized_p_slower",
-                                  "baseline_ms", "current_ms", "n_current")}
+    return {k: f.get(k) for k in ("status", "flags", *COMPARED, "baseline_ms", "current_ms", "n_current")}

@@ -187,8 +187,39 @@ def memory_comparable(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return old.get("device_type") != "cuda" or old.get("gpu_name") == new.get("gpu_name")
 
 
+MAX_PEERS = 3  # the other blocks a block is compared with (those of the nearest baseline times)
+
+
+def peers_for(key: str, medians: Mapping[str, float]) -> list[str]:
+    """The blocks ``key`` is compared with (its peers): up to :data:`MAX_PEERS` of the other blocks whose
+    baseline median time (``medians``, ms) is nearest its own on a log scale."""
+    if key not in medians or medians[key] <= 0:
+        return []
+    own = math.log(medians[key])
+    others = [k for k, m in medians.items() if k != key and m > 0]
+    return sorted(others, key=lambda k: (abs(math.log(medians[k]) - own), k))[:MAX_PEERS]
+
+
+def peer_factors(rounds: Mapping[str, Sequence[float] | None], medians: Mapping[str, float],
+                 peers: Sequence[str]) -> list[float] | None:
+    """How fast the machine ran for the ``peers`` in each round: per round, the median over the peers of
+    their round median divided by their baseline median (``medians``). None without peers, or when a peer
+    is missing or its rounds do not line up with the others'."""
+    series = [rounds.get(p) for p in peers]
+    if not peers or any(not s for s in series) or len({len(s) for s in series}) != 1:  # type: ignore[arg-type]
+        return None
+    return [median([s[j] / medians[p] for p, s in zip(peers, series)]) for j in range(len(series[0]))]  # type: ignore[index]
+
+
+def required(decisive: Sequence[str]) -> int:
+    """How many of the decisive comparisons must call a measurement slower: two when the load is
+    controlled (two of raw, relative to the reference and relative to the peers), else the one."""
+    return min(2, len(decisive))
+
+
 def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any] | None, new: Mapping[str, Any],
-                    new_ref: Mapping[str, Any] | None, opts: CheckOptions) -> dict[str, Any]:
+                    new_ref: Mapping[str, Any] | None, opts: CheckOptions,
+                    peers: tuple[Sequence[float] | None, Sequence[float] | None] | None = None) -> dict[str, Any]:
     """Compare one measurement of a block's latency with the baseline (``{"samples_ms", "round_sizes"}``
     of both and of their reference workloads). The units compared are the per-round medians
     (:func:`round_values`). Two comparisons: ``raw`` (the round medians themselves) and ``normalized``
@@ -196,13 +227,18 @@ def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any]
     decide (``decisive``):
 
     * ``opts.normalize``: the normalised one (different devices);
-    * else, with ``opts.load_control`` and both references: both -- a regression only if the block is
-      slower in its own times (rank test at ``opts.alpha``) *and* relative to the reference (at
-      ``opts.load_alpha``, which only has to rule out a machine slower as a whole);
+    * else, with ``opts.load_control`` and both references: both, and a third when ``peers`` (the peer
+      factors of :func:`peer_factors` for the baseline's rounds and for these) line up with the rounds:
+      ``peers``, each round median divided by how fast the other blocks ran in that round. A regression
+      needs two of them (:func:`required`): raw (at ``opts.alpha``) and relative to the reference (at
+      ``opts.load_alpha``; it only has to rule out a machine slower as a whole), or either with the peers
+      (at ``opts.alpha``). Raw and peers: the reference alone sped up; reference and peers: the machine
+      ran faster than during the baseline, so the raw times hid the slowdown; raw and reference: every
+      block slowed (a change they share);
     * else the raw one.
 
     ``flags`` lists the decisive comparisons that call it a regression; ``status`` is ``regression``
-    only when all of them do (``improved`` likewise)."""
+    when :func:`required` of them do (``improved`` likewise)."""
     old_v, new_v = round_values(old), round_values(new)
     if not old_v or not new_v:
         raise UsageError(f"{clean(key)}: no latency samples to compare")
@@ -214,20 +250,29 @@ def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any]
         norm = compare_latency(normalized(old_v, old_rv), normalized(new_v, new_rv), level, opts.max_slowdown)
     if opts.normalize and norm is None:
         raise UsageError("--normalize needs the reference workload's samples of both runs")
+    peer = None
+    old_f, new_f = peers or (None, None)
+    if old_f and new_f and len(old_f) == len(old_v) and len(new_f) == len(new_v) and min(*old_f, *new_f) > 0:
+        peer = compare_latency([v / f for v, f in zip(old_v, old_f)], [v / f for v, f in zip(new_v, new_f)],
+                               opts.alpha, opts.max_slowdown)
     if opts.normalize:
         f, mode, decisive = dict(norm), "normalized", ["normalized"]
     elif opts.load_control is not False and norm is not None:  # None: the CPU default (check resolves it)
         f, mode, decisive = dict(raw), "raw+reference", ["raw", "normalized"]
+        if peer is not None:
+            mode, decisive = "raw+reference+peers", ["raw", "normalized", "peers"]
     else:
         f, mode, decisive = dict(raw), "raw", ["raw"]
-    by = {"raw": raw, "normalized": norm}
+    by = {"raw": raw, "normalized": norm, "peers": peer}
     flags = [c for c in decisive if by[c]["status"] == "regression"]
-    status = ("regression" if len(flags) == len(decisive)
-              else "improved" if all(by[c]["status"] == "improved" for c in decisive) else "ok")
+    status = ("regression" if len(flags) >= required(decisive)
+              else "improved" if sum(by[c]["status"] == "improved" for c in decisive) >= required(decisive) else "ok")
     f.update(status=status, failed=status == "regression", mode=mode, decisive=decisive, flags=flags, unit="round median",
              normalized=opts.normalize, baseline_ms=raw["baseline"], current_ms=raw["current"], raw_ratio=raw["ratio"],
              raw_p_slower=raw["p_slower"], raw_status=raw["status"], normalized_ratio=norm["ratio"] if norm else None,
              normalized_p_slower=norm["p_slower"] if norm else None, normalized_status=norm["status"] if norm else None,
+             peers_ratio=peer["ratio"] if peer else None, peers_p_slower=peer["p_slower"] if peer else None,
+             peers_status=peer["status"] if peer else None,
              baseline_rounds_ms=old_v, current_rounds_ms=new_v)
     return finding(key, **f)
 
@@ -236,11 +281,11 @@ def confirm(flags: Sequence[Sequence[str]], decisive: Sequence[str], retries: in
             pooled: Sequence[str] | None = None) -> str:
     """The verdict on a suspect block measured ``len(flags)`` times, ``flags[j]`` being the decisive
     comparisons that called measurement j a regression and ``pooled`` those that call the round medians
-    of all its measurements together a regression (:func:`pool`; None: the single measurement's).
+    of all its measurements together a regression (:func:`pool`; None: the single measurement's). "Slower"
+    below means by :func:`required` of the decisive comparisons (two of them under load control).
 
     * ``regression``, after at least one re-measurement (none if ``retries`` is 0): the pooled rounds are
-      slower by every decisive comparison, or one measurement was slower by every decisive comparison and
-      every measurement by at least one. Pooling lets a real slowdown through on a loaded machine: under a
+      slower, or one measurement was slower and every measurement was flagged by at least one comparison. Pooling lets a real slowdown through on a loaded machine: under a
       CPU hog a 25% slowdown of cs was slower relative to the reference in each of three measurements
       (x1.25, x1.14, x1.10) but never significantly in one alone (p 0.04, 0.02, 0.10 at alpha 0.01). The
       second rule keeps a slowdown whose raw times fade as the machine speeds up between measurements
@@ -249,11 +294,11 @@ def confirm(flags: Sequence[Sequence[str]], decisive: Sequence[str], retries: in
       re-measurements are used up;
     * ``pending`` while another measurement is needed;
     * ``ok``: a single measurement with no flags when no re-measurement is allowed (``retries`` 0)."""
-    n = len(flags)
+    n, need = len(flags), required(decisive)
     pooled = list(flags[0]) if pooled is None and n == 1 else list(pooled or [])
-    if len(pooled) == len(decisive) and (n >= 2 or retries == 0):
+    if len(pooled) >= need and (n >= 2 or retries == 0):
         return "regression"
-    if n >= 2 and all(flags) and any(len(f) == len(decisive) for f in flags):
+    if n >= 2 and all(flags) and any(len(f) >= need for f in flags):
         return "regression"
     if retries == 0 and n == 1 and not flags[0]:
         return "ok"
@@ -265,7 +310,7 @@ def confirm(flags: Sequence[Sequence[str]], decisive: Sequence[str], retries: in
 def looks_slower(f: Mapping[str, Any], max_slowdown: float) -> bool:
     """A first measurement worth measuring again: a decisive comparison flags it, or its median ratio is
     above ``max_slowdown`` without the rank test agreeing (yet)."""
-    ratios = {"raw": f.get("raw_ratio"), "normalized": f.get("normalized_ratio")}
+    ratios = {"raw": f.get("raw_ratio"), "normalized": f.get("normalized_ratio"), "peers": f.get("peers_ratio")}
     return bool(f.get("flags")) or any((ratios.get(c) or 0) > max_slowdown for c in f.get("decisive") or [])
 
 
