@@ -142,7 +142,7 @@ def check_cmd(
     max_slowdown: Annotated[float, typer.Option("--max-slowdown", help="a slowdown fails only if median(new)/median(old) exceeds this")] = D.GATE_MAX_SLOWDOWN,
     memory_tolerance: Annotated[float, typer.Option("--memory-tolerance", help="allowed growth of peak memory (fraction)")] = D.GATE_MEMORY_TOLERANCE,
     normalize: Annotated[bool, typer.Option("--normalize", help="divide latencies by the reference workload's (compares across devices)")] = False,
-    load_control: Annotated[Optional[bool], typer.Option("--load-control/--no-load-control", help="same device: a slowdown must also show relative to the reference workload of the same rounds (default: on for a CPU, off for CUDA, where the reference does not track the GPU's speed)", show_default=False)] = None,
+    load_control: Annotated[Optional[bool], typer.Option("--load-control/--no-load-control", help="same device: a slowdown must show in two of raw times, times relative to the reference workload and times relative to the other blocks of the same rounds (default: on for a CPU, off for CUDA, where the reference does not track the GPU's speed)", show_default=False)] = None,
     flops_only: Annotated[bool, typer.Option("--flops-only", help="compare parameters and FLOPs only, even if the baseline is timed")] = False,
     allow_device_mismatch: Annotated[bool, typer.Option("--allow-device-mismatch", help="a baseline timed on another device: check it without latency (the summary says so) instead of exiting 2")] = False,
     device: Annotated[Optional[str], typer.Option("--device", help="device to time on (default: the baseline's)", show_default=False)] = None,
@@ -207,7 +207,8 @@ def _render(report: dict[str, Any], baseline: str) -> None:
         caption.append(f"latency ({t['plan']['clock']} clock): fail if the U test on per-round medians{rounds} gives "
                        f"p <= {o['alpha']:g}{rate}, and the median ratio > {o['max_slowdown']:g}"
                        + (" (normalized by the reference workload)" if o["normalize"] else
-                          f" in raw times, and relative to the reference workload at p <= {o['load_alpha']:g}" if o["load_control"] else "")
+                          f" in two of: raw times, relative to the reference workload (p <= {o['load_alpha']:g}), relative to "
+                          f"the other blocks of the same rounds" if o["load_control"] else "")
                        + (f", confirmed by re-measuring (up to {o['retries']}x)" if o["retries"] else ""))
     if t.get("memory_compared"):
         caption.append(f"memory: fail above +{o['memory_tolerance']:.0%}")

@@ -22,9 +22,11 @@ What is compared, and how
   10 against 10 rounds (the default) at alpha 0.01: 0.93% per block and measurement (5 against 5: 2/252 =
   0.79%), if rounds of unchanged code are exchangeable. Ten short rounds rather than five long ones: on a
   machine whose speed drifts, one odd round then no longer hides a real slowdown (with 5 against 5, p <=
-  0.01 needs every current round above every baseline round). The ratio threshold, the load control and the re-measurement below only lower it:
-  a block fails only if a second, independent measurement is slower too, so for unchanged code that
-  happens with about the square of that rate (~6e-5 per block) unless the machine's speed drifts.
+  0.01 needs every current round above every baseline round). Under load control (below) a block
+  fails on two comparisons, and every pair of them holds one tested at alpha (raw or peers), so the
+  rate is at most twice that (1.9%); the ratio threshold and the re-measurement lower it: a block fails
+  only if a second, independent measurement is slower too, so for unchanged code that happens with
+  about the square of that rate (~4e-4 per block) unless the machine's speed drifts.
 * **Memory**: the call's peak working memory (CUDA: the caching allocator's peak minus what was
   allocated before the call; CPU: the peak of the bytes held by tensors created during the call,
   tracked op by op, which unlike the process RSS is deterministic) may grow by at most
@@ -44,14 +46,24 @@ How latency is measured, so that unchanged code does not alarm
   The relative comparison is a control, tested at its own level ``load_alpha`` (default 0.05; at least
   ``alpha``): its units carry the noise of the block and of the reference, and on a VM whose rounds
   spread x1.2-1.7 it missed a 25% slowdown that the raw times showed at p < 0.001 when it was held to
-  0.01 too. The false alarms on unchanged code are still bounded by the raw test at ``alpha``; a machine
-  slower as a whole passes unless the block is slower than the reference at ``load_alpha`` too.
+  0.01 too.
+* **Peers.** The reference is not the blocks: when the VM's speed changed, it sped up by 33% where an
+  unchanged nl sped up by 14%. So each block is also compared relative to up to three other blocks of
+  the baseline (those nearest in baseline time, :func:`~attnbench.gate.compare.peers_for`): each round
+  median divided by how fast its peers ran in that round (:func:`~attnbench.gate.compare.peer_factors`),
+  tested at ``alpha``. Under load control a block is slower when two of the three comparisons say so
+  (:func:`~attnbench.gate.compare.required`): raw and reference (every block slowed, a change they
+  share), reference and peers (the machine ran faster than during the baseline, so the raw times hid
+  the slowdown: under a CPU hog a 25% slowdown of cs showed raw x1.02-1.17 but x1.31-1.48 relative to
+  the reference), or raw and peers (the reference alone sped up). Every pair holds one test at
+  ``alpha``, so false alarms on unchanged code stay bounded by twice it (above).
   With ``--normalize`` (different devices) only the normalised comparison counts.
 * **Re-measuring suspects.** A block that looks slower (flagged by a deciding comparison, or a median
-  ratio above ``max_slowdown``) is measured again (up to ``retries`` times, default 2), and the round
-  medians of all its measurements are tested together (:func:`~attnbench.gate.compare.pool`). It fails,
-  after at least one re-measurement, if those pooled rounds are slower by every deciding comparison, or if
-  one measurement was and every measurement by at least one (:func:`~attnbench.gate.compare.confirm`);
+  ratio above ``max_slowdown``) is measured again with its peers (up to ``retries`` times, default 2),
+  and the round medians of all its measurements are tested together (:func:`~attnbench.gate.compare.pool`).
+  It fails, after at least one re-measurement, if those pooled rounds are slower (by two comparisons
+  under load control), or if one measurement was and every measurement was flagged by at least one
+  comparison (:func:`~attnbench.gate.compare.confirm`);
   otherwise it is reported as ``unconfirmed`` and does not fail the build.
 * **Allocator.** On CPU, ``--malloc cached`` (the default of ``snapshot`` on a CPU device) keeps
   glibc from mapping and unmapping large blocks on every call (:func:`attnbench.measuring.malloc.cpu_malloc`):

@@ -41,6 +41,8 @@ def fmt_change(f: Mapping[str, Any]) -> str:
         text = f"x{f['raw_ratio']:.3f} (p={f['raw_p_slower']:.2g}{rounds})"
         if f.get("normalized_ratio") is not None:
             text += f", vs reference x{f['normalized_ratio']:.3f}"
+        if f.get("peers_ratio") is not None and "peers" in (f.get("decisive") or []):
+            text += f", vs {len(f.get('peers') or [])} other block(s) x{f['peers_ratio']:.3f}"
         return text
     if c == "memory" and "delta" in f:
         return f"{'+' if f['delta'] >= 0 else '-'}{human(abs(f['delta']), 'B')} (x{f['ratio']:.3f})"
@@ -83,7 +85,8 @@ def compared_text(report: Mapping[str, Any]) -> str:
         if t.get("latency_compared"):
             clock = (t.get("plan") or {}).get("clock", "wall")
             control = ("normalized by the reference workload" if opts["normalize"] else
-                       f"also relative to the reference workload (p <= {opts['load_alpha']:g})" if opts["load_control"] else "")
+                       f"in two of raw times, relative to the reference workload (p <= {opts['load_alpha']:g}) and relative "
+                       f"to the other blocks of the same rounds" if opts["load_control"] else "")
             rt = t.get("rank_test") or {}
             test = (f"one-sided Mann-Whitney U on per-round medians ({rt['baseline_rounds']} baseline vs {rt['current_rounds']} "
                     f"current rounds, exact p), p <= {opts['alpha']:g}: false-alarm rate of the rank test "

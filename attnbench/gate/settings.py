@@ -86,7 +86,9 @@ class CheckOptions:
     """Thresholds of ``check``. ``retries``: how often a block that looks slower may be measured again
     (see :func:`confirm`). ``load_control``: on the same device, a block is
     slower only if it is slower both in its own times and relative to the reference workload of the
-    same rounds (a machine that is slower as a whole is not a regression); the raw comparison is tested at
+    same rounds (a machine that is slower as a whole is not a regression), or either of those and relative
+    to its peers, the other blocks of the same rounds (:func:`~attnbench.gate.compare.latency_finding`);
+    the raw and peer comparisons are tested at
     ``alpha``, the relative one at ``load_alpha``: it only has to rule out that the machine as a whole got
     slower, and its units (a block's round median over the reference's) carry the noise of both, so at
     ``alpha`` it missed real slowdowns (``results/gate-validation/``). None (the default): on for a

@@ -130,9 +130,10 @@ def test_load_control_is_on_for_a_cpu_and_off_for_cuda_by_default() -> None:
     assert gate.latency_finding("x", old, ref, slower, slower_ref, gate.CheckOptions(max_slowdown=1.05))["status"] == "ok"
     raw = gate.latency_finding("x", old, ref, slower, slower_ref, gate.CheckOptions(max_slowdown=1.05, load_control=False))
     assert raw["status"] == "regression" and raw["mode"] == "raw"
-    # an unchanged block with a faster reference is flagged relative to it alone: not a regression either way
+    # an unchanged block with a faster reference is slower relative to it alone: not a regression either way,
+    # and not flagged at all (its raw times are not slower)
     f = gate.latency_finding("x", old, ref, old, faster_ref, gate.CheckOptions())
-    assert f["flags"] == ["normalized"] and f["status"] == "ok"
+    assert f["normalized_status"] == "regression" and f["flags"] == [] and f["status"] == "ok"
 
 
 def test_confirm_judges_the_pooled_measurements() -> None:
@@ -212,3 +213,64 @@ def test_an_unsteady_baseline_is_named() -> None:
     drifted = doc([19.85, 20.29, 29.04, 30.94, 31.1], [16.08, 16.03, 22.19, 21.89, 22.49])  # a snapshot seen here
     why = gate.unsteady(drifted)
     assert why is not None and "reference x1.57" in why and "cs@x x1.40" in why
+
+
+def test_peers_are_the_nearest_blocks_in_baseline_time_and_their_factors_are_per_round() -> None:
+    medians = {"a": 1.0, "b": 2.0, "c": 4.0, "d": 0.5, "e": 100.0}
+    assert gate.peers_for("a", medians) == ["b", "d", "c"]  # |log 2| = |log 0.5| < |log 4|; at most 3
+    assert gate.peers_for("e", {"e": 1.0}) == [] and gate.peers_for("x", medians) == []
+    rounds = {"b": [2.0, 4.0], "c": [4.0, 4.0], "d": [0.5, 1.5]}
+    # per round, the median over the peers of round / baseline median: [1, 1, 1] and [2, 1, 3]
+    assert gate.peer_factors(rounds, medians, ["b", "c", "d"]) == [1.0, 2.0]
+    assert gate.peer_factors(rounds, medians, []) is None
+    assert gate.peer_factors({**rounds, "c": [4.0]}, medians, ["b", "c"]) is None  # rounds do not line up
+    assert gate.peer_factors(rounds, medians, ["b", "z"]) is None  # a peer not measured
+
+
+def test_two_of_raw_reference_and_peers_decide() -> None:
+    """10 rounds each; the four cases the peer comparison tells apart (each slowdown 25% or 30%)."""
+    rng = random.Random(5)
+    base = [10 + rng.random() for _ in range(10)]
+    ref = [5 + 0.1 * rng.random() for _ in range(10)]
+    ones = [1.0] * 10
+
+    def finding(block, reference, factors):
+        return gate.latency_finding("x", timing([[v] for v in base]), timing([[v] for v in ref]), timing([[v] for v in block]),
+                                    timing([[v] for v in reference]), gate.CheckOptions(), peers=(ones, factors))
+
+    # the block 25% slower while the machine ran 15% faster than during the baseline (the reference and the
+    # other blocks too): its raw times hide it, the reference and the peers show it
+    faster = finding([v * 1.25 * 0.85 for v in base], [v * 0.85 for v in ref], [0.85] * 10)
+    assert faster["mode"] == "raw+reference+peers" and faster["flags"] == ["normalized", "peers"]
+    assert faster["status"] == "regression" and faster["raw_status"] == "ok"
+    # the machine 30% slower as a whole: raw alone, not a regression
+    busy = finding([v * 1.3 for v in base], [v * 1.3 for v in ref], [1.3] * 10)
+    assert busy["flags"] == ["raw"] and busy["status"] == "ok"
+    # every block 30% slower (a change they share), the reference not: raw and reference
+    shared = finding([v * 1.3 for v in base], ref, [1.3] * 10)
+    assert shared["flags"] == ["raw", "normalized"] and shared["status"] == "regression"
+    # an unchanged block whose reference alone got faster: relative to it alone, not a regression
+    ref_fast = finding(base, [v * 0.7 for v in ref], ones)
+    assert ref_fast["normalized_status"] == "regression" and ref_fast["flags"] == [] and ref_fast["status"] == "ok"
+    # an unchanged block that ran 4% faster in its own times while the reference and its peers sped up more
+    # (seen under a CPU hog: raw x0.957, reference x1.163, peers x1.160): flagged by none
+    quicker = finding([v * 0.96 for v in base], [v * 0.8 for v in ref], [0.8] * 10)
+    assert quicker["normalized_status"] == "regression" and quicker["peers_status"] == "regression"
+    assert quicker["flags"] == [] and quicker["status"] == "ok"
+    # and a block slower in its own times is never "improved", whatever the others did
+    assert finding([v * 1.05 for v in base], [v * 1.5 for v in ref], [1.5] * 10)["status"] == "ok"
+    # peer factors that do not line up with the rounds: the two-comparison rule of before
+    assert finding(base, ref, [1.0] * 3)["mode"] == "raw+reference"
+    # with --normalize only the reference decides, whatever the peers say
+    f = gate.latency_finding("x", timing([[v] for v in base]), timing([[v] for v in ref]), timing([[v * 1.3] for v in base]),
+                             timing([[v] for v in ref]), gate.CheckOptions(normalize=True), peers=(ones, ones))
+    assert f["decisive"] == ["normalized"] and f["status"] == "regression"
+
+
+def test_confirm_needs_two_of_three_comparisons() -> None:
+    d = ["raw", "normalized", "peers"]
+    assert gate.required(d) == 2 and gate.required(["raw", "normalized"]) == 2 and gate.required(["raw"]) == 1
+    assert gate.confirm([["normalized", "peers"], ["peers"]], d, retries=2, pooled=["normalized", "peers"]) == "regression"
+    assert gate.confirm([["normalized"], ["peers"]], d, retries=2, pooled=["peers"]) == "pending"
+    assert gate.confirm([["raw"], ["raw"], ["raw"]], d, retries=2, pooled=["raw"]) == "unconfirmed"
+    assert gate.confirm([["raw", "peers"], ["raw"]], d, retries=2, pooled=["raw"]) == "regression"  # one slower, each flagged
