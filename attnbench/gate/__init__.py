@@ -47,8 +47,8 @@ How latency is measured, so that unchanged code does not alarm
   ``alpha``): its units carry the noise of the block and of the reference, and on a VM whose rounds
   spread x1.2-1.7 it missed a 25% slowdown that the raw times showed at p < 0.001 when it was held to
   0.01 too.
-* **Peers.** The reference is not the blocks: when the VM's speed changed, it sped up by 33% where an
-  unchanged nl sped up by 14%. So each block is also compared relative to up to three other blocks of
+* **Peers.** The reference is not the blocks: when the VM's speed changed, its times fell by up to 32%
+  where an unchanged nl's fell by 15-17%. So each block is also compared relative to up to three other blocks of
   the baseline (those nearest in baseline time, :func:`~attnbench.gate.compare.peers_for`): each round
   median divided by how fast its peers ran in that round (:func:`~attnbench.gate.compare.peer_factors`),
   tested at ``alpha``. Under load control a block is slower when two of the three comparisons say so
