@@ -163,14 +163,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _flags(m: dict[str, Any], decisive: list[str], alpha: float, load_alpha: float, max_slowdown: float) -> list[str]:
     """The decisive comparisons that call one recorded measurement (or the pooled rounds) a regression at
-    these levels: p <= level and median ratio > max_slowdown; the one relative to the reference at
-    ``load_alpha`` when the raw one decides too (load control), else at ``alpha``; raw and peers at ``alpha``;
-    under load control none when the raw median ratio is not above 1 (as the gate does)."""
-    levels = {"raw": alpha, "normalized": load_alpha if "raw" in decisive else alpha, "peers": alpha}
-    if len(decisive) > 1 and (m.get("raw_ratio") or 0) <= 1:  # load control: not slower in its own times
-        return []
-    return [c for c in decisive if m.get(f"{c}_p_slower") is not None and m[f"{c}_p_slower"] <= levels[c]
-            and (m.get(f"{c}_ratio") or 0) > max_slowdown]
+    these levels, from its recorded p-values and ratios, by the gate's own :func:`~attnbench.gate.compare.level`
+    and :func:`~attnbench.gate.compare.flagged`."""
+    from attnbench.gate.compare import flagged, level
+    from attnbench.gate.settings import CheckOptions
+
+    opts = CheckOptions(alpha=alpha, load_alpha=load_alpha, max_slowdown=max_slowdown, normalize="raw" not in decisive)
+    slower = {c: m.get(f"{c}_p_slower") is not None and m[f"{c}_p_slower"] <= level(c, opts)
+              and (m.get(f"{c}_ratio") or 0) > max_slowdown for c in decisive}
+    return flagged(decisive, slower, m.get("raw_ratio") or 0)
 
 
 def rejudge(summary: dict[str, Any], alpha: float, load_alpha: float, max_slowdown: float = 1.10) -> dict[str, Any]:

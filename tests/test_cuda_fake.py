@@ -185,6 +185,8 @@ def test_gate_cuda_snapshot_and_check_detect_an_injected_slowdown(fake_cuda: Fak
     # on CUDA the raw times decide by default: the reference workload does not track a GPU's speed
     assert report["options"]["load_control"] is False
     assert {f["mode"] for f in report["findings"] if f["check"] == "latency" and "mode" in f} == {"raw"}
+    # and the other blocks decide nothing there, so a suspect is re-measured without them
+    assert all(f["peers"] == [] and f["peers_ratio"] is None for f in report["findings"] if f["check"] == "latency" and "mode" in f)
 
 
 def test_gpu_check_script_cuda_dry_run(tmp_path: Path) -> None:

@@ -224,16 +224,19 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
                                 "current_median": median(round_values(ref_new)) if ref_new else None}
         if opts.normalize and not ref_new:
             raise UsageError(f"the reference workload failed in this run ({clean(results[REFERENCE_KEY].status)}); cannot --normalize")
-        # Peers: each block is also compared relative to how fast up to MAX_PEERS other blocks (the nearest in
-        # baseline time) ran in the same rounds, the baseline's rounds and these alike.
+        # Peers (under load control only: elsewhere they decide nothing, and re-measuring them would be
+        # wasted): each block is also compared relative to how fast up to MAX_PEERS other blocks (the
+        # nearest in baseline time) ran in the same rounds, the baseline's rounds and these alike.
         base_rounds = {k: round_values(_samples(entries[k]["timing"])) for k in timed}
         base_med = {k: median(v) for k, v in base_rounds.items() if v}
         ok_now = {k: base_med[k] for k in timed if results[k].status == "ok" and k in base_med}
-        peers_of = {k: peers_for(k, ok_now) for k in ok_now}
+        use_peers = latency_ok and opts.load_control is not False and not opts.normalize
+        peers_of = {k: peers_for(k, ok_now) if use_peers else [] for k in ok_now}
 
         def factors(rounds: dict[str, list[float] | None], k: str) -> list[float] | None:
             return peer_factors(rounds, base_med, peers_of.get(k) or [])
 
+        base_f = {k: factors(base_rounds, k) for k in ok_now}
         now_rounds = {k: round_values(_samples(results[k])) for k in ok_now}
         latency: dict[str, dict[str, Any]] = {}
         for k in timed:
@@ -244,7 +247,7 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
                 continue
             if latency_ok:
                 latency[k] = latency_finding(k, _samples(entries[k]["timing"]), ref_old, _samples(res), ref_new, opts,
-                                             peers=(factors(base_rounds, k), factors(now_rounds, k)))
+                                             peers=(base_f.get(k), factors(now_rounds, k)))
                 latency[k]["peers"] = peers_of.get(k) or []
             else:
                 findings.append(finding(k, check="latency", status="skipped", failed=False,
@@ -271,7 +274,7 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
             blocks, refs, fs = ([m[i] for m in measured_k[k]] for i in range(3))
             pooled_f = [x for f in fs for x in f] if all(fs) else None  # type: ignore[union-attr]
             pooled[k] = latency_finding(k, base_of[k], ref_old, pool(blocks), pool(refs) if all(refs) else None, opts,
-                                        peers=(factors(base_rounds, k), pooled_f))
+                                        peers=(base_f.get(k), pooled_f))
             return confirm(flags_of(k), latency[k]["decisive"], opts.retries, pooled[k]["flags"])
 
         for k in suspects:
@@ -291,7 +294,7 @@ def _check_timing(baseline: Mapping[str, Any], by_key: Mapping[str, cases.Case],
                     continue
                 f_again = factors(again_rounds, k)
                 f = latency_finding(k, base_of[k], ref_old, _samples(again[k]), ref_again, opts,
-                                    peers=(factors(base_rounds, k), f_again))
+                                    peers=(base_f.get(k), f_again))
                 latency[k]["attempts"].append(_attempt(f))
                 measured_k[k].append((_samples(again[k]), ref_again, f_again))
         for k in suspects:

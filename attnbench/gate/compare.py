@@ -211,6 +211,20 @@ def peer_factors(rounds: Mapping[str, Sequence[float] | None], medians: Mapping[
     return [median([s[j] / medians[p] for p, s in zip(peers, series)]) for j in range(len(series[0]))]  # type: ignore[index]
 
 
+def level(comparison: str, opts: CheckOptions) -> float:
+    """The significance level of one comparison: ``load_alpha`` for the one relative to the reference when
+    it is a load control (not ``normalize``), else ``alpha``."""
+    return opts.load_alpha if comparison == "normalized" and not opts.normalize else opts.alpha
+
+
+def flagged(decisive: Sequence[str], slower: Mapping[str, bool], raw_ratio: float) -> list[str]:
+    """The decisive comparisons that call a measurement slower (``slower[c]``); under load control (more
+    than one decides) none when the block is not slower in its own times (raw median ratio not above 1)."""
+    if len(decisive) > 1 and raw_ratio <= 1:
+        return []
+    return [c for c in decisive if slower.get(c)]
+
+
 def required(decisive: Sequence[str]) -> int:
     """How many of the decisive comparisons must call a measurement slower: two when the load is
     controlled (two of raw, relative to the reference and relative to the peers), else the one."""
@@ -248,8 +262,8 @@ def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any]
     norm = None
     old_rv, new_rv = round_values(old_ref), round_values(new_ref)
     if old_rv and new_rv:  # a load control only, at its own level; the only comparison with normalize
-        level = opts.alpha if opts.normalize else opts.load_alpha
-        norm = compare_latency(normalized(old_v, old_rv), normalized(new_v, new_rv), level, opts.max_slowdown)
+        norm = compare_latency(normalized(old_v, old_rv), normalized(new_v, new_rv), level("normalized", opts),
+                               opts.max_slowdown)
     if opts.normalize and norm is None:
         raise UsageError("--normalize needs the reference workload's samples of both runs")
     peer = None
@@ -266,11 +280,10 @@ def latency_finding(key: str, old: Mapping[str, Any], old_ref: Mapping[str, Any]
     else:
         f, mode, decisive = dict(raw), "raw", ["raw"]
     by = {"raw": raw, "normalized": norm, "peers": peer}
-    flags = [c for c in decisive if by[c]["status"] == "regression"]
+    flags = flagged(decisive, {c: by[c]["status"] == "regression" for c in decisive}, raw["ratio"])
     improved = [c for c in decisive if by[c]["status"] == "improved"]
-    if len(decisive) > 1:  # load control: a block faster (slower) in its own times is not slower (faster)
-        flags = flags if raw["ratio"] > 1 else []
-        improved = improved if raw["ratio"] < 1 else []
+    if len(decisive) > 1 and raw["ratio"] >= 1:  # load control: not faster in its own times
+        improved = []
     status = ("regression" if len(flags) >= required(decisive)
               else "improved" if len(improved) >= required(decisive) else "ok")
     f.update(status=status, failed=status == "regression", mode=mode, decisive=decisive, flags=flags, unit="round median",
